@@ -1,0 +1,68 @@
+import tempfile
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import Marketer, Reader, SessionDep
+from campaigns.schemas import (
+    CustomerPublic,
+    CustomersIn,
+    DeriveResult,
+    ImportResult,
+    OrdersIn,
+    SegmentCreate,
+    SegmentPublic,
+)
+from campaigns.services import customers, segments
+
+router = APIRouter(tags=["audience"])
+
+SPOOL_IN_MEMORY = 8 * 1024 * 1024  # larger uploads spill to a temporary file, never all in RAM
+
+
+@router.get("/segments", response_model=list[SegmentPublic], dependencies=[Reader])
+def list_segments(session: SessionDep):
+    return segments.list_segments(session)
+
+
+@router.post("/segments", status_code=201, response_model=SegmentPublic, dependencies=[Marketer])
+def create_segment(body: SegmentCreate, session: SessionDep):
+    return segments.create_segment(session, body.name, body.description)
+
+
+@router.post("/segments/derive", response_model=DeriveResult, dependencies=[Marketer])
+def derive_segments(session: SessionDep):
+    """Re-segment every customer from purchase history (RFM rules, see README)."""
+    return segments.derive_segments(session)
+
+
+@router.post("/customers", response_model=ImportResult, dependencies=[Marketer])
+def import_customers_json(body: CustomersIn, session: SessionDep):
+    return customers.import_customers(session, customers.json_rows(body.customers))
+
+
+@router.post(
+    "/customers/csv",
+    response_model=ImportResult,
+    dependencies=[Marketer],
+    openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}, "required": True}},
+)
+async def import_customers_csv(request: Request, session: SessionDep):
+    """Streamed CSV: header `external_id,email,segment,…`; extra columns become attributes.
+    A bad row refuses the whole file (422 naming its line) and nothing is written."""
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
+        async for chunk in request.stream():
+            spool.write(chunk)
+        spool.seek(0)
+        lines = customers.decode_lines(iter(lambda: spool.read(1 << 16), b""))
+        return await run_in_threadpool(customers.import_customers, session, customers.csv_rows(lines))
+
+
+@router.get("/customers/{external_id}", response_model=CustomerPublic, dependencies=[Marketer])
+def get_customer(external_id: str, session: SessionDep):
+    return customers.get_customer(session, external_id)
+
+
+@router.post("/orders", dependencies=[Marketer])
+def import_orders(body: OrdersIn, session: SessionDep) -> dict:
+    return customers.import_orders(session, body.orders)

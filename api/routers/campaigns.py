@@ -1,0 +1,112 @@
+import csv
+import io
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+
+from api.deps import Analyst, Marketer, Reader, SessionDep
+from campaigns.db import session_scope
+from campaigns.schemas import (
+    CampaignCreate,
+    CampaignPublic,
+    CampaignUpdate,
+    PeriodPublic,
+    SnapshotPublic,
+    VariantPublic,
+)
+from campaigns.services import campaigns, periods, reports
+
+router = APIRouter(prefix="/campaigns", tags=["campaigns"])
+
+
+@router.post("", status_code=201, response_model=CampaignPublic, dependencies=[Marketer])
+def create_campaign(body: CampaignCreate, session: SessionDep):
+    return campaigns.to_public(session, campaigns.create(session, body))
+
+
+@router.get("", response_model=list[CampaignPublic], dependencies=[Reader])
+def list_campaigns(
+    session: SessionDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+):
+    from campaigns.repositories import campaigns as repo
+
+    return [campaigns.to_public(session, c) for c in repo.list_campaigns(session, offset, limit)]
+
+
+@router.get("/{campaign_id}", response_model=CampaignPublic, dependencies=[Reader])
+def get_campaign(campaign_id: int, session: SessionDep):
+    return campaigns.to_public(session, campaigns.get(session, campaign_id))
+
+
+@router.patch("/{campaign_id}", response_model=CampaignPublic, dependencies=[Marketer])
+def update_campaign(campaign_id: int, body: CampaignUpdate, session: SessionDep):
+    return campaigns.to_public(session, campaigns.update(session, campaign_id, body))
+
+
+@router.get("/{campaign_id}/variants", response_model=list[VariantPublic], dependencies=[Reader])
+def list_variants(campaign_id: int, session: SessionDep):
+    return campaigns.list_variants(session, campaign_id)
+
+
+@router.post("/{campaign_id}/periods", status_code=202, response_model=PeriodPublic, dependencies=[Marketer])
+def start_period(campaign_id: int, session: SessionDep):
+    """Start the next send period now; a worker allocates, assigns, renders and delivers it."""
+    return periods.start_period(session, campaign_id)
+
+
+@router.get("/{campaign_id}/periods", response_model=list[PeriodPublic], dependencies=[Reader])
+def list_periods(campaign_id: int, session: SessionDep):
+    return periods.list_periods(session, campaign_id)
+
+
+@router.get("/{campaign_id}/periods/{number}", response_model=PeriodPublic, dependencies=[Reader])
+def get_period(campaign_id: int, number: int, session: SessionDep):
+    return periods.get_period(session, campaign_id, number)
+
+
+@router.get(
+    "/{campaign_id}/periods/{number}/sends.csv",
+    dependencies=[Marketer],
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}}}},
+)
+def export_period(campaign_id: int, number: int, session: SessionDep):
+    """The period's assignments (send id, customer, segment, arm, variant, propensity, status) as
+    CSV, streamed: for sending through a CRM/ESP, or for an analyst's own checks."""
+    periods.get_period(session, campaign_id, number)  # a 404 before the response starts streaming
+
+    def lines():
+        # The stream outlives the request's session, so it reads through a session of its own.
+        with session_scope() as stream_session:
+            buf = io.StringIO()
+            writer = csv.writer(buf)
+            writer.writerow(periods.EXPORT_COLUMNS)
+            for i, row in enumerate(periods.export_assignments(stream_session, campaign_id, number)):
+                writer.writerow(row)
+                if i % 1000 == 999:
+                    yield buf.getvalue()
+                    buf.seek(0)
+                    buf.truncate()
+            yield buf.getvalue()
+
+    return StreamingResponse(lines(), media_type="text/csv")
+
+
+@router.get("/{campaign_id}/allocations", response_model=list[SnapshotPublic], dependencies=[Reader])
+def list_allocations(campaign_id: int, session: SessionDep):
+    """Every allocation snapshot: weights, seed and the counts they were computed from."""
+    return periods.list_snapshots(session, campaign_id)
+
+
+@router.get("/{campaign_id}/report", dependencies=[Analyst])
+def lift_report(campaign_id: int, session: SessionDep) -> dict:
+    return reports.lift_report(session, campaign_id)
+
+
+# Registered last: its path would otherwise shadow POST /{campaign_id}/periods.
+@router.post("/{campaign_id}/{action}", response_model=CampaignPublic, dependencies=[Marketer])
+def lifecycle(campaign_id: int, action: Literal["start", "pause", "resume", "complete"], session: SessionDep):
+    return campaigns.to_public(session, campaigns.transition(session, campaign_id, action))

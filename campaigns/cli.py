@@ -1,0 +1,155 @@
+"""`mab`: start the service with its embedded defaults, run the demo, manage keys and the schema."""
+
+import os
+import signal
+import sys
+import time
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from campaigns.settings import get_settings
+
+app = typer.Typer(help="MAB Campaigns: multi-armed bandit experimentation for email marketing.",
+                  no_args_is_help=True)
+console = Console()
+
+
+def _migrate() -> str:
+    from campaigns.migrate import upgrade
+
+    settings = get_settings()
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    url = settings.resolved_database_url()
+    upgrade(url)
+    return url
+
+
+def _ensure_admin_key() -> str | None:
+    """On first start, create an admin key, show it once, and keep it in var/admin.key (0600)."""
+    from sqlalchemy import func, select
+
+    from campaigns.db import session_scope
+    from campaigns.models import ApiKey
+    from campaigns.services import keys
+
+    key_file = get_settings().var_dir / "admin.key"
+    with session_scope() as session:
+        if session.execute(select(func.count()).select_from(ApiKey)).scalar_one():
+            return key_file.read_text().strip() if key_file.exists() else None
+        _, plaintext = keys.create_key(session, "first admin (mab up)", "admin")
+    key_file.write_text(plaintext + "\n")
+    key_file.chmod(0o600)
+    return plaintext
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema to the newest migration."""
+    console.print(f"migrated {_migrate()}")
+
+
+@app.command("create-key")
+def create_key(
+    role: Annotated[str, typer.Option(help="admin, marketer, analyst or ingest")] = "admin",
+    name: Annotated[str, typer.Option(help="Who or what the key is for")] = "cli",
+) -> None:
+    """Create an API key (the first admin key, for instance). The key is shown once."""
+    from campaigns.db import session_scope
+    from campaigns.models import Role
+    from campaigns.services import keys
+
+    if role not in {r.value for r in Role}:
+        raise typer.BadParameter(f"role must be one of {', '.join(r.value for r in Role)}", param_hint="--role")
+    _migrate()
+    with session_scope() as session:
+        row, plaintext = keys.create_key(session, name, role)
+    console.print(f"{row.role} key #{row.id} ({row.name}):")
+    print(plaintext)
+
+
+@app.command()
+def up(
+    port: Annotated[int, typer.Option(help="API port")] = 8000,
+    host: Annotated[str, typer.Option(help="API bind address")] = "127.0.0.1",
+    demo: Annotated[bool, typer.Option("--demo", help="Create the demo campaign and run a few periods")] = False,
+    demo_customers: Annotated[int, typer.Option(help="Customers in the demo audience")] = 16_000,
+    demo_periods: Annotated[int, typer.Option(help="Send periods the demo drives")] = 4,
+    concurrency: Annotated[int, typer.Option(help="Celery worker processes")] = 2,
+) -> None:
+    """Start everything: SQLite under ./var, a private redis-server (unless MAB_REDIS_URL is set),
+    a Celery worker and beat, and the API. Ctrl-C stops all of it."""
+    from campaigns.stack import Stack
+
+    settings = get_settings()
+    (settings.var_dir / "logs").mkdir(parents=True, exist_ok=True)
+    url = _migrate()
+    stack = Stack(var_dir=settings.var_dir)
+    stop = {"now": False}
+
+    def request_stop(*_):
+        stop["now"] = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        redis_url = settings.redis_url or stack.start_redis()
+        stack.env.update(
+            MAB_REDIS_URL=redis_url,
+            MAB_DATABASE_URL=url,
+            MAB_PUBLIC_BASE_URL=os.environ.get("MAB_PUBLIC_BASE_URL", f"http://{host}:{port}"),
+        )
+        os.environ.update(MAB_REDIS_URL=redis_url, MAB_DATABASE_URL=url)
+        stack.start_services(host, port, concurrency)
+        admin_key = _ensure_admin_key()
+        console.print(f"[bold green]MAB Campaigns is up[/] at http://{host}:{port} (docs: /docs)")
+        console.print(f"database {url}\nbroker   {redis_url}\nlogs     {settings.var_dir / 'logs'}/")
+        if admin_key:
+            console.print(f"admin key (also in {settings.var_dir / 'admin.key'}): {admin_key}")
+        if demo:
+            from campaigns.demo import Demo
+
+            if not admin_key:
+                raise RuntimeError(f"the demo needs the admin key in {settings.var_dir / 'admin.key'}")
+            Demo(f"http://{host}:{port}", admin_key, console).run(demo_customers, demo_periods)
+        console.print("Running. Press Ctrl-C to stop.")
+        while True:
+            stack.check_alive()
+            time.sleep(1)
+    except KeyboardInterrupt:
+        console.print("stopping…")
+    except RuntimeError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        stack.stop()
+        console.print("stopped.")
+
+
+@app.command("demo")
+def demo_cmd(
+    url: Annotated[str, typer.Option(help="Base URL of a running service")] = "http://127.0.0.1:8000",
+    api_key: Annotated[str, typer.Option(envvar="MAB_API_KEY", help="An admin key")] = "",
+    customers: Annotated[int, typer.Option(help="Customers in the demo audience")] = 16_000,
+    periods: Annotated[int, typer.Option(help="Send periods to drive")] = 4,
+) -> None:
+    """Drive the demo campaign against a running service (`mab up` in another terminal)."""
+    from campaigns.demo import Demo
+
+    key = api_key or (get_settings().var_dir / "admin.key").read_text().strip()
+    Demo(url, key, console).run(customers, periods)
+
+
+def _register_simulate() -> None:
+    try:
+        from campaigns.simulate_cli import simulate
+    except ImportError:
+        return
+    app.command("simulate")(simulate)
+
+
+_register_simulate()
+
+if __name__ == "__main__":
+    sys.exit(app())

@@ -1,0 +1,93 @@
+"""Engine, sessions, and the one place a unit of work commits.
+
+Services only `flush()`. The API commits in its request dependency, tasks and the CLI in
+`session_scope()`. Work that must happen only once the data is durable (enqueueing a Celery task)
+is registered with `on_commit` and runs after the commit, never before.
+"""
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+
+from sqlalchemy import Engine, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, create_engine
+
+from campaigns.settings import get_settings
+
+_AFTER_COMMIT = "after_commit_callbacks"
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        # A worker and the API write the same file: WAL lets readers run beside the writer, and the
+        # busy timeout makes a writer wait for the lock instead of failing.
+        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+@lru_cache
+def get_engine() -> Engine:
+    return make_engine(get_settings().resolved_database_url())
+
+
+def reset_engine() -> None:
+    """Forget the cached engine (tests and `mab up` point the process at another database)."""
+    if get_engine.cache_info().currsize:
+        get_engine().dispose()
+    get_engine.cache_clear()
+
+
+def on_commit(session: Session, callback: Callable[[], None]) -> None:
+    session.info.setdefault(_AFTER_COMMIT, []).append(callback)
+
+
+@event.listens_for(Session, "after_commit")
+def _run_after_commit(session):
+    for callback in session.info.pop(_AFTER_COMMIT, []):
+        callback()
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_after_commit(session):
+    session.info.pop(_AFTER_COMMIT, None)
+
+
+@contextmanager
+def session_scope() -> Iterator[Session]:
+    with Session(get_engine(), expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def dialect_insert(session: Session):
+    """The INSERT construct with ON CONFLICT support for the session's database."""
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+def insert_ignoring_conflicts(session: Session, table, rows: list[dict], conflict_cols: list[str]):
+    """A multi-row INSERT … ON CONFLICT DO NOTHING statement (add `.returning()` to learn which
+    rows were new)."""
+    return dialect_insert(session)(table).values(rows).on_conflict_do_nothing(index_elements=conflict_cols)
+
+
+def upsert(session: Session, table, rows: list[dict], conflict_cols: list[str], update_cols: list[str]):
+    stmt = dialect_insert(session)(table).values(rows)
+    return stmt.on_conflict_do_update(
+        index_elements=conflict_cols, set_={c: stmt.excluded[c] for c in update_cols}
+    )

@@ -1,0 +1,225 @@
+"""SQLModel tables. Alembic owns the schema: change a table here, then add a migration.
+
+Idempotence lives in the unique constraints below: one send per (period, customer), one event
+per event id, one allocation snapshot per (period, segment).
+"""
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def as_utc(value: datetime) -> datetime:
+    """A client's timestamp without an offset is taken to be UTC."""
+    return value.replace(tzinfo=UTC) if value.utcoffset() is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    """Aware UTC: the columns store UTC and hand back aware datetimes on SQLite and PostgreSQL."""
+    return datetime.now(UTC)
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    MARKETER = "marketer"
+    ANALYST = "analyst"
+    INGEST = "ingest"
+
+
+class CampaignStatus(StrEnum):
+    DRAFT = "draft"
+    ACTIVE = "active"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+
+
+class PeriodStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class CustomerStatus(StrEnum):
+    ACTIVE = "active"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+
+
+class SendStatus(StrEnum):
+    QUEUED = "queued"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class EventType(StrEnum):
+    CLICK = "click"
+    CONVERSION = "conversion"
+
+
+class EventStatus(StrEnum):
+    APPLIED = "applied"
+    UNATTRIBUTED = "unattributed"
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_key"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    role: str
+    prefix: str = Field(index=True)
+    key_hash: str = Field(unique=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None
+
+
+class Segment(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True)
+    description: str = ""
+
+
+class Customer(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    external_id: str = Field(unique=True)
+    email: str
+    # None until assigned by the import or derived from purchase history; such customers get no mail.
+    segment_id: int | None = Field(default=None, foreign_key="segment.id", index=True)
+    attributes: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default=CustomerStatus.ACTIVE)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Order(SQLModel, table=True):
+    """Purchase history, the input of the behavioural (RFM) segmentation."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    order_id: str = Field(unique=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    ordered_at: datetime
+    amount: float
+
+
+class Campaign(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    status: str = Field(default=CampaignStatus.DRAFT, index=True)
+    objective: str
+    factors: dict = Field(sa_column=Column(JSON, nullable=False))  # name -> ordered list of levels
+    exclusions: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    baseline: dict = Field(sa_column=Column(JSON, nullable=False))  # the control group's levels
+    holdout_share: float
+    cadence: str
+    landing_url: str
+    subject_template: str
+    html_template: str
+    text_template: str
+    exploration_floor: float
+    burn_in_min_sends: int
+    attribution_window_days: int = 7
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    next_period_at: datetime | None = None
+
+
+class CampaignSegment(SQLModel, table=True):
+    __tablename__ = "campaign_segment"
+    campaign_id: int = Field(foreign_key="campaign.id", primary_key=True)
+    segment_id: int = Field(foreign_key="segment.id", primary_key=True)
+
+
+class Variant(SQLModel, table=True):
+    """One cell of the factor grid. `arm` is its index in every weight vector of the campaign."""
+
+    __table_args__ = (UniqueConstraint("campaign_id", "arm"),)
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    arm: int
+    key: str
+    params: dict = Field(sa_column=Column(JSON, nullable=False))
+
+
+class SendPeriod(SQLModel, table=True):
+    __tablename__ = "send_period"
+    __table_args__ = (UniqueConstraint("campaign_id", "number"),)
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    number: int
+    status: str = Field(default=PeriodStatus.QUEUED)
+    seed: int
+    total: int = 0
+    sent: int = 0
+    failed: int = 0
+    error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+
+
+class AllocationSnapshot(SQLModel, table=True):
+    """What the model decided for one segment in one period, and from what. Never overwritten."""
+
+    __tablename__ = "allocation_snapshot"
+    __table_args__ = (UniqueConstraint("period_id", "segment_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    period_id: int = Field(foreign_key="send_period.id")
+    segment_id: int = Field(foreign_key="segment.id")
+    version: int  # the period number
+    seed: int
+    stage: str
+    reason: str | None = None
+    holdout_share: float
+    arms: list = Field(sa_column=Column(JSON, nullable=False))  # eligible arm indices
+    weights: list = Field(sa_column=Column(JSON, nullable=False))  # aligned with `arms`
+    p_best: list = Field(sa_column=Column(JSON, nullable=False))
+    counts: dict = Field(sa_column=Column(JSON, nullable=False))  # sends/clicks/conversions/revenue
+    diagnostics: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Send(SQLModel, table=True):
+    """The send ledger. arm = -1 is the holdout (control) group, which gets the baseline message."""
+
+    __table_args__ = (
+        UniqueConstraint("period_id", "customer_id"),
+        Index("ix_send_campaign_segment_arm", "campaign_id", "segment_id", "arm"),
+        Index("ix_send_customer_campaign", "customer_id", "campaign_id"),
+    )
+    id: int | None = Field(default=None, sa_column=Column(BigInteger().with_variant(
+        Integer, "sqlite"), primary_key=True, autoincrement=True))
+    campaign_id: int = Field(foreign_key="campaign.id")
+    period_id: int = Field(foreign_key="send_period.id", index=True)
+    customer_id: int = Field(foreign_key="customer.id")
+    segment_id: int = Field(foreign_key="segment.id")
+    arm: int
+    propensity: float
+    status: str = Field(default=SendStatus.QUEUED)
+    error: str | None = None
+    message_id: str | None = None
+    sent_at: datetime | None = None
+    clicks: int = 0
+    first_click_at: datetime | None = None
+    conversions: int = 0
+    first_conversion_at: datetime | None = None
+    revenue: float = 0.0
+
+
+class Event(SQLModel, table=True):
+    """Every feedback event, deduplicated by its id; unattributable ones are kept and counted."""
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger().with_variant(
+        Integer, "sqlite"), primary_key=True, autoincrement=True))
+    event_id: str = Field(unique=True)
+    type: str
+    status: str
+    campaign_id: int | None = Field(default=None, foreign_key="campaign.id", index=True)
+    send_id: int | None = Field(default=None, index=True)
+    customer_external_id: str | None = None
+    revenue: float = 0.0
+    occurred_at: datetime
+    received_at: datetime = Field(default_factory=utcnow)

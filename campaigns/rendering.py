@@ -1,0 +1,116 @@
+"""Email templates: validated when saved, compiled once per period, rendered per customer.
+
+Templates run in Jinja2's sandbox with autoescape on for HTML. Anything reaching for private or
+dunder attributes is refused at save time, before it could ever run.
+"""
+
+import uuid
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
+from jinja2.exceptions import SecurityError, UndefinedError
+from jinja2.sandbox import SandboxedEnvironment
+
+from campaigns.errors import InvalidInput
+
+TEMPLATE_PARTS = ("subject", "html", "text")
+# Names every template may use besides the campaign's factor names.
+CONTEXT_NAMES = {"params", "customer", "campaign", "landing_url", "unsubscribe_url"}
+FORBIDDEN_FILTERS = {"attr"}
+
+
+def _environment(autoescape: bool) -> SandboxedEnvironment:
+    return SandboxedEnvironment(autoescape=autoescape, undefined=StrictUndefined)
+
+
+ENVIRONMENTS = {"subject": _environment(False), "html": _environment(True), "text": _environment(False)}
+
+
+class _SampleCustomer(dict):
+    """A customer whose every attribute exists, for trial renders at save time."""
+
+    def __missing__(self, key):
+        return "sample"
+
+
+def _check_unsafe(part: str, ast: nodes.Template) -> None:
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):
+        if isinstance(node, nodes.Getattr) and node.attr.startswith("_"):
+            raise InvalidInput(f"template.{part}", f"access to private attribute '{node.attr}' is not allowed")
+        if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) and str(node.arg.value).startswith("_"):
+            raise InvalidInput(f"template.{part}", f"access to private item '{node.arg.value}' is not allowed")
+        if isinstance(node, nodes.Filter) and node.name in FORBIDDEN_FILTERS:
+            raise InvalidInput(f"template.{part}", f"the '{node.name}' filter is not allowed")
+
+
+def validate_templates(templates: dict[str, str], factor_names: set[str], sample_params: list[dict]) -> None:
+    """Refuse a template that does not compile, uses an unknown variable, or is unsafe."""
+    allowed = CONTEXT_NAMES | factor_names
+    for part in TEMPLATE_PARTS:
+        source = templates[part]
+        env = ENVIRONMENTS[part]
+        try:
+            ast = env.parse(source)
+        except TemplateSyntaxError as exc:
+            raise InvalidInput(f"template.{part}", f"does not compile: {exc.message} (line {exc.lineno})") from None
+        _check_unsafe(part, ast)
+        unknown = sorted(meta.find_undeclared_variables(ast) - allowed)
+        if unknown:
+            raise InvalidInput(
+                f"template.{part}",
+                f"undefined variable(s): {', '.join(unknown)}; available: {', '.join(sorted(allowed))}",
+            )
+        compiled = env.from_string(source)
+        for params in sample_params:
+            try:
+                compiled.render(_context(params, _SampleCustomer(email="a@example.com"), "sample", "#", "#"))
+            except (UndefinedError, SecurityError, TypeError, ValueError, ArithmeticError) as exc:
+                raise InvalidInput(f"template.{part}", f"fails to render for {params}: {exc}") from None
+
+
+def _context(params, customer, campaign_name, landing_url, unsubscribe_url) -> dict:
+    return {
+        **params,
+        "params": params,
+        "customer": customer,
+        "campaign": {"name": campaign_name},
+        "landing_url": landing_url,
+        "unsubscribe_url": unsubscribe_url,
+    }
+
+
+@dataclass(frozen=True)
+class CompiledCampaign:
+    """The campaign's three templates, compiled once and reused for every customer of a period."""
+
+    name: str
+    subject: object
+    html: object
+    text: object
+
+    @classmethod
+    def compile(cls, name: str, templates: dict[str, str]) -> "CompiledCampaign":
+        return cls(name, *(ENVIRONMENTS[p].from_string(templates[p]) for p in TEMPLATE_PARTS))
+
+    def render(self, params, customer, landing_url, unsubscribe_url) -> tuple[str, str, str]:
+        ctx = _context(params, customer, self.name, landing_url, unsubscribe_url)
+        subject = " ".join(self.subject.render(ctx).split())  # no header injection via newlines
+        return subject, self.html.render(ctx), self.text.render(ctx)
+
+
+def build_message(
+    *, sender: str, to: str, subject: str, html: str, text: str, unsubscribe_url: str, domain: str
+) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Date"] = formatdate(localtime=False)
+    msg["Message-ID"] = make_msgid(idstring=uuid.uuid4().hex, domain=domain)
+    msg["List-Unsubscribe"] = f"<{unsubscribe_url}>"
+    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    msg.set_content(text)
+    msg.add_alternative(html, subtype="html")
+    return msg

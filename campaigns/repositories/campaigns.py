@@ -1,0 +1,108 @@
+"""Queries over campaigns, variants, periods and allocation snapshots."""
+
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+from campaigns.models import (
+    AllocationSnapshot,
+    Campaign,
+    CampaignSegment,
+    CampaignStatus,
+    PeriodStatus,
+    Segment,
+    SendPeriod,
+    Variant,
+)
+
+IN_FLIGHT = (PeriodStatus.QUEUED, PeriodStatus.RUNNING)
+
+
+def get_campaign(session: Session, campaign_id: int, *, for_update: bool = False) -> Campaign | None:
+    stmt = select(Campaign).where(Campaign.id == campaign_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return session.execute(stmt).scalars().first()
+
+
+def list_campaigns(session: Session, offset: int, limit: int) -> list[Campaign]:
+    return list(session.execute(select(Campaign).order_by(Campaign.id).offset(offset).limit(limit)).scalars())
+
+
+def campaign_segments(session: Session, campaign_id: int) -> list[Segment]:
+    stmt = (
+        select(Segment)
+        .join(CampaignSegment, CampaignSegment.segment_id == Segment.id)
+        .where(CampaignSegment.campaign_id == campaign_id)
+        .order_by(Segment.id)
+    )
+    return list(session.execute(stmt).scalars())
+
+
+def variants(session: Session, campaign_id: int) -> list[Variant]:
+    stmt = select(Variant).where(Variant.campaign_id == campaign_id).order_by(Variant.arm)
+    return list(session.execute(stmt).scalars())
+
+
+def variant_count(session: Session, campaign_id: int) -> int:
+    return session.execute(select(func.count()).where(Variant.campaign_id == campaign_id)).scalar_one()
+
+
+def get_period(session: Session, period_id: int) -> SendPeriod | None:
+    return session.get(SendPeriod, period_id)
+
+
+def period_by_number(session: Session, campaign_id: int, number: int) -> SendPeriod | None:
+    stmt = select(SendPeriod).where(SendPeriod.campaign_id == campaign_id, SendPeriod.number == number)
+    return session.execute(stmt).scalars().first()
+
+
+def periods(session: Session, campaign_id: int) -> list[SendPeriod]:
+    stmt = select(SendPeriod).where(SendPeriod.campaign_id == campaign_id).order_by(SendPeriod.number)
+    return list(session.execute(stmt).scalars())
+
+
+def in_flight_period(session: Session, campaign_id: int) -> SendPeriod | None:
+    stmt = select(SendPeriod).where(SendPeriod.campaign_id == campaign_id, SendPeriod.status.in_(IN_FLIGHT))
+    return session.execute(stmt).scalars().first()
+
+
+def last_period_number(session: Session, campaign_id: int) -> int:
+    stmt = select(func.coalesce(func.max(SendPeriod.number), 0)).where(SendPeriod.campaign_id == campaign_id)
+    return session.execute(stmt).scalar_one()
+
+
+def due_campaign_ids(session: Session, now: datetime) -> list[int]:
+    stmt = select(Campaign.id).where(
+        Campaign.status == CampaignStatus.ACTIVE,
+        Campaign.cadence != "manual",
+        Campaign.next_period_at.is_not(None),
+        Campaign.next_period_at <= now,
+    )
+    return list(session.execute(stmt).scalars())
+
+
+def snapshot_for(session: Session, period_id: int, segment_id: int) -> AllocationSnapshot | None:
+    stmt = select(AllocationSnapshot).where(
+        AllocationSnapshot.period_id == period_id, AllocationSnapshot.segment_id == segment_id
+    )
+    return session.execute(stmt).scalars().first()
+
+
+def snapshots(session: Session, campaign_id: int) -> list[tuple[AllocationSnapshot, str]]:
+    stmt = (
+        select(AllocationSnapshot, Segment.name)
+        .join(Segment, Segment.id == AllocationSnapshot.segment_id)
+        .where(AllocationSnapshot.campaign_id == campaign_id)
+        .order_by(AllocationSnapshot.version, AllocationSnapshot.segment_id)
+    )
+    return list(session.execute(stmt).all())
+
+
+def latest_snapshots(session: Session, campaign_id: int) -> dict[int, AllocationSnapshot]:
+    """The newest snapshot of each segment (what the model currently believes)."""
+    latest: dict[int, AllocationSnapshot] = {}
+    for snap, _ in snapshots(session, campaign_id):
+        latest[snap.segment_id] = snap
+    return latest

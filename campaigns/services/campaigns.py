@@ -1,0 +1,161 @@
+"""Campaign definition and lifecycle: draft -> active <-> paused -> completed (forward only)."""
+
+from datetime import timedelta
+
+from sqlmodel import Session
+
+import bandit
+from campaigns import design
+from campaigns.db import on_commit
+from campaigns.errors import Conflict, InvalidInput, NotFound
+from campaigns.models import Campaign, CampaignSegment, CampaignStatus, Variant, utcnow
+from campaigns.rendering import validate_templates
+from campaigns.repositories import campaigns as repo
+from campaigns.repositories import customers as customer_repo
+from campaigns.schemas import CampaignCreate, CampaignUpdate
+from campaigns.settings import get_settings
+
+CADENCE = {"hourly": timedelta(hours=1), "daily": timedelta(days=1), "weekly": timedelta(weeks=1)}
+
+# Which lifecycle action may move a campaign from which status.
+TRANSITIONS = {
+    "start": ({CampaignStatus.DRAFT}, CampaignStatus.ACTIVE),
+    "pause": ({CampaignStatus.ACTIVE}, CampaignStatus.PAUSED),
+    "resume": ({CampaignStatus.PAUSED}, CampaignStatus.ACTIVE),
+    "complete": ({CampaignStatus.ACTIVE, CampaignStatus.PAUSED}, CampaignStatus.COMPLETED),
+}
+
+
+def get(session: Session, campaign_id: int, *, for_update: bool = False) -> Campaign:
+    campaign = repo.get_campaign(session, campaign_id, for_update=for_update)
+    if campaign is None:
+        raise NotFound(f"no campaign with id {campaign_id}")
+    return campaign
+
+
+def to_public(session: Session, campaign: Campaign) -> dict:
+    return {
+        **campaign.model_dump(),
+        "segments": [s.name for s in repo.campaign_segments(session, campaign.id)],
+        "variant_count": repo.variant_count(session, campaign.id),
+    }
+
+
+def _validated_design(session: Session, data: CampaignCreate) -> tuple[list[dict], dict[str, int], dict]:
+    """Everything about a new campaign that needs checking, before anything is written."""
+    design.validate_factors(data.factors)
+    known = customer_repo.segments_by_name(session)
+    for i, name in enumerate(data.segments):
+        if name not in known:
+            raise InvalidInput(f"segments[{i}]", f"no segment named '{name}'")
+    if len(set(data.segments)) != len(data.segments):
+        raise InvalidInput("segments", "a segment is listed twice")
+    exclusions = [r.model_dump(exclude_none=True) for r in data.exclusions]
+    design.validate_exclusions(data.factors, exclusions, set(data.segments))
+
+    cap = get_settings().max_variants_per_campaign
+    grid_size = 1
+    for levels in data.factors.values():
+        grid_size *= len(levels)
+    if grid_size > cap:
+        raise InvalidInput("factors", f"{grid_size} variants exceed the cap of {cap} (MAB_MAX_VARIANTS_PER_CAMPAIGN)")
+    variants = design.variant_grid(data.factors, exclusions)
+    if not variants:
+        raise InvalidInput("exclusions", "the exclusions remove every variant: the grid is empty")
+    for name in data.segments:
+        if not design.eligible_arms(variants, exclusions, name):
+            raise InvalidInput("exclusions", f"segment '{name}' has no variant left after exclusions")
+
+    baseline = data.baseline or {f: levels[0] for f, levels in data.factors.items()}
+    for factor, level in baseline.items():
+        if factor not in data.factors:
+            raise InvalidInput(f"baseline.{factor}", f"unknown factor '{factor}'")
+        if level not in data.factors[factor]:
+            raise InvalidInput(f"baseline.{factor}", f"unknown level '{level}'")
+    if set(baseline) != set(data.factors):
+        missing = ", ".join(sorted(set(data.factors) - set(baseline)))
+        raise InvalidInput("baseline", f"the baseline needs a level for every factor (missing: {missing})")
+
+    # Trial-render the baseline and every distinct level at least once: an undefined variable or a
+    # template that breaks on some level is refused now, not in the middle of a send.
+    validate_templates(data.template.model_dump(), set(data.factors), [baseline, *variants])
+    return variants, {n: known[n] for n in data.segments}, baseline
+
+
+def create(session: Session, data: CampaignCreate) -> Campaign:
+    variants, segment_ids, baseline = _validated_design(session, data)
+    defaults = bandit.AllocationConfig()
+    campaign = Campaign(
+        name=data.name,
+        objective=data.objective,
+        factors=data.factors,
+        exclusions=[r.model_dump(exclude_none=True) for r in data.exclusions],
+        baseline=baseline,
+        holdout_share=data.holdout_share,
+        cadence=data.cadence,
+        landing_url=str(data.landing_url),
+        subject_template=data.template.subject,
+        html_template=data.template.html,
+        text_template=data.template.text,
+        exploration_floor=defaults.floor if data.exploration_floor is None else data.exploration_floor,
+        burn_in_min_sends=(
+            defaults.burn_in_min_sends if data.burn_in_min_sends is None else data.burn_in_min_sends
+        ),
+    )
+    session.add(campaign)
+    session.flush()
+    session.add_all(CampaignSegment(campaign_id=campaign.id, segment_id=sid) for sid in segment_ids.values())
+    session.add_all(
+        Variant(campaign_id=campaign.id, arm=i, key=design.variant_key(p), params=p) for i, p in enumerate(variants)
+    )
+    session.flush()
+    return campaign
+
+
+def update(session: Session, campaign_id: int, data: CampaignUpdate) -> Campaign:
+    campaign = get(session, campaign_id, for_update=True)
+    if campaign.status != CampaignStatus.DRAFT:
+        raise Conflict(f"campaign {campaign_id} is {campaign.status}: only drafts can be edited")
+    changes = data.model_dump(exclude_unset=True, exclude_none=True)
+    if "template" in changes:
+        variants = [v.params for v in repo.variants(session, campaign_id)]
+        validate_templates(changes["template"], set(campaign.factors), [campaign.baseline, *variants])
+        t = changes.pop("template")
+        campaign.subject_template, campaign.html_template, campaign.text_template = t["subject"], t["html"], t["text"]
+    if "landing_url" in changes:
+        changes["landing_url"] = str(changes["landing_url"])
+    for field, value in changes.items():
+        setattr(campaign, field, value)
+    campaign.updated_at = utcnow()
+    session.flush()
+    return campaign
+
+
+def transition(session: Session, campaign_id: int, action: str) -> Campaign:
+    allowed, target = TRANSITIONS[action]
+    campaign = get(session, campaign_id, for_update=True)
+    if campaign.status not in allowed:
+        raise Conflict(
+            f"cannot {action} campaign {campaign_id}: it is {campaign.status} "
+            f"(allowed from: {', '.join(sorted(allowed))})"
+        )
+    campaign.status = target
+    campaign.updated_at = utcnow()
+    if action == "start":
+        campaign.started_at = utcnow()
+        # The first period is due at once when the campaign has a cadence.
+        campaign.next_period_at = utcnow() if campaign.cadence in CADENCE else None
+    if action == "resume":
+        from campaigns.services import periods  # periods imports this module
+
+        inflight = repo.in_flight_period(session, campaign_id)
+        if inflight is not None:
+            period_id = inflight.id
+            on_commit(session, lambda: periods.enqueue_run(period_id))
+    session.flush()
+    return campaign
+
+
+def list_variants(session: Session, campaign_id: int) -> list[Variant]:
+    get(session, campaign_id)
+    return repo.variants(session, campaign_id)

@@ -1,0 +1,160 @@
+"""Customer and order imports: validated in full, written in bulk, all or nothing per request."""
+
+import csv
+import io
+from collections.abc import Iterable, Iterator
+
+from pydantic import ValidationError
+from sqlmodel import Session
+
+from campaigns.errors import InvalidInput, NotFound
+from campaigns.models import as_utc, utcnow
+from campaigns.repositories import customers as repo
+from campaigns.schemas import CustomerIn, OrderIn
+from campaigns.settings import get_settings
+
+BATCH = 2_000
+RESERVED_COLUMNS = {"external_id", "email", "segment"}
+
+
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def import_customers(session: Session, customers: Iterable[tuple[str, CustomerIn]]) -> dict:
+    """Upsert customers by external id. `customers` yields (where, row) so an error names the row
+    (`customers[3]` for JSON, `line 4` for CSV). Any error raises and the caller's transaction
+    rolls back: nothing of a bad request is written."""
+    segments = repo.segments_by_name(session)
+    cap = get_settings().max_customers_per_request
+    received = inserted = 0
+    seen: set[str] = set()
+    for batch in _batches(customers, BATCH):
+        rows = []
+        for where, c in batch:
+            received += 1
+            if received > cap:
+                raise InvalidInput(where, f"too many rows in one request (cap {cap}, MAB_MAX_CUSTOMERS_PER_REQUEST)")
+            if c.segment is not None and c.segment not in segments:
+                raise InvalidInput(f"{where}.segment", f"no segment named '{c.segment}'")
+            if c.external_id in seen:
+                raise InvalidInput(f"{where}.external_id", f"'{c.external_id}' appears twice in this import")
+            seen.add(c.external_id)
+            now = utcnow()
+            rows.append(
+                {
+                    "external_id": c.external_id,
+                    "email": c.email,
+                    "segment_id": segments.get(c.segment) if c.segment else None,
+                    "attributes": c.attributes,
+                    "status": "active",
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+        known = repo.existing_customer_ids(session, [r["external_id"] for r in rows])
+        inserted += len(rows) - len(known)
+        repo.upsert_customers(session, rows)
+    session.flush()
+    return {"received": received, "inserted": inserted, "updated": received - inserted}
+
+
+def json_rows(customers: list[CustomerIn]) -> Iterator[tuple[str, CustomerIn]]:
+    for i, c in enumerate(customers):
+        yield f"customers[{i}]", c
+
+
+def csv_rows(lines: Iterable[str]) -> Iterator[tuple[str, CustomerIn]]:
+    """Parse a CSV stream lazily: columns external_id, email, segment; any other column becomes a
+    template attribute. The header is line 1; a bad row is named by its line number."""
+    reader = csv.DictReader(lines)
+    if reader.fieldnames is None:
+        raise InvalidInput("body", "the CSV is empty (expected a header line)")
+    missing = {"external_id", "email"} - set(reader.fieldnames)
+    if missing:
+        raise InvalidInput("line 1", f"missing column(s): {', '.join(sorted(missing))}")
+    for row in reader:
+        where = f"line {reader.line_num}"
+        if None in row:
+            raise InvalidInput(where, "more fields than header columns")
+        try:
+            yield where, CustomerIn(
+                external_id=row["external_id"],
+                email=row["email"],
+                segment=row.get("segment") or None,
+                attributes={k: v for k, v in row.items() if k not in RESERVED_COLUMNS and v is not None},
+            )
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err["loc"])
+            raise InvalidInput(f"{where}.{field}", err["msg"]) from None
+
+
+def decode_lines(chunks: Iterable[bytes]) -> Iterator[str]:
+    """Bytes chunks of a streamed upload -> text lines, without holding the file in memory."""
+    wrapper = io.TextIOWrapper(_ChunkReader(chunks), encoding="utf-8-sig", newline="")
+    try:
+        yield from wrapper
+    except UnicodeDecodeError as exc:
+        raise InvalidInput("body", f"the CSV is not valid UTF-8: {exc.reason}") from None
+
+
+class _ChunkReader(io.RawIOBase):
+    def __init__(self, chunks: Iterable[bytes]):
+        self._chunks = iter(chunks)
+        self._buffer = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while not self._buffer:
+            try:
+                self._buffer = next(self._chunks)
+            except StopIteration:
+                return 0
+        n = min(len(b), len(self._buffer))
+        b[:n] = self._buffer[:n]
+        self._buffer = self._buffer[n:]
+        return n
+
+
+def get_customer(session: Session, external_id: str) -> dict:
+    c = repo.get_customer(session, external_id)
+    if c is None:
+        raise NotFound(f"no customer with external_id '{external_id}'")
+    names = {v: k for k, v in repo.segments_by_name(session).items()}
+    return {
+        "external_id": c.external_id,
+        "email": c.email,
+        "segment": names.get(c.segment_id, ""),
+        "status": c.status,
+        "attributes": c.attributes,
+    }
+
+
+def import_orders(session: Session, orders: list[OrderIn]) -> dict:
+    ids = repo.existing_customer_ids(session, list({o.customer_external_id for o in orders}))
+    rows = []
+    for i, o in enumerate(orders):
+        if o.customer_external_id not in ids:
+            raise InvalidInput(f"orders[{i}].customer_external_id", f"no customer '{o.customer_external_id}'")
+        rows.append(
+            {
+                "order_id": o.order_id,
+                "customer_id": ids[o.customer_external_id],
+                "ordered_at": as_utc(o.ordered_at),
+                "amount": o.amount,
+            }
+        )
+    for batch in _batches(rows, BATCH):
+        repo.upsert_orders(session, batch)
+    session.flush()
+    return {"received": len(rows)}

@@ -1,0 +1,294 @@
+"""Send periods: allocate per segment, assign every eligible customer once, render, deliver.
+
+A period runs in two phases, each safe to rerun after a crash:
+1. plan — one transaction: an allocation snapshot per segment (seeded, stored, reused on rerun)
+   and a ledger row per eligible customer (claimed by the unique (period, customer) constraint);
+2. deliver — chunk by chunk, each its own transaction: render and deliver the queued rows and
+   record the outcome. Only queued rows move, so a rerun skips what was already sent.
+"""
+
+import logging
+import secrets
+from datetime import UTC, datetime
+
+import numpy as np
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+import bandit
+from campaigns import design, signing
+from campaigns.db import on_commit, session_scope
+from campaigns.delivery import DeliveryError, make_backend
+from campaigns.errors import Conflict, NotFound
+from campaigns.models import (
+    AllocationSnapshot,
+    Campaign,
+    CampaignStatus,
+    PeriodStatus,
+    SendPeriod,
+    SendStatus,
+    utcnow,
+)
+from campaigns.rendering import CompiledCampaign, build_message
+from campaigns.repositories import campaigns as repo
+from campaigns.repositories import sends as send_repo
+from campaigns.services import campaigns as campaign_service
+from campaigns.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+HOLDOUT = bandit.HOLDOUT
+
+
+def enqueue_run(period_id: int) -> None:
+    from worker.tasks import run_period  # the worker imports services; import late to avoid a cycle
+
+    run_period.delay(period_id)
+
+
+def start_period(session: Session, campaign_id: int) -> SendPeriod:
+    """Create the next period of an active campaign and hand it to a worker after the commit."""
+    campaign = campaign_service.get(session, campaign_id, for_update=True)
+    if campaign.status != CampaignStatus.ACTIVE:
+        raise Conflict(f"campaign {campaign_id} is {campaign.status}: start it (or resume it) before sending")
+    inflight = repo.in_flight_period(session, campaign_id)
+    if inflight is not None:
+        raise Conflict(f"period {inflight.number} of campaign {campaign_id} is still {inflight.status}")
+    period = SendPeriod(
+        campaign_id=campaign_id,
+        number=repo.last_period_number(session, campaign_id) + 1,
+        seed=secrets.randbelow(2**31),
+    )
+    session.add(period)
+    try:
+        session.flush()  # the unique (campaign, number) refuses a concurrent second period
+    except IntegrityError:
+        raise Conflict(f"another period of campaign {campaign_id} was started at the same time") from None
+    period_id = period.id
+    on_commit(session, lambda: enqueue_run(period_id))
+    return period
+
+
+def get_period(session: Session, campaign_id: int, number: int) -> SendPeriod:
+    period = repo.period_by_number(session, campaign_id, number)
+    if period is None:
+        raise NotFound(f"campaign {campaign_id} has no period {number}")
+    return period
+
+
+def segment_seed(period_seed: int, segment_id: int, purpose: int) -> int:
+    return int(np.random.SeedSequence([period_seed, segment_id, purpose]).generate_state(1)[0])
+
+
+def _arm_stats(session: Session, campaign: Campaign, segment_id: int, arms: list[int]) -> bandit.ArmStats:
+    index = {arm: i for i, arm in enumerate(arms)}
+    totals = np.zeros((4, len(arms)))
+    for row in send_repo.arm_aggregates(session, campaign.id, segment_id):
+        if row.arm in index:
+            totals[:, index[row.arm]] = (row.sends, row.clicks, row.conversions, row.revenue)
+    return bandit.ArmStats(sends=totals[0], clicks=totals[1], conversions=totals[2], revenue=totals[3])
+
+
+def _allocation_config(campaign: Campaign) -> bandit.AllocationConfig:
+    return bandit.AllocationConfig(
+        objective=bandit.Objective(campaign.objective),
+        floor=campaign.exploration_floor,
+        burn_in_min_sends=campaign.burn_in_min_sends,
+    )
+
+
+def _snapshot(session: Session, campaign: Campaign, period: SendPeriod, segment) -> AllocationSnapshot:
+    """The segment's allocation for this period: stored once, reused as is if the period reruns."""
+    existing = repo.snapshot_for(session, period.id, segment.id)
+    if existing is not None:
+        return existing
+    variants = [v.params for v in repo.variants(session, campaign.id)]
+    arms = design.eligible_arms(variants, campaign.exclusions, segment.name)
+    stats = _arm_stats(session, campaign, segment.id, arms)
+    seed = segment_seed(period.seed, segment.id, 0)
+    alloc = bandit.allocate(stats, _allocation_config(campaign), seed=seed)
+    snap = AllocationSnapshot(
+        campaign_id=campaign.id,
+        period_id=period.id,
+        segment_id=segment.id,
+        version=period.number,
+        seed=seed,
+        stage=alloc.stage,
+        reason=alloc.reason,
+        holdout_share=campaign.holdout_share,
+        arms=arms,
+        weights=[float(w) for w in alloc.weights],
+        p_best=[float(p) for p in alloc.p_best],
+        counts={k: getattr(stats, k).tolist() for k in ("sends", "clicks", "conversions", "revenue")},
+        diagnostics=alloc.diagnostics,
+    )
+    session.add(snap)
+    session.flush()
+    return snap
+
+
+def plan_period(session: Session, period: SendPeriod, campaign: Campaign) -> None:
+    """Phase 1: snapshot per segment, then assign and claim every eligible customer (set-based)."""
+    now = utcnow()
+    for segment in repo.campaign_segments(session, campaign.id):
+        snap = _snapshot(session, campaign, period, segment)
+        customer_ids = send_repo.eligible_customer_ids(session, segment.id, period.id)
+        if not customer_ids:
+            continue
+        drawn = bandit.assign(
+            len(customer_ids), np.asarray(snap.weights), snap.holdout_share, segment_seed(period.seed, segment.id, 1)
+        )
+        arm_of = np.asarray(snap.arms, dtype=np.int64)
+        global_arm = np.where(drawn.arm == HOLDOUT, HOLDOUT, arm_of[np.maximum(drawn.arm, 0)])
+        rows = [
+            {
+                "campaign_id": campaign.id,
+                "period_id": period.id,
+                "customer_id": cid,
+                "segment_id": segment.id,
+                "arm": int(arm),
+                "propensity": float(p),
+                "status": SendStatus.QUEUED,
+                "clicks": 0,
+                "conversions": 0,
+                "revenue": 0.0,
+                "sent_at": None,
+                "error": None,
+            }
+            for cid, arm, p in zip(customer_ids, global_arm.tolist(), drawn.propensity.tolist(), strict=True)
+        ]
+        send_repo.claim_sends(session, rows)
+    period.status = PeriodStatus.RUNNING
+    period.started_at = period.started_at or now
+    send_repo.update_period_counts(session, period)
+
+
+def _deliver_chunk(session: Session, period: SendPeriod, campaign: Campaign, compiled, params_of, backend) -> int:
+    """Phase 2, one chunk. Returns how many rows it settled (0 when nothing is left)."""
+    settings = get_settings()
+    rows = send_repo.queued_batch(session, period.id, settings.send_chunk_size)
+    results = []
+    domain = settings.mail_from.rsplit("@", 1)[-1].rstrip(">") or "localhost"
+    for row in rows:
+        now = utcnow()
+        result = {"sid": row.id, "new_status": SendStatus.FAILED, "mid": None, "at": now, "err": None}
+        results.append(result)
+        if row.status != "active":  # suppression is re-checked at send time
+            result["err"] = f"suppressed: customer is {row.status}"
+            continue
+        base = settings.public_base_url.rstrip("/")
+        unsubscribe_url = f"{base}/u/{signing.sign('unsub', row.id)}"
+        landing_url = f"{base}/t/{signing.sign('click', row.id)}"
+        customer = {"external_id": row.external_id, "email": row.email, **(row.attributes or {})}
+        try:
+            subject, html, text = compiled.render(params_of(row.arm), customer, landing_url, unsubscribe_url)
+            msg = build_message(
+                sender=settings.mail_from, to=row.email, subject=subject, html=html, text=text,
+                unsubscribe_url=unsubscribe_url, domain=domain,
+            )
+            backend.deliver(row.id, msg)
+        except DeliveryError as exc:
+            if not exc.permanent:
+                raise  # transient: the chunk rolls back and the task retries; nothing is lost
+            result["err"] = str(exc)
+            continue
+        except Exception as exc:  # one customer's broken attributes must not stop the chunk
+            result["err"] = f"render failed: {type(exc).__name__}: {exc}"
+            continue
+        result.update(new_status=SendStatus.SENT, mid=msg["Message-ID"])
+    send_repo.record_results(session, results)
+    return len(rows)
+
+
+def run_period(period_id: int) -> str:
+    """Worker entry point: plan, then deliver chunk by chunk. Returns the period's final status."""
+    with session_scope() as session:
+        period = repo.get_period(session, period_id)
+        if period is None or period.status in (PeriodStatus.COMPLETED, PeriodStatus.FAILED):
+            return period.status if period else "missing"
+        campaign = campaign_service.get(session, period.campaign_id)
+        if campaign.status != CampaignStatus.ACTIVE:
+            return f"waiting: campaign is {campaign.status}"
+        plan_period(session, period, campaign)
+        outbox = f"campaign-{campaign.id}/period-{period.number}"
+
+    backend = make_backend(get_settings(), outbox)
+    try:
+        while True:
+            with session_scope() as session:
+                period = repo.get_period(session, period_id)
+                campaign = campaign_service.get(session, period.campaign_id)
+                if campaign.status != CampaignStatus.ACTIVE:
+                    return f"waiting: campaign is {campaign.status}"  # resume re-enqueues the period
+                compiled = CompiledCampaign.compile(
+                    campaign.name,
+                    {"subject": campaign.subject_template, "html": campaign.html_template, "text": campaign.text_template},
+                )
+                params = {v.arm: v.params for v in repo.variants(session, campaign.id)}
+                params[HOLDOUT] = campaign.baseline
+                settled = _deliver_chunk(session, period, campaign, compiled, params.__getitem__, backend)
+                send_repo.update_period_counts(session, period)
+                if settled == 0:
+                    _finish(period, campaign)
+                    return period.status
+    finally:
+        backend.close()
+
+
+def _finish(period: SendPeriod, campaign: Campaign) -> None:
+    period.status = PeriodStatus.COMPLETED
+    period.completed_at = utcnow()
+    step = campaign_service.CADENCE.get(campaign.cadence)
+    campaign.next_period_at = (period.started_at or utcnow()) + step if step else None
+
+
+def mark_failed(period_id: int, error: str) -> None:
+    with session_scope() as session:
+        period = repo.get_period(session, period_id)
+        if period is not None and period.status not in (PeriodStatus.COMPLETED,):
+            period.status = PeriodStatus.FAILED
+            period.error = error[:2000]
+
+
+def start_due_periods(now: datetime | None = None) -> list[int]:
+    """Beat: start a period for every active campaign whose cadence says one is due."""
+    now = now or datetime.now(UTC)
+    started = []
+    with session_scope() as session:
+        due = repo.due_campaign_ids(session, now)
+    for campaign_id in due:
+        try:
+            with session_scope() as session:
+                started.append(start_period(session, campaign_id).id)
+        except Conflict as exc:
+            log.info("due period of campaign %s not started: %s", campaign_id, exc.detail)
+    return started
+
+
+def list_periods(session: Session, campaign_id: int) -> list[SendPeriod]:
+    campaign_service.get(session, campaign_id)
+    return repo.periods(session, campaign_id)
+
+
+def list_snapshots(session: Session, campaign_id: int) -> list[dict]:
+    campaign_service.get(session, campaign_id)
+    return [
+        {**snap.model_dump(), "period_number": snap.version, "segment": name}
+        for snap, name in repo.snapshots(session, campaign_id)
+    ]
+
+
+EXPORT_COLUMNS = ["send_id", "customer_external_id", "email", "segment", "arm", "variant", "propensity", "status"]
+
+
+def export_assignments(session: Session, campaign_id: int, number: int, page: int = 5_000):
+    """Yield the period's assignments as rows (for CSV export to a CRM/ESP), page by page."""
+    period = get_period(session, campaign_id, number)
+    segments = {s.id: s.name for s in repo.campaign_segments(session, campaign_id)}
+    keys = {v.arm: v.key for v in repo.variants(session, campaign_id)}
+    keys[HOLDOUT] = "control"
+    after = 0
+    while rows := send_repo.period_assignments(session, period.id, after, page):
+        for r in rows:
+            yield [r.id, r.external_id, r.email, segments.get(r.segment_id), r.arm, keys[r.arm], r.propensity, r.status]
+        after = rows[-1].id

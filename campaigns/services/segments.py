@@ -1,0 +1,73 @@
+"""Segments, and the behavioural (RFM) segmentation derived from purchase history.
+
+Eight segments come from three yes/no questions over the lookback window (see README "Segments"):
+recent (last order within `rfm_recent_days`), frequent (at least `rfm_frequent_orders` orders),
+high spend (at least `rfm_high_spend`). Customers without orders are `hibernating`.
+"""
+
+from datetime import datetime, timedelta
+
+from sqlmodel import Session
+
+from campaigns.errors import Conflict, InvalidInput
+from campaigns.models import Segment, as_utc, utcnow
+from campaigns.repositories import customers as repo
+from campaigns.settings import get_settings
+
+# (recent, frequent, high spend) -> segment name. Seeded by the initial migration.
+RFM_SEGMENTS: dict[tuple[bool, bool, bool], tuple[str, str]] = {
+    (True, True, True): ("champions", "recent, frequent, high spend"),
+    (True, True, False): ("loyal_regulars", "recent, frequent, lower spend"),
+    (True, False, True): ("big_spenders", "recent, infrequent, high spend"),
+    (True, False, False): ("new_or_occasional", "recent, infrequent, lower spend"),
+    (False, True, True): ("cant_lose_them", "lapsed, frequent, high spend"),
+    (False, True, False): ("at_risk_regulars", "lapsed, frequent, lower spend"),
+    (False, False, True): ("lapsed_big_spenders", "lapsed, infrequent, high spend"),
+    (False, False, False): ("hibernating", "lapsed or never ordered, infrequent, lower spend"),
+}
+
+
+def rfm_segment(days_since_last: float | None, orders: int, spend: float) -> str:
+    s = get_settings()
+    recent = days_since_last is not None and days_since_last <= s.rfm_recent_days
+    key = (recent, orders >= s.rfm_frequent_orders, spend >= s.rfm_high_spend)
+    return RFM_SEGMENTS[key][0]
+
+
+def list_segments(session: Session) -> list[dict]:
+    counts = repo.segment_customer_counts(session)
+    rows = session.query(Segment).order_by(Segment.id).all()
+    return [{"id": r.id, "name": r.name, "description": r.description, "customers": counts.get(r.id, 0)} for r in rows]
+
+
+def create_segment(session: Session, name: str, description: str) -> dict:
+    if name in repo.segments_by_name(session):
+        raise Conflict(f"segment '{name}' already exists")
+    seg = Segment(name=name, description=description)
+    session.add(seg)
+    session.flush()
+    return {"id": seg.id, "name": seg.name, "description": seg.description, "customers": 0}
+
+
+def derive_segments(session: Session, as_of: datetime | None = None) -> dict:
+    """Re-segment every customer from purchase history as of `as_of` (default now)."""
+    s = get_settings()
+    until = as_utc(as_of) if as_of else utcnow()
+    since = until - timedelta(days=s.rfm_lookback_days)
+    ids = repo.segments_by_name(session)
+    missing = [name for name, _ in RFM_SEGMENTS.values() if name not in ids]
+    if missing:
+        raise InvalidInput("segments", f"RFM segments missing from the database: {', '.join(missing)}")
+    stats = {r.customer_id: r for r in repo.rfm_aggregates(session, since, until)}
+    assignments, by_segment = [], {}
+    for cid in repo.all_customer_ids(session):
+        r = stats.get(cid)
+        name = (
+            rfm_segment((until - r.last_order).total_seconds() / 86400, int(r.orders), float(r.spend))
+            if r
+            else rfm_segment(None, 0, 0.0)
+        )
+        assignments.append({"cid": cid, "sid": ids[name]})
+        by_segment[name] = by_segment.get(name, 0) + 1
+    repo.set_segments(session, assignments)
+    return {"as_of": until, "customers": len(assignments), "by_segment": by_segment}

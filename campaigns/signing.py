@@ -1,0 +1,31 @@
+"""HMAC-signed tokens that identify a send in tracking and unsubscribe links.
+
+A token is `<purpose>.<send id>.<mac>`; a tampered or foreign token fails verification and
+records nothing. The comparison is constant-time.
+"""
+
+import hashlib
+import hmac
+
+from campaigns.settings import get_settings
+
+
+def _mac(purpose: str, send_id: int, secret: str) -> str:
+    return hmac.new(secret.encode(), f"{purpose}.{send_id}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def sign(purpose: str, send_id: int) -> str:
+    return f"{purpose}.{send_id}.{_mac(purpose, send_id, get_settings().signing_secret)}"
+
+
+def verify(purpose: str, token: str) -> int | None:
+    """The send id the token names, or None when it is not a genuine token for `purpose`."""
+    try:
+        got_purpose, raw_id, mac = token.split(".")
+        send_id = int(raw_id)
+    except ValueError:
+        return None
+    if got_purpose != purpose:
+        return None
+    expected = _mac(purpose, send_id, get_settings().signing_secret)
+    return send_id if hmac.compare_digest(expected, mac) else None

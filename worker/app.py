@@ -1,0 +1,37 @@
+"""The Celery app: broker = Redis, tasks acknowledged late so a dead worker's task is redelivered."""
+
+from celery import Celery
+
+from campaigns.settings import get_settings
+
+# Redelivery of an unacknowledged task happens after the visibility timeout; no countdown or ETA
+# may exceed it, or Redis would hand the task to a second worker while the first still waits.
+VISIBILITY_TIMEOUT = 3600
+
+
+def make_celery() -> Celery:
+    settings = get_settings()
+    broker = settings.redis_url or "redis://127.0.0.1:6379/0"
+    app = Celery("mab", broker=broker, include=["worker.tasks"])
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_ignore_result=True,
+        worker_prefetch_multiplier=1,
+        task_serializer="json",
+        accept_content=["json"],
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
+        broker_connection_retry_on_startup=True,
+        task_default_queue="mab",
+        beat_schedule={
+            "start-due-periods": {
+                "task": "worker.tasks.start_due_periods",
+                "schedule": settings.beat_interval_seconds,
+            }
+        },
+        timezone="UTC",
+    )
+    return app
+
+
+celery_app = make_celery()
