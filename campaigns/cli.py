@@ -141,15 +141,13 @@ def demo_cmd(
     Demo(url, key, console).run(customers, periods)
 
 
-def _register_simulate() -> None:
-    try:
-        from campaigns.simulate_cli import simulate
-    except ImportError:
-        return
+def _simulate_command() -> None:
+    from campaigns.simulate_cli import simulate
+
     app.command("simulate")(simulate)
 
 
-_register_simulate()
+_simulate_command()
 
 if __name__ == "__main__":
     sys.exit(app())

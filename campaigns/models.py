@@ -150,7 +150,7 @@ class SendPeriod(SQLModel, table=True):
     campaign_id: int = Field(foreign_key="campaign.id", index=True)
     number: int
     status: str = Field(default=PeriodStatus.QUEUED)
-    seed: int
+    seed: int = Field(sa_column=Column(BigInteger, nullable=False))  # 32-bit unsigned seeds
     total: int = 0
     sent: int = 0
     failed: int = 0
@@ -170,7 +170,7 @@ class AllocationSnapshot(SQLModel, table=True):
     period_id: int = Field(foreign_key="send_period.id")
     segment_id: int = Field(foreign_key="segment.id")
     version: int  # the period number
-    seed: int
+    seed: int = Field(sa_column=Column(BigInteger, nullable=False))  # 32-bit unsigned seeds
     stage: str
     reason: str | None = None
     holdout_share: float

@@ -28,11 +28,58 @@ def _environment(autoescape: bool) -> SandboxedEnvironment:
 ENVIRONMENTS = {"subject": _environment(False), "html": _environment(True), "text": _environment(False)}
 
 
-class _SampleCustomer(dict):
-    """A customer whose every attribute exists, for trial renders at save time."""
+class _AnyValue:
+    """Stands for any customer attribute in trial renders at save time: it supports attribute and
+    item access, arithmetic, comparison and iteration, so only mistakes of the template itself
+    (an unknown variable, a bad filter call) fail there; a customer's bad data fails at send time,
+    for that customer alone."""
 
-    def __missing__(self, key):
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self
+
+    def __getitem__(self, key):
+        return self
+
+    def __call__(self, *args, **kwargs):
+        return self
+
+    def __str__(self):
         return "sample"
+
+    def __iter__(self):
+        return iter(())
+
+    def __len__(self):
+        return 0
+
+    def __bool__(self):
+        return True
+
+    def __int__(self):
+        return 1
+
+    def __float__(self):
+        return 1.0
+
+    def __index__(self):
+        return 1
+
+    def _same(self, *_):
+        return self
+
+    def _false(self, *_):
+        return False
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _same
+    __truediv__ = __rtruediv__ = __floordiv__ = __rfloordiv__ = __mod__ = __rmod__ = __pow__ = __neg__ = _same
+    __lt__ = __le__ = __gt__ = __ge__ = _false
+
+    def __eq__(self, other):
+        return other is self
+
+    __hash__ = object.__hash__
 
 
 def _check_unsafe(part: str, ast: nodes.Template) -> None:
@@ -65,7 +112,7 @@ def validate_templates(templates: dict[str, str], factor_names: set[str], sample
         compiled = env.from_string(source)
         for params in sample_params:
             try:
-                compiled.render(_context(params, _SampleCustomer(email="a@example.com"), "sample", "#", "#"))
+                compiled.render(_context(params, _AnyValue(), "sample", "#", "#"))
             except (UndefinedError, SecurityError, TypeError, ValueError, ArithmeticError) as exc:
                 raise InvalidInput(f"template.{part}", f"fails to render for {params}: {exc}") from None
 

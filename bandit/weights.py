@@ -1,0 +1,109 @@
+"""Turning posterior draws into allocation weights: P(best), top-two, floor, cap.
+
+All functions are small and pure; they are composed by `allocation.allocate`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "p_best_from_draws",
+    "expected_loss_from_draws",
+    "top_two_weights",
+    "apply_floor",
+    "apply_cap",
+    "normalise",
+]
+
+
+def p_best_from_draws(draws: np.ndarray) -> np.ndarray:
+    """Share of Monte Carlo draws in which each arm has the highest value.
+
+    Standard error of each entry is sqrt(p (1 - p) / n_draws) <= 0.5 / sqrt(n_draws):
+    0.005 with the default 10,000 draws.
+    """
+    n_draws, n_arms = draws.shape
+    winners = draws.argmax(axis=1)
+    return np.bincount(winners, minlength=n_arms).astype(np.float64) / n_draws
+
+
+def expected_loss_from_draws(draws: np.ndarray) -> np.ndarray:
+    """E[max_j theta_j - theta_i]: what we expect to give up by choosing arm i."""
+    best = draws.max(axis=1, keepdims=True)
+    return (best - draws).mean(axis=0, dtype=np.float64)
+
+
+def top_two_weights(p_best: np.ndarray, leader_share: float) -> np.ndarray:
+    """Allocation of top-two Thompson sampling (Russo 2016), in closed form from P(best).
+
+    With probability `leader_share` play the sampled leader I (P(I = i) = p_i);
+    otherwise resample until a different arm J wins, P(J = j | I = i) = p_j / (1 - p_i).
+    Hence w_i = leader_share * p_i + (1 - leader_share) * p_i * sum_{j != i} p_j / (1 - p_j).
+    It spends more on the runner-up, which pays off when the goal is to *identify*
+    the winner quickly rather than to minimise regret.
+    """
+    p = np.asarray(p_best, dtype=np.float64)
+    one_minus = np.maximum(1.0 - p, 1e-12)
+    ratio = np.where(p < 1.0 - 1e-12, p / one_minus, 0.0)
+    challenger = p * (ratio.sum() - ratio)
+    leader_only = np.isclose(p.max(), 1.0) or challenger.sum() <= 0
+    if leader_only:
+        # Posterior is certain: there is no challenger to sample.
+        return p.copy()
+    challenger /= challenger.sum()
+    return leader_share * p + (1.0 - leader_share) * challenger
+
+
+def normalise(weights: np.ndarray) -> np.ndarray:
+    w = np.asarray(weights, dtype=np.float64)
+    total = w.sum()
+    if not np.isfinite(total) or total <= 0:
+        return np.full(w.shape, 1.0 / w.shape[0])
+    return w / total
+
+
+def apply_floor(weights: np.ndarray, floor: float) -> np.ndarray:
+    """Additive exploration floor: mix a total share `floor` of uniform traffic.
+
+    w_i = floor / K + (1 - floor) * base_i.  `floor` is the *total* share reserved
+    for exploration, so every arm gets at least floor / K whatever K is: with 200
+    arms and floor = 0.1 each arm keeps 0.05 %, and the weights stay a
+    distribution (a per-arm floor of 0.01 would be infeasible at K > 100).
+    """
+    base = normalise(weights)
+    k = base.shape[0]
+    return floor / k + (1.0 - floor) * base
+
+
+def apply_cap(weights: np.ndarray, cap: float) -> np.ndarray:
+    """Clip weights at `cap` and hand the excess to the uncapped arms (water-filling).
+
+    The excess is redistributed in proportion to the current weights of the arms
+    below the cap, so the ranking is preserved and no arm loses weight; hence a
+    floor applied before the cap still holds.  Needs cap >= 1 / K (checked by the
+    caller).  Each pass caps at least one more arm, so at most K passes.
+    """
+    w = normalise(weights).copy()
+    k = w.shape[0]
+    if cap >= 1.0:
+        return w
+    for _ in range(k):
+        over = w > cap
+        if not over.any():
+            break
+        excess = float((w[over] - cap).sum())
+        w[over] = cap
+        free = w < cap
+        mass = float(w[free].sum())
+        if mass > 0:
+            w[free] += excess * w[free] / mass
+        else:
+            w[free] += excess / free.sum()
+    # Exact normalisation; cap may be exceeded only by rounding (~1e-16).
+    w = np.minimum(w, cap)
+    slack = 1.0 - w.sum()
+    if slack != 0.0:
+        room = cap - w
+        w += slack * room / room.sum() if slack > 0 else slack * w / w.sum()
+    return w

@@ -1,0 +1,120 @@
+"""The email case: 200 variants (4 x 5 x 10) x 8 segments, mailed weekly for 10 weeks.
+
+Click rates 2-5 %, conversion|click 5-15 %, factor main effects + segment x factor
+interactions (+ a small variant residual the structured model's main effects do
+not capture); outcomes are binomial per (segment, arm, week).  Objective:
+conversions per send.  Policies share the environment and seed.
+
+MABWiser's Thompson sampling (non-contextual, one MAB per segment, binary reward
+= converted) is included when `mabwiser` is importable; it is used as a batch
+policy: its predict() is called for 2,000 simulated customers per segment and
+week, and the week's audience is split in those proportions (the same
+distribution as calling it per customer, which would take hours in MABWiser).
+
+Run:  python benchmarks/bench_email.py            # 12M and 200k customers, 3 seeds
+      python benchmarks/bench_email.py --quick    # 1 seed, small audience only
+(MABWiser: pip install -r benchmarks/requirements.txt in a separate venv and run
+the script with that venv's python.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bandit import AllocationConfig, combine_periods  # noqa: E402
+from bandit.simulate import default_policies, factorial_environment, simulate  # noqa: E402
+
+MABWISER_DRAWS = 2000
+
+
+def mabwiser_policy(env, seed: int):
+    """Batch policy backed by MABWiser ThompsonSampling, or None if not installed."""
+    try:
+        from mabwiser.mab import MAB, LearningPolicy
+    except ImportError:
+        return None
+    arms = list(range(env.n_arms))
+    bandits = [MAB(arms, LearningPolicy.ThompsonSampling(), seed=seed + s) for s in range(env.n_segments)]
+    fitted = [False] * env.n_segments
+    seen = [0] * env.n_segments
+
+    def policy(t, history, rng):
+        w = np.zeros((env.n_segments, env.n_arms))
+        for s, periods in enumerate(history):
+            # feed MABWiser the new period's per-customer decisions and rewards
+            for stats in periods[seen[s]:]:
+                sends = stats.sends.astype(np.int64)
+                decisions = np.repeat(arms, sends)
+                rewards = np.zeros(decisions.size)
+                starts = np.r_[0, np.cumsum(sends)[:-1]]
+                for a in np.flatnonzero(stats.conversions):
+                    rewards[starts[a] : starts[a] + int(stats.conversions[a])] = 1.0
+                if fitted[s]:
+                    bandits[s].partial_fit(decisions, rewards)
+                else:
+                    bandits[s].fit(decisions, rewards)
+                    fitted[s] = True
+            seen[s] = len(periods)
+            if not fitted[s]:
+                w[s] = 1.0 / env.n_arms
+                continue
+            picks = bandits[s].predict(np.zeros((MABWISER_DRAWS, 1)))
+            w[s] = np.bincount(np.asarray(picks, dtype=np.int64), minlength=env.n_arms) / MABWISER_DRAWS
+        return w
+
+    return policy
+
+
+def run(customers: int, seeds: list[int], n_draws: int) -> None:
+    print(f"\n=== {customers:,} customers: 8 segments x 200 variants, 10 weekly sends ===")
+    totals: dict[str, list[dict]] = {}
+    for seed in seeds:
+        env = factorial_environment(customers=customers, periods=10, seed=seed)
+        policies = default_policies(env, AllocationConfig(n_draws=n_draws))
+        mw = mabwiser_policy(env, seed)
+        if mw is not None:
+            policies = {**{k: v for k, v in policies.items() if k != "oracle"}, "mabwiser_ts": mw, "oracle": policies["oracle"]}
+        start = time.perf_counter()
+        result = simulate(env, policies, periods=10, seed=seed)
+        print(f"seed {seed}: {time.perf_counter() - start:.0f}s")
+        for row in result.summary():
+            totals.setdefault(row["policy"], []).append(row)
+    print(f"{'policy':<16} {'share of oracle':>16} {'regret (conv. lost)':>20} {'conversions':>12}")
+    means = {}
+    for name, rows in totals.items():
+        share = np.mean([r["share_of_oracle"] for r in rows])
+        regret = np.mean([r["regret"] for r in rows])
+        conv = np.mean([r["conversions"] for r in rows])
+        means[name] = regret
+        print(f"{name:<16} {share:>15.1%} {regret:>20,.0f} {conv:>12,.0f}")
+    if "structured_ts" in means:
+        print(f"structured regret / independent TS regret = {means['structured_ts'] / means['independent_ts']:.2f}")
+        if "mabwiser_ts" in means:
+            print(f"structured regret / MABWiser TS regret    = {means['structured_ts'] / means['mabwiser_ts']:.2f}")
+        else:
+            print("MABWiser not installed: see benchmarks/README.md")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--n-draws", type=int, default=10_000)
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if args.quick:
+        run(200_000, seeds[:1], 2000)
+        return
+    run(12_000_000, seeds, args.n_draws)
+    run(200_000, seeds, args.n_draws)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Speed: weights for 8 segments x 200 arms, and assignment of 12M customers.
+
+Compared in the same run against MABWiser's ThompsonSampling (if installed:
+10,000 predict() draws per segment, the same number of posterior samples) and
+against a plain Python loop of the same sampling (random.betavariate per arm and
+draw; timed on 1 segment x 1,000 draws and extrapolated x80, which is stated).
+
+Run:  python benchmarks/bench_speed.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bandit import AllocationConfig, ArmStats, allocate_segments, assign  # noqa: E402
+
+
+def campaign(seed: int = 0, sends_per_arm: int = 750):
+    rng = np.random.default_rng(seed)
+    segs = []
+    for _ in range(8):
+        p = rng.uniform(0.02, 0.05, 200)
+        n = np.full(200, sends_per_arm)
+        c = rng.binomial(n, p)
+        v = rng.binomial(c, 0.1)
+        segs.append(ArmStats(n, c, v, v * 50.0))
+    return segs
+
+
+def best_of(fn, repeat=3):
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    segs = campaign()
+    print("weights for 8 segments x 200 arms, 10,000 MC draws (week-1 data: every arm a contender)")
+    for objective in ("click", "conversion", "revenue"):
+        cfg = AllocationConfig(objective=objective, model="independent")
+        t = best_of(lambda: allocate_segments(segs, cfg, seed=0))
+        print(f"  engine independent, {objective:<10}: {t:.3f} s")
+    cfg = AllocationConfig(model="hierarchical")
+    print(f"  engine hierarchical, conversion: {best_of(lambda: allocate_segments(segs, cfg, seed=0)):.3f} s")
+    from bandit import FactorDesign
+
+    design = FactorDesign.full_factorial(4, 5, 10)
+    cfg = AllocationConfig(model="structured")
+    print(f"  engine structured, conversion  : {best_of(lambda: allocate_segments(segs, cfg, seed=0, design=design), 1):.3f} s")
+    late = campaign(sends_per_arm=20_000)
+    cfg = AllocationConfig(model="independent")
+    print(f"  engine independent, conversion, late campaign (arms pruned): {best_of(lambda: allocate_segments(late, cfg, seed=0)):.3f} s")
+
+    # plain Python loop of the same sampling (click objective: one Beta per arm)
+    draws = 200 if args.quick else 1000
+    s0 = segs[0]
+    a = (1 + s0.clicks).tolist()
+    b = (1 + s0.sends - s0.clicks).tolist()
+    rnd = random.Random(0)
+    t = time.perf_counter()
+    wins = [0] * 200
+    for _ in range(draws):
+        best, arg = -1.0, 0
+        for i in range(200):
+            x = rnd.betavariate(a[i], b[i])
+            if x > best:
+                best, arg = x, i
+        wins[arg] += 1
+    loop = (time.perf_counter() - t) * (10_000 / draws) * 8
+    print(f"  plain Python loop, click (extrapolated from 1 segment x {draws} draws): {loop:.1f} s")
+
+    try:
+        from mabwiser.mab import MAB, LearningPolicy
+
+        mabs = []
+        for s in segs:
+            m = MAB(list(range(200)), LearningPolicy.ThompsonSampling(), seed=0)
+            dec = np.repeat(np.arange(200), s.sends.astype(int))
+            rew = np.zeros(dec.size)
+            starts = np.r_[0, np.cumsum(s.sends.astype(int))[:-1]]
+            for i in range(200):
+                rew[starts[i] : starts[i] + int(s.clicks[i])] = 1
+            m.fit(dec, rew)
+            mabs.append(m)
+        n = 1000 if args.quick else 10_000
+        t = time.perf_counter()
+        for m in mabs:
+            m.predict(np.zeros((n, 1)))
+        mw = (time.perf_counter() - t) * (10_000 / n)
+        print(f"  MABWiser ThompsonSampling, click, 8 x predict(10,000): {mw:.2f} s")
+    except ImportError:
+        print("  MABWiser not installed (pip install -r benchmarks/requirements.txt)")
+
+    n = 1_200_000 if args.quick else 12_000_000
+    w = np.random.default_rng(1).dirichlet(np.ones(200))
+    t = best_of(lambda: assign(n, w, 0.1, seed=0), 2)
+    print(f"assign {n:,} customers to 200 arms + 10 % holdout: {t:.2f} s")
+    rng = random.Random(0)
+    cum = np.cumsum(np.r_[0.1, 0.9 * w]).tolist()
+    m = 200_000
+    t = time.perf_counter()
+    import bisect
+
+    out = [bisect.bisect_right(cum, rng.random()) - 1 for _ in range(m)]
+    print(f"  plain Python loop (bisect per customer), extrapolated from {m:,}: {(time.perf_counter() - t) * n / m:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

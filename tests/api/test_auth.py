@@ -1,0 +1,169 @@
+"""API keys and roles, for every route of the app, through real HTTP requests (SQLite and PostgreSQL)."""
+
+import hashlib
+import re
+
+from fastapi.routing import APIRoute
+from sqlalchemy import func, select
+
+from campaigns.db import session_scope
+from campaigns.models import ApiKey, utcnow
+
+try:  # FastAPI >= 0.16x keeps included routers lazily (`_IncludedRouter`); this walks into them.
+    from fastapi.routing import iter_route_contexts
+except ImportError:  # older FastAPI: app.routes is already flat
+    iter_route_contexts = None
+
+ROLES = ("admin", "marketer", "analyst", "ingest")
+M, A, I = "marketer", "analyst", "ingest"  # noqa: E741
+READER = (M, A)
+
+# The expected access of every route, written out by hand (admin is allowed everywhere on top of these).
+# A route added to the app without a line here fails test_every_route_is_in_the_table.
+EXPECTED: dict[tuple[str, str], tuple[str, ...]] = {
+    ("POST", "/api-keys"): (),
+    ("GET", "/segments"): READER,
+    ("POST", "/segments"): (M,),
+    ("POST", "/segments/derive"): (M,),
+    ("POST", "/customers"): (M,),
+    ("POST", "/customers/csv"): (M,),
+    ("GET", "/customers/{external_id}"): (M,),
+    ("POST", "/orders"): (M,),
+    ("POST", "/campaigns"): (M,),
+    ("GET", "/campaigns"): READER,
+    ("GET", "/campaigns/{campaign_id}"): READER,
+    ("PATCH", "/campaigns/{campaign_id}"): (M,),
+    ("GET", "/campaigns/{campaign_id}/variants"): READER,
+    ("POST", "/campaigns/{campaign_id}/periods"): (M,),
+    ("GET", "/campaigns/{campaign_id}/periods"): READER,
+    ("GET", "/campaigns/{campaign_id}/periods/{number}"): READER,
+    ("GET", "/campaigns/{campaign_id}/periods/{number}/sends.csv"): (M,),
+    ("GET", "/campaigns/{campaign_id}/allocations"): READER,
+    ("GET", "/campaigns/{campaign_id}/report"): (A,),
+    ("POST", "/campaigns/{campaign_id}/{action}"): (M,),
+    ("POST", "/events"): (I,),
+}
+
+PUBLIC = {"/health", "/t/{token}", "/u/{token}"}
+DUMMY = {"action": "start", "external_id": "x"}  # any other path parameter gets 1
+
+
+def app_routes(app) -> set[tuple[str, str]]:
+    """(method, path) of every APIRoute of the app, the included routers' ones too."""
+    if iter_route_contexts is not None:
+        items = [(c.original_route, c.path, c.methods) for c in iter_route_contexts(app.routes)]
+    else:
+        items = [(r, r.path, r.methods) for r in app.routes]
+    out = set()
+    for route, path, methods in items:
+        if not isinstance(route, APIRoute) or path in PUBLIC:
+            continue
+        out.update((m, path) for m in methods if m != "HEAD")
+    return out
+
+
+def concrete(path: str) -> str:
+    return re.sub(r"\{(\w+)\}", lambda m: DUMMY.get(m.group(1), "1"), path)
+
+
+def test_every_route_is_in_the_table(api):
+    routes = app_routes(api.client.app)
+    assert len(routes) >= 20  # the walk found the routers' routes, not just /health
+    assert routes == set(EXPECTED)
+
+
+def test_no_key_or_a_wrong_key_is_401_everywhere(api):
+    wrong = []
+    for method, path in sorted(app_routes(api.client.app)):
+        url = concrete(path)
+        r = api(method, url, None)
+        if r.status_code != 401 or r.json() != {
+            "error": "unauthorized", "detail": "missing API key (send it in the X-API-Key header)"}:
+            wrong.append((method, url, "no key", r.status_code, r.text))
+        for bad in ("mab_not-a-real-key", api.keys["admin"] + "x", api.keys["admin"][:-1]):
+            r = api(method, url, None, headers={"X-API-Key": bad})
+            if r.status_code != 401 or r.json() != {"error": "unauthorized", "detail": "invalid or revoked API key"}:
+                wrong.append((method, url, bad, r.status_code, r.text))
+    assert wrong == []
+
+
+def test_role_matrix(api):
+    routes = app_routes(api.client.app)
+    assert routes  # never vacuous
+    wrong = []
+    for method, path in sorted(routes):
+        allowed = {"admin", *EXPECTED[(method, path)]}
+        url = concrete(path)
+        for role in ROLES:
+            r = api(method, url, role)
+            if role in allowed:
+                if r.status_code in (401, 403):
+                    wrong.append((method, url, role, "should be allowed", r.status_code, r.text))
+            else:
+                body = r.json()
+                if r.status_code != 403 or body["error"] != "forbidden" or f"role '{role}'" not in body["detail"]:
+                    wrong.append((method, url, role, "should be 403", r.status_code, r.text))
+    assert wrong == []
+
+
+def test_forbidden_message_lists_the_allowed_roles(api):
+    r = api("GET", "/campaigns/1/report", "marketer")
+    assert r.status_code == 403
+    assert r.json() == {"error": "forbidden", "detail": "role 'marketer' may not do this (allowed: admin, analyst)"}
+
+
+def test_revoked_key_is_401(api):
+    assert api("GET", "/campaigns", "marketer").status_code == 200
+    with session_scope() as s:
+        row = s.execute(select(ApiKey).where(ApiKey.role == "marketer")).scalars().one()
+        row.revoked_at = utcnow()
+    r = api("GET", "/campaigns", "marketer")
+    assert r.status_code == 401 and r.json()["detail"] == "invalid or revoked API key"
+    assert api("GET", "/campaigns", "analyst").status_code == 200  # other keys unaffected
+
+
+def key_count() -> int:
+    with session_scope() as s:
+        return s.execute(select(func.count()).select_from(ApiKey)).scalar_one()
+
+
+def test_admin_creates_a_key_that_works_and_only_its_hash_is_stored(api):
+    r = api("POST", "/api-keys", "admin", json={"name": "ci ingest", "role": "ingest"})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert set(body) == {"id", "name", "role", "key"}
+    assert body["name"] == "ci ingest" and body["role"] == "ingest"
+    plaintext = body["key"]
+    assert plaintext.startswith("mab_") and len(plaintext) >= 40
+
+    # The new key authenticates with exactly its role.
+    r = api("POST", "/events", None, headers={"X-API-Key": plaintext}, json={"events": []})
+    assert r.status_code == 422  # past auth: the body is what is wrong
+    r = api("GET", "/campaigns", None, headers={"X-API-Key": plaintext})
+    assert r.status_code == 403 and "role 'ingest'" in r.json()["detail"]
+
+    with session_scope() as s:
+        row = s.get(ApiKey, body["id"])
+        assert row.key_hash == hashlib.sha256(plaintext.encode()).hexdigest()
+        assert row.role == "ingest" and row.name == "ci ingest" and row.revoked_at is None
+        stored = [str(getattr(row, c)) for c in ApiKey.__table__.columns.keys()]
+        # the plaintext appears nowhere (the prefix column holds only its first characters)
+        assert all(plaintext not in value for value in stored), stored
+        assert len(row.prefix) < len(plaintext) // 2 and plaintext.startswith(row.prefix)
+
+
+def test_only_admin_creates_keys_and_nothing_is_written_otherwise(api):
+    before = key_count()
+    for role in ("marketer", "analyst", "ingest"):
+        r = api("POST", "/api-keys", role, json={"name": "sneaky", "role": "admin"})
+        assert r.status_code == 403 and f"role '{role}'" in r.json()["detail"]
+    assert key_count() == before
+
+
+def test_api_key_creation_validates_role_and_name(api):
+    before = key_count()
+    r = api("POST", "/api-keys", "admin", json={"name": "x", "role": "superuser"})
+    assert r.status_code == 422 and [d["loc"] for d in r.json()["detail"]] == ["role"]
+    r = api("POST", "/api-keys", "admin", json={"name": "", "role": "analyst"})
+    assert r.status_code == 422 and [d["loc"] for d in r.json()["detail"]] == ["name"]
+    assert key_count() == before
