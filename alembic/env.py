@@ -1,9 +1,9 @@
 """Alembic environment: the database URL comes from the settings object (or the caller)."""
 
-from alembic import context
 from sqlmodel import SQLModel
 
 import campaigns.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from alembic import context
 from campaigns.db import make_engine
 from campaigns.settings import get_settings
 

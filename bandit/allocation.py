@@ -21,9 +21,10 @@ from __future__ import annotations
 import enum
 import math
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -56,7 +57,7 @@ class Model(str, enum.Enum):
     AUTO = "auto"  # structured if a FactorDesign is given, else hierarchical if >1 segment, else independent
 
 
-def resolve_model(model: "Model", n_segments: int, has_design: bool) -> "Model":
+def resolve_model(model: Model, n_segments: int, has_design: bool) -> Model:
     """The default (AUTO) picks the model that won the email-campaign simulation
     (benchmarks/bench_email.py: structured > hierarchical > independent) among
     those the inputs allow."""

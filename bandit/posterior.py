@@ -74,7 +74,7 @@ class FunnelPosterior:
             m = m * self.value_k * self.value_rate / (self.value_shape - 1.0)
         return m
 
-    def subset(self, mask: np.ndarray) -> "FunnelPosterior":
+    def subset(self, mask: np.ndarray) -> FunnelPosterior:
         pick = lambda x: None if x is None else x[mask]  # noqa: E731
         return FunnelPosterior(
             self.click_a[mask],

@@ -13,8 +13,8 @@ sends), so it is free of outcome noise.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Callable, Sequence
 
 import numpy as np
 from scipy.special import expit, logit

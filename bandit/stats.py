@@ -10,8 +10,8 @@ type; integer inputs are accepted unchanged.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -125,13 +125,13 @@ class ArmStats:
         return bool((self.conversions <= self.clicks + 1e-9).all())
 
     @classmethod
-    def zeros(cls, n_arms: int) -> "ArmStats":
+    def zeros(cls, n_arms: int) -> ArmStats:
         if n_arms < 1:
             raise ValueError("n_arms: empty arm set (at least one arm is required)")
         z = np.zeros(n_arms)
         return cls(z, z, z, z)
 
-    def __add__(self, other: "ArmStats") -> "ArmStats":
+    def __add__(self, other: ArmStats) -> ArmStats:
         if not isinstance(other, ArmStats):
             return NotImplemented
         if other.sends.shape != self.sends.shape:
@@ -145,7 +145,7 @@ class ArmStats:
             self.pending_conversions + other.pending_conversions,
         )
 
-    def scaled(self, factor: float) -> "ArmStats":
+    def scaled(self, factor: float) -> ArmStats:
         """All evidence multiplied by `factor` (used by discounting and sharpening)."""
         if not np.isfinite(factor) or factor < 0:
             raise ValueError(f"factor: must be a finite non-negative number, got {factor!r}")

@@ -61,7 +61,7 @@ class FactorDesign:
         return int(self.levels.shape[1])
 
     @classmethod
-    def full_factorial(cls, *n_levels: int, names: tuple[str, ...] | None = None) -> "FactorDesign":
+    def full_factorial(cls, *n_levels: int, names: tuple[str, ...] | None = None) -> FactorDesign:
         """All combinations, last factor varying fastest (e.g. 4 x 5 x 10 = 200 arms)."""
         grids = np.meshgrid(*[np.arange(n) for n in n_levels], indexing="ij")
         levels = np.stack([g.ravel() for g in grids], axis=1)

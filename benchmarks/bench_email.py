@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bandit import AllocationConfig, combine_periods  # noqa: E402
+from bandit import AllocationConfig  # noqa: E402
 from bandit.simulate import default_policies, factorial_environment, simulate  # noqa: E402
 
 MABWISER_DRAWS = 2000

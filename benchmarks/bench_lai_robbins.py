@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-
 from _runs import EngineSettings, simulate_runs
 
 

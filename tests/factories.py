@@ -38,7 +38,7 @@ def campaign_payload(**overrides) -> dict:
 
 def small_campaign_payload(**overrides) -> dict:
     """2 × 3 = 6 variants over two segments: fast to send, easy to reason about."""
-    return campaign_payload(
+    defaults = dict(
         factors={"tone": ["friendly", "urgent"], "offer": ["free_dessert", "free_drink", "two_for_one"]},
         segments=["champions", "hibernating"],
         template={
@@ -46,8 +46,8 @@ def small_campaign_payload(**overrides) -> dict:
             "html": '<p>{{ offer }}</p><a href="{{ landing_url }}">go</a> <a href="{{ unsubscribe_url }}">unsub</a>',
             "text": "{{ offer }} {{ landing_url }} {{ unsubscribe_url }}",
         },
-        **overrides,
     )
+    return campaign_payload(**{**defaults, **overrides})
 
 
 def customers(n: int, segments=("champions", "hibernating"), prefix: str = "c") -> list[dict]:

@@ -143,7 +143,11 @@ def get_customer(session: Session, external_id: str) -> dict:
 def import_orders(session: Session, orders: list[OrderIn]) -> dict:
     ids = repo.existing_customer_ids(session, list({o.customer_external_id for o in orders}))
     rows = []
+    seen: set[str] = set()
     for i, o in enumerate(orders):
+        if o.order_id in seen:
+            raise InvalidInput(f"orders[{i}].order_id", f"'{o.order_id}' appears twice in this import")
+        seen.add(o.order_id)
         if o.customer_external_id not in ids:
             raise InvalidInput(f"orders[{i}].customer_external_id", f"no customer '{o.customer_external_id}'")
         rows.append(

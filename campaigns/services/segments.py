@@ -7,6 +7,8 @@ high spend (at least `rfm_high_spend`). Customers without orders are `hibernatin
 
 from datetime import datetime, timedelta
 
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from campaigns.errors import Conflict, InvalidInput
@@ -36,7 +38,7 @@ def rfm_segment(days_since_last: float | None, orders: int, spend: float) -> str
 
 def list_segments(session: Session) -> list[dict]:
     counts = repo.segment_customer_counts(session)
-    rows = session.query(Segment).order_by(Segment.id).all()
+    rows = session.execute(select(Segment).order_by(Segment.id)).scalars()
     return [{"id": r.id, "name": r.name, "description": r.description, "customers": counts.get(r.id, 0)} for r in rows]
 
 
@@ -45,7 +47,11 @@ def create_segment(session: Session, name: str, description: str) -> dict:
         raise Conflict(f"segment '{name}' already exists")
     seg = Segment(name=name, description=description)
     session.add(seg)
-    session.flush()
+    try:
+        with session.begin_nested():  # the unique name decides a race between two creators
+            session.flush()
+    except IntegrityError:
+        raise Conflict(f"segment '{name}' already exists") from None
     return {"id": seg.id, "name": seg.name, "description": seg.description, "customers": 0}
 
 

@@ -4,8 +4,8 @@
 import csv
 import io
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
-import pytest
 from sqlalchemy import func, select
 
 from campaigns.db import session_scope
@@ -65,8 +65,6 @@ def test_json_import_then_get_customer(api):
     assert r.json() == {"external_id": "c1", "email": "c1@example.com", "segment": "hibernating",
                         "status": "active", "attributes": {"first_name": "Name1"}}
 
-
-def test_unknown_customer_is_404(api):
     r = api("GET", "/customers/nobody", "marketer")
     assert r.status_code == 404
     assert r.json() == {"error": "not_found", "detail": "no customer with external_id 'nobody'"}
@@ -121,8 +119,7 @@ def test_import_without_segment_keeps_the_existing_one(api):
         json={"customers": [{"external_id": "c0", "email": "c0@new.example", "segment": "big_spenders"}]})
     assert api("GET", "/customers/c0", "marketer").json()["segment"] == "big_spenders"
 
-
-def test_new_customer_without_segment_has_none(api):
+    # A new customer without a segment has none.
     api("POST", "/customers", "marketer", json={"customers": [{"external_id": "x1", "email": "x1@example.com"}]})
     body = api("GET", "/customers/x1", "marketer").json()
     assert body["segment"] == "" and body["attributes"] == {}
@@ -140,15 +137,16 @@ BAD_JSON = [
 ]
 
 
-@pytest.mark.parametrize(("rows", "loc", "msg"), BAD_JSON, ids=[b[1] for b in BAD_JSON])
-def test_bad_json_import_is_422_and_writes_nothing(api, rows, loc, msg):
+def test_bad_json_import_is_422_and_writes_nothing(api):
+    # One database for all cases (a fresh one per case would be slow); each case must leave it unchanged.
     api("POST", "/customers", "marketer", json={"customers": customers(2, prefix="a")})  # a0, a1 exist
     before = snapshot()
-    r = api("POST", "/customers", "marketer", json={"customers": rows})
-    assert r.status_code == 422, r.text
-    got_loc, got_msg = loc_and_msg(r)
-    assert got_loc == loc and msg.lower() in got_msg.lower(), r.json()
-    assert snapshot() == before
+    for rows, loc, msg in BAD_JSON:
+        r = api("POST", "/customers", "marketer", json={"customers": rows})
+        assert r.status_code == 422, (loc, r.text)
+        got_loc, got_msg = loc_and_msg(r)
+        assert got_loc == loc and msg.lower() in got_msg.lower(), (loc, r.json())
+        assert snapshot() == before, loc
 
 
 # --- CSV upload ------------------------------------------------------------------------------------
@@ -198,28 +196,31 @@ BAD_CSV = [
 ]
 
 
-@pytest.mark.parametrize(("body", "loc", "msg"), [b[1:] for b in BAD_CSV], ids=[b[0] for b in BAD_CSV])
-def test_bad_csv_is_422_naming_the_line_and_writes_nothing(api, body, loc, msg):
+def test_bad_csv_is_422_naming_the_line_and_writes_nothing(api):
     api("POST", "/customers", "marketer", json={"customers": [
         {"external_id": "z1", "email": "z1@old.example", "segment": "hibernating"}]})
     before = snapshot()
-    r = api("POST", "/customers/csv", "marketer", headers=CSV, content=body)
-    assert r.status_code == 422, r.text
-    got_loc, got_msg = loc_and_msg(r)
-    assert got_loc == loc and msg.lower() in got_msg.lower(), r.json()
-    assert snapshot() == before  # z1 not updated, z2 not inserted
+    for case, body, loc, msg in BAD_CSV:
+        r = api("POST", "/customers/csv", "marketer", headers=CSV, content=body)
+        assert r.status_code == 422, (case, r.text)
+        got_loc, got_msg = loc_and_msg(r)
+        assert got_loc == loc and msg.lower() in got_msg.lower(), (case, r.json())
+        assert snapshot() == before, case  # z1 not updated, z2 not inserted
+    # The same rows without the bad line do go in (the refusals above were about that line).
+    assert api("POST", "/customers/csv", "marketer", headers=CSV, content=GOOD).json() == {
+        "received": 2, "inserted": 1, "updated": 1}
 
 
 def test_bad_row_after_several_written_batches_rolls_everything_back(api):
     """The import writes in batches of 2,000: a bad row late in the file must undo the earlier ones."""
-    rows = [[f"k{i}", f"k{i}@example.com", "champions", "N", "C"] for i in range(4500)]
-    rows.append(["k4500", "broken", "champions", "N", "C"])
+    rows = [[f"k{i}", f"k{i}@example.com", "champions", "N", "C"] for i in range(2500)]
+    rows.append(["k2500", "broken", "champions", "N", "C"])
     r = api("POST", "/customers/csv", "marketer", headers=CSV, content=csv_body(rows))
     assert r.status_code == 422
-    assert loc_and_msg(r)[0] == "line 4502.email"  # header + 4,500 good rows + the bad one
+    assert loc_and_msg(r)[0] == "line 2502.email"  # header + 2,500 good rows + the bad one
     assert count(Customer) == 0
 
-    body = csv_body(rows[:4500]) + b"k4500,k4500@example.com,champions,Jos\xe9,C\n"
+    body = csv_body(rows[:2500]) + b"k2500,k2500@example.com,champions,Jos\xe9,C\n"
     r = api("POST", "/customers/csv", "marketer", headers=CSV, content=body)
     assert r.status_code == 422 and loc_and_msg(r)[0] == "body"
     assert count(Customer) == 0
@@ -228,7 +229,7 @@ def test_bad_row_after_several_written_batches_rolls_everything_back(api):
 # --- Segments --------------------------------------------------------------------------------------
 
 
-def test_segments_list_the_eight_rfm_segments_with_counts(api):
+def test_segments_list_with_counts_and_creation(api):
     r = api("GET", "/segments", "analyst")
     assert r.status_code == 200
     assert [s["name"] for s in r.json()] == RFM
@@ -238,15 +239,14 @@ def test_segments_list_the_eight_rfm_segments_with_counts(api):
     counts = {s["name"]: s["customers"] for s in api("GET", "/segments", "marketer").json()}
     assert counts == {**{name: 0 for name in RFM}, "champions": 3, "hibernating": 2}
 
-
-def test_create_segment_then_duplicate_is_409(api):
+    # Creating one; the same name again is a conflict.
     r = api("POST", "/segments", "marketer", json={"name": "vip_2024", "description": "our VIPs"})
     assert r.status_code == 201, r.text
     created = r.json()
     assert created["name"] == "vip_2024" and created["description"] == "our VIPs" and created["customers"] == 0
     listed = api("GET", "/segments", "analyst").json()
     assert [s["name"] for s in listed] == RFM + ["vip_2024"]
-    api("POST", "/customers", "marketer", json={"customers": customers(2, segments=("vip_2024",))})
+    api("POST", "/customers", "marketer", json={"customers": customers(2, segments=("vip_2024",), prefix="v")})
     assert {s["name"]: s["customers"] for s in api("GET", "/segments", "analyst").json()}["vip_2024"] == 2
 
     r = api("POST", "/segments", "marketer", json={"name": "vip_2024"})
@@ -257,12 +257,13 @@ def test_create_segment_then_duplicate_is_409(api):
     assert count(Segment) == 9
 
 
-@pytest.mark.parametrize("name", ["VIP", "has space", "", "a" * 65, "with-dash", "émigré"])
-def test_bad_segment_name_is_422(api, name):
-    r = api("POST", "/segments", "marketer", json={"name": name})
-    assert r.status_code == 422
-    assert loc_and_msg(r)[0] == "name"
-    assert count(Segment) == 8
+def test_bad_segment_name_is_422(api):
+    for name in ["VIP", "has space", "", "a" * 65, "with-dash", "émigré", None]:
+        r = api("POST", "/segments", "marketer", json={"name": name})
+        assert r.status_code == 422, name
+        assert loc_and_msg(r)[0] == "name", name
+    assert api("POST", "/segments", "marketer", json={"name": "a" * 64}).status_code == 201
+    assert count(Segment) == 9
 
 
 # --- Orders and RFM derivation ---------------------------------------------------------------------
@@ -273,7 +274,7 @@ def order(oid: str, customer: str, days_ago: float, amount: float, now: datetime
             "ordered_at": (now - timedelta(days=days_ago)).isoformat(), "amount": amount}
 
 
-def test_orders_for_an_unknown_customer_are_422_and_nothing_is_written(api):
+def test_orders_validation_and_reimport(api):
     api("POST", "/customers", "marketer", json={"customers": customers(1)})
     now = datetime.now(UTC)
     r = api("POST", "/orders", "marketer", json={"orders": [
@@ -286,10 +287,7 @@ def test_orders_for_an_unknown_customer_are_422_and_nothing_is_written(api):
     assert api("POST", "/orders", "marketer", json={"orders": []}).status_code == 422
     assert count(Order) == 0
 
-
-def test_reimported_order_is_updated_not_duplicated(api):
-    api("POST", "/customers", "marketer", json={"customers": customers(1)})
-    now = datetime.now(UTC)
+    # A re-imported order id updates the order, never duplicates it.
     assert api("POST", "/orders", "marketer", json={"orders": [order("o1", "c0", 1, 10.0, now)]}).json() == {
         "received": 1}
     api("POST", "/orders", "marketer", json={"orders": [order("o1", "c0", 1, 250.0, now)]})
@@ -298,8 +296,6 @@ def test_reimported_order_is_updated_not_duplicated(api):
         assert s.execute(select(Order.amount)).scalar_one() == 250.0
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a duplicate order_id within one POST /orders is not checked "
-                   "(PostgreSQL: ON CONFLICT DO UPDATE affects a row twice -> 500; SQLite: last one wins)")
 def test_duplicate_order_id_in_one_batch_is_422(api):
     api("POST", "/customers", "marketer", json={"customers": customers(1)})
     now = datetime.now(UTC)
@@ -362,16 +358,14 @@ def test_derive_puts_customers_into_the_right_rfm_segments(api):
     assert api("GET", "/customers/never", "marketer").json()["segment"] == "big_spenders"
     assert api("GET", "/customers/champ", "marketer").json()["segment"] == "champions"
 
-
-def test_derive_respects_timezone_offsets(api):
-    api("POST", "/customers", "marketer", json={"customers": customers(1, prefix="tz")})
-    # 59 days ago expressed in a +09:00 offset, and naive timestamps taken as UTC.
-    base = datetime.now(UTC)
-    tokyo = (base - timedelta(days=59)).astimezone(__import__("zoneinfo").ZoneInfo("Asia/Tokyo"))
-    naive = (base - timedelta(days=30)).replace(tzinfo=None)
+    # Timestamps with an offset are converted, naive ones are taken as UTC.
+    api("POST", "/customers", "marketer", json={"customers": [{"external_id": "tz", "email": "tz@example.com"}]})
+    tokyo = (now - timedelta(days=59)).astimezone(ZoneInfo("Asia/Tokyo"))
+    naive = (now - timedelta(days=30)).replace(tzinfo=None)
     r = api("POST", "/orders", "marketer", json={"orders": [
-        {"order_id": "t1", "customer_external_id": "tz0", "ordered_at": tokyo.isoformat(), "amount": 100},
-        {"order_id": "t2", "customer_external_id": "tz0", "ordered_at": naive.isoformat(), "amount": 100},
+        {"order_id": "t1", "customer_external_id": "tz", "ordered_at": tokyo.isoformat(), "amount": 100},
+        {"order_id": "t2", "customer_external_id": "tz", "ordered_at": naive.isoformat(), "amount": 100},
     ]})
     assert r.status_code == 200, r.text
-    assert api("POST", "/segments/derive", "marketer").json()["by_segment"] == {"big_spenders": 1}
+    assert api("POST", "/segments/derive", "marketer").json()["by_segment"]["big_spenders"] == 3
+    assert api("GET", "/customers/tz", "marketer").json()["segment"] == "big_spenders"

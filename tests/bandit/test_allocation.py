@@ -102,7 +102,8 @@ def test_p_best_converges_to_truth_when_arms_far_apart():
 
 def test_p_best_matches_two_arm_closed_form():
     # P(theta_1 > theta_0) for Beta posteriors by numerical integration.
-    from scipy import integrate, stats as sps
+    from scipy import integrate
+    from scipy import stats as sps
 
     stats = ArmStats(sends=[400, 400], clicks=[12, 20], conversions=[0, 0], revenue=[0, 0])
     a0, b0, a1, b1 = 13, 389, 21, 381

@@ -1,0 +1,52 @@
+"""Templates: refused at save time when broken or unsafe; rendered per customer when sent."""
+
+import email
+import email.policy
+
+import pytest
+
+from campaigns.errors import InvalidInput
+from campaigns.rendering import CompiledCampaign, build_message, validate_templates
+
+OK = {"subject": "{{ tone }} for {{ customer.first_name | default('you') }}",
+      "html": "<p>{{ offer }} {{ customer.note }}</p>", "text": "{{ offer }} {{ landing_url }}"}
+
+
+def check(**parts):
+    validate_templates({**OK, **parts}, {"tone", "offer"}, [{"tone": "t", "offer": "o"}])
+
+
+def test_a_good_template_passes_even_with_arithmetic_on_customer_attributes():
+    check(text="{{ customer.visits + 1 }} {{ customer.total * 2 }} {% for x in customer.items %}{{ x }}{% endfor %}")
+
+
+@pytest.mark.parametrize(("part", "source", "message"), [
+    ("subject", "{{ tone ", "does not compile"),
+    ("html", "{{ colour }}", "undefined variable(s): colour"),
+    ("html", "{{ customer.__class__.__mro__ }}", "private attribute"),
+    ("html", "{{ customer['__class__'] }}", "private item"),
+    ("html", "{{ customer|attr('__class__') }}", "'attr' filter"),
+    ("text", "{{ offer.nope() }}", "fails to render"),
+])
+def test_broken_or_unsafe_templates_are_refused(part, source, message):
+    with pytest.raises(InvalidInput) as exc:
+        check(**{part: source})
+    assert exc.value.field == f"template.{part}" and message in exc.value.message
+
+
+def test_render_escapes_html_but_not_text_and_strips_header_newlines():
+    compiled = CompiledCampaign.compile("c", {**OK, "subject": "{{ tone }}\r\nBcc: x@evil.com"})
+    subject, html, text = compiled.render({"tone": "hi", "offer": "<b>"}, {"note": "&"}, "https://l", "https://u")
+    assert "\n" not in subject and subject == "hi Bcc: x@evil.com"
+    assert html == "<p>&lt;b&gt; &amp;</p>" and text == "<b> https://l"
+
+
+def test_message_has_both_parts_and_one_click_unsubscribe_headers():
+    msg = build_message(sender="a@example.com", to="b@example.com", subject="s", html="<p>h</p>", text="t",
+                        unsubscribe_url="https://x/u/1", domain="example.com")
+    parsed = email.message_from_bytes(msg.as_bytes(), policy=email.policy.default)
+    assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert parsed["List-Unsubscribe"].strip() == "<https://x/u/1>"
+    assert parsed["Message-ID"].endswith("@example.com>")
+    assert parsed.get_body(("plain",)).get_content().strip() == "t"
+    assert parsed.get_body(("html",)).get_content().strip() == "<p>h</p>"
