@@ -80,14 +80,20 @@ def dialect_insert(session: Session):
     return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
-def insert_ignoring_conflicts(session: Session, table, rows: list[dict], conflict_cols: list[str]):
-    """A multi-row INSERT … ON CONFLICT DO NOTHING statement (add `.returning()` to learn which
-    rows were new)."""
-    return dialect_insert(session)(table).values(rows).on_conflict_do_nothing(index_elements=conflict_cols)
+def insert_ignoring_conflicts(session: Session, table, conflict_cols: list[str]):
+    """INSERT … ON CONFLICT DO NOTHING, to execute with a list of rows.
+
+    Executed as `session.execute(stmt, rows)`, SQLAlchemy batches the rows into multi-row INSERTs
+    ("insertmanyvalues") from one cached compilation; building `.values(rows)` instead recompiles a
+    statement with a bind parameter per cell, which cost more than the database's own work.
+    Add `.returning()` to learn which rows were new.
+    """
+    return dialect_insert(session)(table).on_conflict_do_nothing(index_elements=conflict_cols)
 
 
-def upsert(session: Session, table, rows: list[dict], conflict_cols: list[str], update_cols: list[str]):
-    stmt = dialect_insert(session)(table).values(rows)
-    return stmt.on_conflict_do_update(
-        index_elements=conflict_cols, set_={c: stmt.excluded[c] for c in update_cols}
-    )
+def upsert(session: Session, table, conflict_cols: list[str], set_):
+    """INSERT … ON CONFLICT DO UPDATE, to execute with a list of rows. `set_` lists the columns to
+    overwrite from the new row, or maps columns to expressions (`stmt.excluded` is passed in)."""
+    stmt = dialect_insert(session)(table)
+    values = set_(stmt.excluded) if callable(set_) else {c: stmt.excluded[c] for c in set_}
+    return stmt.on_conflict_do_update(index_elements=conflict_cols, set_=values)

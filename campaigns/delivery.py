@@ -6,10 +6,10 @@ overwrites the same file instead of mailing twice.
 
 import os
 import smtplib
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Protocol
 
+from campaigns.rendering import OutgoingEmail
 from campaigns.settings import Settings
 
 
@@ -20,7 +20,7 @@ class DeliveryError(Exception):
 
 
 class Backend(Protocol):
-    def deliver(self, send_id: int, message: EmailMessage) -> None: ...
+    def deliver(self, send_id: int, message: OutgoingEmail) -> None: ...
     def close(self) -> None: ...
 
 
@@ -29,10 +29,10 @@ class OutboxBackend:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
 
-    def deliver(self, send_id: int, message: EmailMessage) -> None:
+    def deliver(self, send_id: int, message: OutgoingEmail) -> None:
         final = self.directory / f"{send_id}.eml"
         tmp = final.with_suffix(".tmp")
-        tmp.write_bytes(message.as_bytes())
+        tmp.write_bytes(message.raw)
         os.replace(tmp, final)  # atomic: a reader never sees half an email
 
     def close(self) -> None:
@@ -57,9 +57,9 @@ class SmtpBackend:
             self._conn = conn
         return self._conn
 
-    def deliver(self, send_id: int, message: EmailMessage) -> None:
+    def deliver(self, send_id: int, message: OutgoingEmail) -> None:
         try:
-            self._connection().send_message(message)
+            self._connection().sendmail(message.sender, [message.to], message.raw)
         except smtplib.SMTPResponseException as exc:
             permanent = 500 <= exc.smtp_code < 600
             if not permanent:

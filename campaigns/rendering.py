@@ -4,10 +4,12 @@ Templates run in Jinja2's sandbox with autoescape on for HTML. Anything reaching
 dunder attributes is refused at save time, before it could ever run.
 """
 
+import binascii
 import uuid
 from dataclasses import dataclass
-from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from functools import lru_cache
+from email.header import Header
+from email.utils import formataddr, formatdate, parseaddr
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
@@ -147,17 +149,63 @@ class CompiledCampaign:
         return subject, self.html.render(ctx), self.text.render(ctx)
 
 
+@dataclass(frozen=True)
+class OutgoingEmail:
+    sender: str
+    to: str
+    message_id: str
+    raw: bytes  # the complete RFC 5322 message, CRLF line endings
+
+
+def _header(value: str) -> str:
+    """RFC 2047-encode a header value only when it is not plain ASCII."""
+    return value if value.isascii() else Header(value, "utf-8").encode()
+
+
+@lru_cache(maxsize=16)
+def _sender(value: str) -> tuple[str, str]:
+    """(From header, envelope address); parsed once, not once per message."""
+    name, addr = parseaddr(value)
+    return (formataddr((name, addr), charset="utf-8") if name else addr), addr
+
+
+def _qp(text: str) -> bytes:
+    # binascii's C encoder; normalise newlines to CRLF as SMTP wants them.
+    return binascii.b2a_qp(text.replace("\r\n", "\n").encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
+
+
 def build_message(
     *, sender: str, to: str, subject: str, html: str, text: str, unsubscribe_url: str, domain: str
-) -> EmailMessage:
-    msg = EmailMessage()
-    msg["From"] = sender
-    msg["To"] = to
-    msg["Subject"] = subject
-    msg["Date"] = formatdate(localtime=False)
-    msg["Message-ID"] = make_msgid(idstring=uuid.uuid4().hex, domain=domain)
-    msg["List-Unsubscribe"] = f"<{unsubscribe_url}>"
-    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    msg.set_content(text)
-    msg.add_alternative(html, subtype="html")
-    return msg
+) -> OutgoingEmail:
+    """A multipart/alternative email (text + HTML, quoted-printable) with RFC 8058 headers.
+
+    Written directly rather than through `email.message.EmailMessage`, whose header registry made
+    building a message ~40x slower than rendering it; the tests parse the result with the `email`
+    package to prove it is well formed.
+    """
+    message_id = f"<{uuid.uuid4().hex}@{domain}>"
+    boundary = f"=_{uuid.uuid4().hex}"
+    head = (
+        f"From: {_sender(sender)[0]}\r\n"
+        f"To: {to}\r\n"
+        f"Subject: {_header(subject)}\r\n"
+        f"Date: {formatdate(localtime=False)}\r\n"
+        f"Message-ID: {message_id}\r\n"
+        f"List-Unsubscribe: <{unsubscribe_url}>\r\n"
+        "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+        "MIME-Version: 1.0\r\n"
+        f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'
+    ).encode("ascii")
+    part = (
+        "--{b}\r\nContent-Type: text/{kind}; charset=utf-8\r\n"
+        "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+    )
+    raw = b"".join(
+        [
+            head,
+            part.format(b=boundary, kind="plain").encode("ascii"), _qp(text), b"\r\n",
+            part.format(b=boundary, kind="html").encode("ascii"), _qp(html), b"\r\n",
+            f"--{boundary}--\r\n".encode("ascii"),
+        ]
+    )
+    return OutgoingEmail(sender=_sender(sender)[1], to=to, message_id=message_id, raw=raw)

@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, case, func, select, update
 from sqlmodel import Session
 
-from campaigns.db import dialect_insert, upsert
+from campaigns.db import upsert
 from campaigns.models import Customer, CustomerStatus, Order, Segment, utcnow
 
 
@@ -28,17 +28,18 @@ def upsert_customers(session: Session, rows: list[dict]) -> None:
     and a row without a segment keeps the segment the customer already has."""
     if not rows:
         return
-    stmt = dialect_insert(session)(Customer.__table__).values(rows)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["external_id"],
-        set_={
-            "email": stmt.excluded.email,
-            "attributes": stmt.excluded.attributes,
-            "updated_at": stmt.excluded.updated_at,
-            "segment_id": func.coalesce(stmt.excluded.segment_id, Customer.__table__.c.segment_id),
+    stmt = upsert(
+        session,
+        Customer.__table__,
+        ["external_id"],
+        lambda new: {
+            "email": new.email,
+            "attributes": new.attributes,
+            "updated_at": new.updated_at,
+            "segment_id": func.coalesce(new.segment_id, Customer.__table__.c.segment_id),
         },
     )
-    session.execute(stmt)
+    session.execute(stmt, rows)
 
 
 def get_customer(session: Session, external_id: str) -> Customer | None:
@@ -47,7 +48,7 @@ def get_customer(session: Session, external_id: str) -> Customer | None:
 
 def upsert_orders(session: Session, rows: list[dict]) -> None:
     if rows:
-        session.execute(upsert(session, Order.__table__, rows, ["order_id"], ["customer_id", "ordered_at", "amount"]))
+        session.execute(upsert(session, Order.__table__, ["order_id"], ["customer_id", "ordered_at", "amount"]), rows)
 
 
 def rfm_aggregates(session: Session, since: datetime, until: datetime):

@@ -6,8 +6,6 @@ from sqlmodel import Session
 from campaigns.db import insert_ignoring_conflicts
 from campaigns.models import Campaign, Customer, Event, Send, SendStatus
 
-INSERT_BATCH = 2_000
-
 
 def existing_send_ids(session: Session, ids: set[int]) -> set[int]:
     return set(session.execute(select(Send.id).where(Send.id.in_(ids))).scalars()) if ids else set()
@@ -43,11 +41,10 @@ def sends_of_customers(session: Session, pairs: set[tuple[str, int]]):
 
 def insert_new_events(session: Session, rows: list[dict]) -> set[str]:
     """Insert events, skipping ids already stored; returns the ids that were new."""
-    new: set[str] = set()
-    for start in range(0, len(rows), INSERT_BATCH):
-        stmt = insert_ignoring_conflicts(session, Event.__table__, rows[start : start + INSERT_BATCH], ["event_id"])
-        new.update(session.execute(stmt.returning(Event.__table__.c.event_id)).scalars())
-    return new
+    if not rows:
+        return set()
+    stmt = insert_ignoring_conflicts(session, Event.__table__, ["event_id"]).returning(Event.__table__.c.event_id)
+    return set(session.execute(stmt, rows).scalars())
 
 
 def apply_clicks(session: Session, params: list[dict]) -> None:

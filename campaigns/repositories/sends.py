@@ -6,9 +6,6 @@ from sqlmodel import Session
 from campaigns.db import insert_ignoring_conflicts
 from campaigns.models import Customer, CustomerStatus, Send, SendPeriod, SendStatus
 
-# SQLite binds at most 32,766 parameters per statement; 12 columns × 2,000 rows stays below it.
-INSERT_BATCH = 2_000
-
 
 def eligible_customer_ids(session: Session, segment_id: int, period_id: int) -> list[int]:
     """Active customers of the segment not yet claimed in this period, in id order (deterministic)."""
@@ -27,9 +24,8 @@ def eligible_customer_ids(session: Session, segment_id: int, period_id: int) -> 
 
 def claim_sends(session: Session, rows: list[dict]) -> None:
     """Insert ledger rows; a (period, customer) already claimed is skipped by the unique constraint."""
-    for start in range(0, len(rows), INSERT_BATCH):
-        batch = rows[start : start + INSERT_BATCH]
-        session.execute(insert_ignoring_conflicts(session, Send.__table__, batch, ["period_id", "customer_id"]))
+    if rows:
+        session.execute(insert_ignoring_conflicts(session, Send.__table__, ["period_id", "customer_id"]), rows)
 
 
 def queued_batch(session: Session, period_id: int, limit: int):

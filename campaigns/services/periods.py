@@ -195,7 +195,7 @@ def _deliver_chunk(session: Session, period: SendPeriod, campaign: Campaign, com
         except Exception as exc:  # one customer's broken attributes must not stop the chunk
             result["err"] = f"render failed: {type(exc).__name__}: {exc}"
             continue
-        result.update(new_status=SendStatus.SENT, mid=msg["Message-ID"])
+        result.update(new_status=SendStatus.SENT, mid=msg.message_id)
     send_repo.record_results(session, results)
     return len(rows)
 

@@ -44,9 +44,22 @@ def test_render_escapes_html_but_not_text_and_strips_header_newlines():
 def test_message_has_both_parts_and_one_click_unsubscribe_headers():
     msg = build_message(sender="a@example.com", to="b@example.com", subject="s", html="<p>h</p>", text="t",
                         unsubscribe_url="https://x/u/1", domain="example.com")
-    parsed = email.message_from_bytes(msg.as_bytes(), policy=email.policy.default)
+    parsed = email.message_from_bytes(msg.raw, policy=email.policy.default)
+    assert msg.message_id == parsed["Message-ID"] and msg.to == "b@example.com"
     assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert parsed["List-Unsubscribe"].strip() == "<https://x/u/1>"
     assert parsed["Message-ID"].endswith("@example.com>")
     assert parsed.get_body(("plain",)).get_content().strip() == "t"
     assert parsed.get_body(("html",)).get_content().strip() == "<p>h</p>"
+
+
+def test_non_ascii_subject_sender_and_body_survive_encoding():
+    msg = build_message(sender="Café Señor <news@example.com>", to="b@example.com", subject="Olá, 20% off — ça va",
+                        html="<p>crème brûlée " + "x" * 200 + "</p>", text="naïve\nline two",
+                        unsubscribe_url="https://x/u/1", domain="example.com")
+    parsed = email.message_from_bytes(msg.raw, policy=email.policy.default)
+    assert parsed["Subject"] == "Olá, 20% off — ça va"
+    assert parsed["From"].addresses[0].display_name == "Café Señor" and msg.sender == "news@example.com"
+    assert parsed.get_body(("plain",)).get_content().replace("\r\n", "\n").strip() == "naïve\nline two"
+    assert parsed.get_body(("html",)).get_content().strip() == "<p>crème brûlée " + "x" * 200 + "</p>"
+    assert all(len(line) <= 998 for line in msg.raw.split(b"\r\n"))
