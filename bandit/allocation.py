@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 
-class Model(str, enum.Enum):
+class Model(str, enum.Enum):  # noqa: UP042 -- StrEnum would change str(member); keep the public API
     """Which posterior the campaign uses."""
 
     INDEPENDENT = "independent"  # one Beta funnel per arm, nothing shared
@@ -121,7 +121,12 @@ class AllocationConfig:
             object.__setattr__(self, "model", Model(self.model))
         except ValueError:
             raise ValueError(f"model: unknown model {self.model!r}") from None
-        _require(isinstance(self.n_draws, (int, np.integer)) and self.n_draws >= 1, "n_draws", "an integer >= 1", self.n_draws)
+        _require(
+            isinstance(self.n_draws, (int, np.integer)) and self.n_draws >= 1,
+            "n_draws",
+            "an integer >= 1",
+            self.n_draws,
+        )
         _require(_finite(self.floor) and 0.0 <= self.floor <= 1.0, "floor", "a total share in [0, 1]", self.floor)
         _require(_finite(self.cap) and 0.0 < self.cap <= 1.0, "cap", "in (0, 1]", self.cap)
         _require(
@@ -142,7 +147,9 @@ class AllocationConfig:
             self.value_prior_weight,
         )
         _require(_finite(self.prior_sd) and self.prior_sd > 0, "prior_sd", "positive", self.prior_sd)
-        _require(_finite(self.interaction_sd) and self.interaction_sd > 0, "interaction_sd", "positive", self.interaction_sd)
+        _require(
+            _finite(self.interaction_sd) and self.interaction_sd > 0, "interaction_sd", "positive", self.interaction_sd
+        )
         _require(_finite(self.residual_sd) and self.residual_sd > 0, "residual_sd", "positive", self.residual_sd)
         _require(_finite(self.prune_eps) and 0.0 <= self.prune_eps < 0.01, "prune_eps", "in [0, 0.01)", self.prune_eps)
 
@@ -323,7 +330,8 @@ def _finish(
         one = np.ones(1)
         mean = np.asarray(model.mean(1.0), dtype=np.float64)
         diagnostics["posterior_mean"] = mean.tolist()
-        return Allocation(one, one.copy(), seed, "single_arm", "only one arm: nothing to choose", diagnostics, np.zeros(1), mean)
+        reason = "only one arm: nothing to choose"
+        return Allocation(one, one.copy(), seed, "single_arm", reason, diagnostics, np.zeros(1), mean)
 
     p_best, loss, mean, n_contenders = posterior_summary(model, n_arms, config, rng)
     diagnostics.update(
@@ -452,7 +460,7 @@ def allocate_segments(
         models, extra = hierarchical_models(segments, config)
     else:
         models, extra = [IndependentModel(s, config) for s in segments], {}
-    jobs = list(zip(models, segments, seeds))
+    jobs = list(zip(models, segments, seeds, strict=True))
     workers = min(len(jobs), max_workers if max_workers is not None else (os.cpu_count() or 1))
     if workers <= 1:
         return [_finish(m, s, config, sd, extra) for m, s, sd in jobs]

@@ -274,7 +274,6 @@ def run_policy(
     click, conv = env.click.copy(), env.conv.copy()
     history: list[list[ArmStats]] = [[] for _ in range(s_n)]
     # Delayed conversions: cohort (send period) -> (clicks, conversions that will arrive at period t)
-    arrivals = np.zeros((periods + env.window + 2, s_n, k))
     cohort_clicks = np.zeros((periods, s_n, k))
     cohort_conv_due = np.zeros((periods, periods + env.window + 2, s_n, k)) if env.delay_mean > 0 else None
     regret = np.zeros(periods)
@@ -296,7 +295,6 @@ def run_policy(
         got[t] = float(convs.sum())
         if cohort_conv_due is None:
             observed_conv = convs
-            pending = np.zeros_like(convs)
         else:
             # geometric delay in whole periods; those beyond the window are lost
             cohort_clicks[t] = clicks
@@ -306,7 +304,6 @@ def run_policy(
                 cohort_conv_due[t, t + d] = now
                 remaining = remaining - now
             observed_conv = None
-            pending = None
         if cohort_conv_due is not None:
             # rebuild this period's view of every cohort: what arrived so far, what is pending
             new_history = []

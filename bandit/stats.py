@@ -18,7 +18,7 @@ import numpy as np
 __all__ = ["Objective", "ArmStats", "combine_periods"]
 
 
-class Objective(str, enum.Enum):
+class Objective(str, enum.Enum):  # noqa: UP042 -- StrEnum would change str(member); keep the public API
     """What "best arm" means."""
 
     CLICK = "click"  # clicks per send

@@ -153,7 +153,8 @@ def fit_logistic(
     x_obs, y, n = x[keep], successes[keep], trials[keep]
     lam = np.diag(prior_precision) if prior_precision.ndim == 2 else prior_precision
     it = 0
-    for it in range(1, max_iter + 1):
+    for _ in range(max_iter):
+        it += 1
         p = expit(x_obs @ beta)
         grad = x_obs.T @ (y - n * p) - lam * (beta - prior_mean)
         w = n * p * (1.0 - p)

@@ -33,7 +33,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bandit import AllocationConfig, ArmStats, allocate  # noqa: E402
-from bandit.weights import apply_cap, apply_floor, top_two_weights  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -83,6 +82,17 @@ def _beta_draws(rng, succ, fail, n, sharpen=1.0):
     return x / (x + y)
 
 
+def top_two_rows(p: np.ndarray, leader_share: float) -> np.ndarray:
+    """Row-wise bandit.weights.top_two_weights (same formula, vectorised over runs)."""
+    one_minus = np.maximum(1.0 - p, 1e-12)
+    ratio = np.where(p < 1.0 - 1e-12, p / one_minus, 0.0)
+    challenger = p * (ratio.sum(axis=1, keepdims=True) - ratio)
+    total = challenger.sum(axis=1, keepdims=True)
+    leader_only = np.isclose(p.max(axis=1, keepdims=True), 1.0) | (total <= 0)
+    mixed = leader_share * p + (1.0 - leader_share) * challenger / np.where(total > 0, total, 1.0)
+    return np.where(leader_only, p, mixed)
+
+
 def engine_weights(rng, succ, fail, settings: EngineSettings, n_draws: int) -> np.ndarray:
     """(R, K) weights: batched version of bandit.allocate for click-rate Beta arms."""
     draws = _beta_draws(rng, succ, fail, n_draws, settings.sharpen)
@@ -90,14 +100,12 @@ def engine_weights(rng, succ, fail, settings: EngineSettings, n_draws: int) -> n
         mean = ((1.0 + settings.sharpen * succ) / (2.0 + settings.sharpen * (succ + fail)))[:, None, :]
         draws = np.maximum(draws, mean.astype(np.float32))
     r, _, k = draws.shape
-    winners = draws.argmax(axis=2)
-    p = np.zeros((r, k))
-    np.add.at(p, (np.repeat(np.arange(r), n_draws), winners.ravel()), 1.0)
-    p /= n_draws
+    winners = draws.argmax(axis=2) + (np.arange(r) * k)[:, None]
+    p = np.bincount(winners.ravel(), minlength=r * k).reshape(r, k) / n_draws
     if settings.top_two is not None:
-        p = np.stack([top_two_weights(row, settings.top_two) for row in p])
+        p = top_two_rows(p, settings.top_two)
     if settings.floor:
-        p = np.stack([apply_cap(apply_floor(row, settings.floor), 1.0) for row in p])
+        p = settings.floor / k + (1.0 - settings.floor) * p  # apply_floor; cap = 1 is a no-op
     return p
 
 

@@ -138,10 +138,13 @@ class Demo:
         table.add_column("top variants (weight)")
         for seg in report["segments"]:
             alloc = seg["allocation"] or {}
-            top = ", ".join(
-                f"{'/'.join(v.split('=')[1] for v in t['variant'].split('|'))} {t['weight']:.0%}"
-                for t in alloc.get("top", [])[:3]
-            )
+            if alloc.get("stage") == "burn_in":
+                top = "equal weights until every variant has a few sends"
+            else:
+                top = ", ".join(
+                    f"{'/'.join(v.split('=')[1] for v in t['variant'].split('|'))} {t['weight']:.1%}"
+                    for t in alloc.get("top", [])[:3]
+                )
             table.add_row(seg["segment"], alloc.get("stage", "-"), top)
         self.console.print(table)
 

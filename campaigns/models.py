@@ -119,6 +119,7 @@ class Campaign(SQLModel, table=True):
     text_template: str
     exploration_floor: float
     burn_in_min_sends: int
+    model: str = "auto"  # the engine's posterior model: auto, independent, hierarchical, structured
     attribution_window_days: int = 7
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)

@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
 Objective = Literal["click", "conversion", "revenue"]
 Cadence = Literal["manual", "hourly", "daily", "weekly"]
+EngineModel = Literal["auto", "independent", "hierarchical", "structured"]
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
 
 
@@ -44,6 +45,11 @@ class CampaignCreate(Strict):
     template: TemplateIn
     exploration_floor: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None
     burn_in_min_sends: Annotated[int, Field(ge=0)] | None = None
+    model: EngineModel = Field(
+        "auto",
+        description="Posterior model: `auto` (structured over the factor levels, the simulations' best), "
+        "`structured`, `hierarchical` (pools a variant across segments) or `independent`.",
+    )
 
 
 class CampaignUpdate(Strict):
@@ -71,6 +77,7 @@ class CampaignPublic(BaseModel):
     variant_count: int
     exploration_floor: float
     burn_in_min_sends: int
+    model: str
     created_at: datetime
     started_at: datetime | None
     next_period_at: datetime | None

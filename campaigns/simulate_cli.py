@@ -87,12 +87,15 @@ def simulate(
         task = progress.add_task("simulating", total=len(chosen) * periods)
         result = run_simulation(env, chosen, periods, seed, on_period=lambda name, t: progress.advance(task))
 
-    table = Table(title=f"{env.name}: {env.n_segments} segment(s) x {env.n_arms} arms, {periods} periods x {env.batch:,} per segment")
+    title = f"{env.name}: {env.n_segments} segment(s) x {env.n_arms} arms"
+    title += f", {periods} periods x {env.batch:,} per segment"
+    table = Table(title=title)
     for column in ("policy", "regret", "conversions", "share of oracle"):
         table.add_column(column, justify="right" if column != "policy" else "left")
     for row in result.summary():
         share = row["share_of_oracle"]
-        table.add_row(row["policy"], f"{row['regret']:,.0f}", f"{row['conversions']:,.0f}", "-" if share != share else f"{share:.1%}")
+        share_text = "-" if share != share else f"{share:.1%}"
+        table.add_row(row["policy"], f"{row['regret']:,.0f}", f"{row['conversions']:,.0f}", share_text)
     console.print(table)
 
     if plot is not None:

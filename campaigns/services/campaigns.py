@@ -101,6 +101,7 @@ def create(session: Session, data: CampaignCreate) -> Campaign:
         burn_in_min_sends=(
             defaults.burn_in_min_sends if data.burn_in_min_sends is None else data.burn_in_min_sends
         ),
+        model=data.model,
     )
     session.add(campaign)
     session.flush()

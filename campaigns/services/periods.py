@@ -81,12 +81,19 @@ def segment_seed(period_seed: int, segment_id: int, purpose: int) -> int:
 
 
 def _arm_stats(session: Session, campaign: Campaign, segment_id: int, arms: list[int]) -> bandit.ArmStats:
+    """Sufficient statistics of `arms` in one segment, aggregated from the ledger."""
+    return _stats_by_segment(session, campaign, [segment_id], arms)[segment_id]
+
+
+def _stats_by_segment(session: Session, campaign: Campaign, segment_ids: list[int], arms: list[int]):
     index = {arm: i for i, arm in enumerate(arms)}
-    totals = np.zeros((4, len(arms)))
-    for row in send_repo.arm_aggregates(session, campaign.id, segment_id):
-        if row.arm in index:
-            totals[:, index[row.arm]] = (row.sends, row.clicks, row.conversions, row.revenue)
-    return bandit.ArmStats(sends=totals[0], clicks=totals[1], conversions=totals[2], revenue=totals[3])
+    totals = {sid: np.zeros((4, len(arms))) for sid in segment_ids}
+    for row in send_repo.arm_aggregates(session, campaign.id):
+        if row.segment_id in totals and row.arm in index:
+            totals[row.segment_id][:, index[row.arm]] = (row.sends, row.clicks, row.conversions, row.revenue)
+    return {
+        sid: bandit.ArmStats(sends=t[0], clicks=t[1], conversions=t[2], revenue=t[3]) for sid, t in totals.items()
+    }
 
 
 def _allocation_config(campaign: Campaign) -> bandit.AllocationConfig:
@@ -94,44 +101,71 @@ def _allocation_config(campaign: Campaign) -> bandit.AllocationConfig:
         objective=bandit.Objective(campaign.objective),
         floor=campaign.exploration_floor,
         burn_in_min_sends=campaign.burn_in_min_sends,
+        model=bandit.Model(campaign.model),
     )
 
 
-def _snapshot(session: Session, campaign: Campaign, period: SendPeriod, segment) -> AllocationSnapshot:
-    """The segment's allocation for this period: stored once, reused as is if the period reruns."""
-    existing = repo.snapshot_for(session, period.id, segment.id)
-    if existing is not None:
+def factor_design(campaign: Campaign, variants: list[dict]) -> bandit.FactorDesign:
+    """Each variant's level index per factor: what the structured model regresses on."""
+    names = list(campaign.factors)
+    levels = np.array([[campaign.factors[f].index(p[f]) for f in names] for p in variants], dtype=np.int64)
+    return bandit.FactorDesign(levels, n_levels=tuple(len(campaign.factors[f]) for f in names), names=tuple(names))
+
+
+def _restrict(weights: np.ndarray, eligible: list[int]) -> np.ndarray:
+    """A segment's weights over the variants it may receive (per-segment exclusions). The engine
+    allocates over the full grid so the models can share strength; excluded arms' share is
+    redistributed in proportion, which keeps every eligible arm's floor."""
+    w = weights[eligible]
+    return w / w.sum() if w.sum() > 0 else np.full(len(eligible), 1.0 / len(eligible))
+
+
+def _snapshots(session: Session, campaign: Campaign, period: SendPeriod, segments) -> dict[int, AllocationSnapshot]:
+    """Every segment's allocation for this period: computed together (the hierarchical and
+    structured models pool across segments), stored once, reused as is if the period reruns."""
+    existing = {s.id: repo.snapshot_for(session, period.id, s.id) for s in segments}
+    if all(existing.values()):
         return existing
     variants = [v.params for v in repo.variants(session, campaign.id)]
-    arms = design.eligible_arms(variants, campaign.exclusions, segment.name)
-    stats = _arm_stats(session, campaign, segment.id, arms)
-    seed = segment_seed(period.seed, segment.id, 0)
-    alloc = bandit.allocate(stats, _allocation_config(campaign), seed=seed)
-    snap = AllocationSnapshot(
-        campaign_id=campaign.id,
-        period_id=period.id,
-        segment_id=segment.id,
-        version=period.number,
-        seed=seed,
-        stage=alloc.stage,
-        reason=alloc.reason,
-        holdout_share=campaign.holdout_share,
-        arms=arms,
-        weights=[float(w) for w in alloc.weights],
-        p_best=[float(p) for p in alloc.p_best],
-        counts={k: getattr(stats, k).tolist() for k in ("sends", "clicks", "conversions", "revenue")},
-        diagnostics=alloc.diagnostics,
+    all_arms = list(range(len(variants)))
+    stats = _stats_by_segment(session, campaign, [s.id for s in segments], all_arms)
+    allocations = bandit.allocate_segments(
+        [stats[s.id] for s in segments], _allocation_config(campaign), seed=period.seed,
+        design=factor_design(campaign, variants),
     )
-    session.add(snap)
+    for segment, alloc in zip(segments, allocations, strict=True):
+        if existing[segment.id] is not None:
+            continue
+        eligible = design.eligible_arms(variants, campaign.exclusions, segment.name)
+        seg_stats = stats[segment.id]
+        snap = AllocationSnapshot(
+            campaign_id=campaign.id,
+            period_id=period.id,
+            segment_id=segment.id,
+            version=period.number,
+            seed=alloc.seed,
+            stage=alloc.stage,
+            reason=alloc.reason,
+            holdout_share=campaign.holdout_share,
+            arms=eligible,
+            weights=_restrict(alloc.weights, eligible).tolist(),
+            p_best=alloc.p_best[eligible].tolist(),
+            counts={k: getattr(seg_stats, k)[eligible].tolist() for k in ("sends", "clicks", "conversions", "revenue")},
+            diagnostics={"requested_model": campaign.model, **alloc.diagnostics},
+        )
+        session.add(snap)
+        existing[segment.id] = snap
     session.flush()
-    return snap
+    return existing
 
 
 def plan_period(session: Session, period: SendPeriod, campaign: Campaign) -> None:
     """Phase 1: snapshot per segment, then assign and claim every eligible customer (set-based)."""
     now = utcnow()
-    for segment in repo.campaign_segments(session, campaign.id):
-        snap = _snapshot(session, campaign, period, segment)
+    segments = repo.campaign_segments(session, campaign.id)
+    snapshots = _snapshots(session, campaign, period, segments)
+    for segment in segments:
+        snap = snapshots[segment.id]
         customer_ids = send_repo.eligible_customer_ids(session, segment.id, period.id)
         if not customer_ids:
             continue

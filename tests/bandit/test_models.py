@@ -199,7 +199,8 @@ def test_structured_posterior_recovers_main_effects():
     p = 1 / (1 + np.exp(-eta))
     n = np.full(12, 50_000)
     c = rng.binomial(n, p)
-    res = allocate(ArmStats(n, c, np.zeros(12), np.zeros(12)), AllocationConfig(model="structured", objective="click"), seed=0, design=design)
+    cfg = AllocationConfig(model="structured", objective="click")
+    res = allocate(ArmStats(n, c, np.zeros(12), np.zeros(12)), cfg, seed=0, design=design)
     np.testing.assert_allclose(res.posterior_mean, p, rtol=0.05)
     assert int(np.argmax(res.p_best)) == int(np.argmax(p))
 
@@ -228,7 +229,9 @@ def test_structured_beats_uniform_on_small_factorial_campaign():
 
 
 def test_delayed_and_drifting_environments_run():
-    env = factorial_environment(levels=(2, 3), n_segments=2, customers=60_000, periods=4, seed=3, delay_mean=1.0, window=2, drift_sd=0.1)
+    env = factorial_environment(
+        levels=(2, 3), n_segments=2, customers=60_000, periods=4, seed=3, delay_mean=1.0, window=2, drift_sd=0.1
+    )
     res = simulate(env, default_policies(env, AllocationConfig(n_draws=500)), periods=4, seed=0)
     assert res.regret["oracle"][-1] == 0
     assert all(np.isfinite(v).all() for v in res.regret.values())

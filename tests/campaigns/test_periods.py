@@ -190,3 +190,31 @@ def test_weights_follow_feedback_into_the_next_period(database_url, redis_server
         assert snap.p_best[0] > 0.99
     second = sends_of(pid2)
     assert sum(s.arm == 0 for s in second) > 0.9 * len(second)
+
+
+@pytest.mark.parametrize("model", ["independent", "hierarchical", "structured"])
+def test_the_campaign_chooses_the_engine_model(sqlite_url, redis_server, model):
+    cid = setup_campaign(200, model=model)
+    pid = new_period(cid)
+    periods.run_period(pid)
+    with session_scope() as s:
+        snaps = list(s.execute(select(AllocationSnapshot).where(AllocationSnapshot.period_id == pid)).scalars())
+    assert {sn.diagnostics["model"] for sn in snaps} == {model}
+    assert {sn.diagnostics["requested_model"] for sn in snaps} == {model}
+
+
+def test_per_segment_exclusions_hold_in_weights_and_sends(database_url, redis_server):
+    rule = {"when": {"offer": "two_for_one"}, "segments": ["champions"]}
+    cid = setup_campaign(600, exclusions=[rule], holdout_share=0.0)
+    pid = new_period(cid)
+    periods.run_period(pid)
+    with session_scope() as s:
+        snaps = {sn.segment_id: sn for sn in s.execute(select(AllocationSnapshot)).scalars()}
+        champions = customer_repo.segments_by_name(s)["champions"]
+    excluded = {2, 5}  # arms with offer two_for_one (tone × offer grid, offer varies fastest)
+    assert set(snaps[champions].arms) == {0, 1, 3, 4}
+    assert abs(sum(snaps[champions].weights) - 1) < 1e-9
+    other = next(sn for sid, sn in snaps.items() if sid != champions)
+    assert other.arms == list(range(6))
+    sent_to_champions = {x.arm for x in sends_of(pid) if x.segment_id == champions}
+    assert sent_to_champions and not sent_to_champions & excluded
