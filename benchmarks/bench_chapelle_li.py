@@ -71,7 +71,8 @@ def main() -> None:
         _, plain = simulate_runs(args.runs, args.horizon, delta, "plain_ts", seed=args.seed)
         se = plain.std(ddof=1) / np.sqrt(args.runs)
         print(f"\ndelta = {delta}: paper TS {PAPER_TS.get(delta, float('nan')):,.0f}")
-        print(f"  {'plain TS':<22} {plain.mean():>9,.0f} +- {se:>5,.0f}   [{time.perf_counter() - start:.0f}s]", flush=True)
+        elapsed = time.perf_counter() - start
+        print(f"  {'plain TS':<22} {plain.mean():>9,.0f} +- {se:>5,.0f}   [{elapsed:.0f}s]", flush=True)
         record = {"delta": delta, "runs": args.runs, "horizon": args.horizon, "seed": args.seed,
                   "plain_ts": plain.tolist()}  # fmt: skip
         for name in names:

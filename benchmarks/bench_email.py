@@ -28,10 +28,23 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bandit import AllocationConfig  # noqa: E402
-from bandit.simulate import default_policies, factorial_environment, simulate  # noqa: E402
+from dataclasses import replace  # noqa: E402
+
+from bandit import AllocationConfig, Model  # noqa: E402
+from bandit.simulate import default_policies, factorial_environment, simulate, thompson_policy  # noqa: E402
 
 MABWISER_DRAWS = 2000
+
+# allocation levers measured against the default config (see the Chapelle-Li benchmark)
+LEVERS = {
+    "sharpen2": {"sharpen": 2.0},
+    "sharpen4": {"sharpen": 4.0},
+    "optimistic": {"optimistic": True},
+    "sharpen2_optimistic": {"sharpen": 2.0, "optimistic": True},
+    "top_two": {"top_two": 0.5},
+    "sharpen1": {"sharpen": 1.0, "optimistic": False, "top_two": None},
+}
+MODELS = {"independent": Model.INDEPENDENT, "hierarchical": Model.HIERARCHICAL, "structured": Model.STRUCTURED}
 
 
 def mabwiser_policy(env, seed: int):
@@ -72,28 +85,44 @@ def mabwiser_policy(env, seed: int):
     return policy
 
 
-def run(customers: int, seeds: list[int], n_draws: int) -> None:
+def run(customers: int, seeds: list[int], n_draws: int, levers=(), lever_models=("structured",)) -> None:
     print(f"\n=== {customers:,} customers: 8 segments x 200 variants, 10 weekly sends ===")
     totals: dict[str, list[dict]] = {}
     for seed in seeds:
         env = factorial_environment(customers=customers, periods=10, seed=seed)
-        policies = default_policies(env, AllocationConfig(n_draws=n_draws))
+        config = AllocationConfig(n_draws=n_draws)
+        policies = default_policies(env, config)
+        oracle = policies.pop("oracle")
+        for lever in levers:
+            for model in lever_models:
+                cfg = replace(config, model=MODELS[model], **LEVERS[lever])
+                policies[f"{model[:5]}_{lever}"] = thompson_policy(env, cfg)
+        policies["oracle"] = oracle
         mw = mabwiser_policy(env, seed)
         if mw is not None:
-            policies = {**{k: v for k, v in policies.items() if k != "oracle"}, "mabwiser_ts": mw, "oracle": policies["oracle"]}
+            oracle = policies.pop("oracle")
+            policies = {**policies, "mabwiser_ts": mw, "oracle": oracle}
         start = time.perf_counter()
         result = simulate(env, policies, periods=10, seed=seed)
         print(f"seed {seed}: {time.perf_counter() - start:.0f}s")
         for row in result.summary():
             totals.setdefault(row["policy"], []).append(row)
-    print(f"{'policy':<16} {'share of oracle':>16} {'regret (conv. lost)':>20} {'conversions':>12}")
+    print(f"{'policy':<26} {'share of oracle':>16} {'regret (conv. lost)':>20} {'+- SE':>7} {'conversions':>12}")
     means = {}
     for name, rows in totals.items():
         share = np.mean([r["share_of_oracle"] for r in rows])
-        regret = np.mean([r["regret"] for r in rows])
+        regrets = np.array([r["regret"] for r in rows])
+        regret = regrets.mean()
+        se = regrets.std(ddof=1) / np.sqrt(len(rows)) if len(rows) > 1 else float("nan")
         conv = np.mean([r["conversions"] for r in rows])
         means[name] = regret
-        print(f"{name:<16} {share:>15.1%} {regret:>20,.0f} {conv:>12,.0f}")
+        print(f"{name:<26} {share:>15.1%} {regret:>20,.0f} {se:>7,.0f} {conv:>12,.0f}")
+    base = {"indep": "independent_ts", "hiera": "hierarchical_ts", "struc": "structured_ts"}
+    for name, rows in totals.items():
+        if name[:5] in base and name != base[name[:5]] and base[name[:5]] in totals:
+            diff = np.array([r["regret"] for r in rows]) - np.array([r["regret"] for r in totals[base[name[:5]]]])
+            se = diff.std(ddof=1) / np.sqrt(diff.size) if diff.size > 1 else float("nan")
+            print(f"  {name} - {base[name[:5]]}: regret {diff.mean():+,.0f} +- {se:,.0f} (paired over seeds)")
     if "structured_ts" in means:
         print(f"structured regret / independent TS regret = {means['structured_ts'] / means['independent_ts']:.2f}")
         if "mabwiser_ts" in means:
@@ -107,13 +136,21 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--n-draws", type=int, default=10_000)
+    parser.add_argument("--customers", default="12000000,200000", help="comma-separated audience sizes")
+    parser.add_argument("--levers", default="", help="extra TS policies with a lever: " + ", ".join(LEVERS))
+    parser.add_argument("--lever-models", default="structured", help="models the levers are applied to")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
+    levers = [v for v in args.levers.split(",") if v]
+    models = [m for m in args.lever_models.split(",") if m]
+    bad = [v for v in levers if v not in LEVERS] + [m for m in models if m not in MODELS]
+    if bad:
+        parser.error(f"unknown levers/models {bad}")
     if args.quick:
-        run(200_000, seeds[:1], 2000)
+        run(200_000, seeds[:1], 2000, levers, models)
         return
-    run(12_000_000, seeds, args.n_draws)
-    run(200_000, seeds, args.n_draws)
+    for customers in (int(c) for c in args.customers.split(",")):
+        run(customers, seeds, args.n_draws, levers, models)
 
 
 if __name__ == "__main__":

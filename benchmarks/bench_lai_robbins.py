@@ -33,11 +33,12 @@ def main() -> None:
         for eps in (0.1, 0.02):
             rates = np.r_[0.5, np.full(k - 1, 0.5 - eps)]
             bound_coef = (k - 1) * eps / kl_bernoulli(0.5 - eps, 0.5)
-            ts, _ = simulate_runs(args.runs, args.horizon, 1, "plain_ts", rates=rates, retire_prob=0, checkpoints=checkpoints)
-            eng, _ = simulate_runs(args.runs, args.horizon, 10, "engine", EngineSettings(max_draws=1000), rates=rates, retire_prob=0, checkpoints=checkpoints)
+            fixed = {"rates": rates, "retire_prob": 0, "checkpoints": checkpoints}
+            ts, _ = simulate_runs(args.runs, args.horizon, 1, "plain_ts", **fixed)
+            eng, _ = simulate_runs(args.runs, args.horizon, 10, "engine", EngineSettings(max_draws=1000), **fixed)
             print(f"\nK={k}, eps={eps}: lower bound = {bound_coef:.1f} log T")
             print(f"{'T':>9} {'bound':>9} {'plain TS':>9} {'engine(batch 10)':>17} {'TS/bound':>9}")
-            for t, a, b in zip(checkpoints, ts, eng):
+            for t, a, b in zip(checkpoints, ts, eng, strict=True):
                 bound = bound_coef * np.log(t)
                 print(f"{t:>9,} {bound:>9.0f} {a:>9.0f} {b:>17.0f} {a / bound:>9.2f}")
 

@@ -42,6 +42,12 @@ class PeriodStatus(StrEnum):
     FAILED = "failed"
 
 
+class ChunkStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+
+
 class CustomerStatus(StrEnum):
     ACTIVE = "active"
     UNSUBSCRIBED = "unsubscribed"
@@ -89,6 +95,7 @@ class Customer(SQLModel, table=True):
     segment_id: int | None = Field(default=None, foreign_key="segment.id", index=True)
     attributes: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     status: str = Field(default=CustomerStatus.ACTIVE)
+    consent: bool = True  # marketing consent: without it a customer is never selected
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -155,10 +162,33 @@ class SendPeriod(SQLModel, table=True):
     total: int = 0
     sent: int = 0
     failed: int = 0
+    chunks: int = 0
     error: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     completed_at: datetime | None = None
+
+
+class SendChunk(SQLModel, table=True):
+    """A slice of a period's ledger (a range of send ids) that one worker delivers at a time.
+
+    A worker takes a chunk by leasing it; the lease is renewed while it works, so a chunk whose
+    worker died is taken over once the lease runs out, and never by two workers at once.
+    """
+
+    __tablename__ = "send_chunk"
+    __table_args__ = (UniqueConstraint("period_id", "number"),)
+    id: int | None = Field(default=None, primary_key=True)
+    period_id: int = Field(foreign_key="send_period.id", index=True)
+    number: int
+    first_send_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    last_send_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    status: str = Field(default=ChunkStatus.PENDING)
+    lease_until: datetime | None = None
+    attempts: int = 0
+    sent: int = 0
+    failed: int = 0
+    updated_at: datetime = Field(default_factory=utcnow)
 
 
 class AllocationSnapshot(SQLModel, table=True):
@@ -190,6 +220,7 @@ class Send(SQLModel, table=True):
         UniqueConstraint("period_id", "customer_id"),
         Index("ix_send_campaign_segment_arm", "campaign_id", "segment_id", "arm"),
         Index("ix_send_customer_campaign", "customer_id", "campaign_id"),
+        Index("ix_send_customer_sent_at", "customer_id", "sent_at"),
     )
     id: int | None = Field(default=None, sa_column=Column(BigInteger().with_variant(
         Integer, "sqlite"), primary_key=True, autoincrement=True))

@@ -175,7 +175,8 @@ def _qp(text: str) -> bytes:
 
 
 def build_message(
-    *, sender: str, to: str, subject: str, html: str, text: str, unsubscribe_url: str, domain: str
+    *, sender: str, to: str, subject: str, html: str, text: str, unsubscribe_url: str, domain: str,
+    unsubscribe_mailto: str = "", message_id: str | None = None,
 ) -> OutgoingEmail:
     """A multipart/alternative email (text + HTML, quoted-printable) with RFC 8058 headers.
 
@@ -183,7 +184,8 @@ def build_message(
     building a message ~40x slower than rendering it; the tests parse the result with the `email`
     package to prove it is well formed.
     """
-    message_id = f"<{uuid.uuid4().hex}@{domain}>"
+    message_id = message_id or f"<{uuid.uuid4().hex}@{domain}>"
+    unsubscribe = f"<{unsubscribe_url}>" + (f", <mailto:{unsubscribe_mailto}>" if unsubscribe_mailto else "")
     boundary = f"=_{uuid.uuid4().hex}"
     head = (
         f"From: {_sender(sender)[0]}\r\n"
@@ -191,7 +193,7 @@ def build_message(
         f"Subject: {_header(subject)}\r\n"
         f"Date: {formatdate(localtime=False)}\r\n"
         f"Message-ID: {message_id}\r\n"
-        f"List-Unsubscribe: <{unsubscribe_url}>\r\n"
+        f"List-Unsubscribe: {unsubscribe}\r\n"
         "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
         "MIME-Version: 1.0\r\n"
         f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'

@@ -106,6 +106,7 @@ class CustomerIn(Strict):
     email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=320)]
     segment: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     attributes: dict[str, str | int | float | bool | None] = {}
+    consent: bool | None = Field(None, description="Marketing consent; omitted: new customers consent, known ones keep theirs.")
 
 
 class CustomersIn(Strict):
@@ -177,6 +178,10 @@ class PeriodPublic(BaseModel):
     total: int
     sent: int
     failed: int
+    remaining: int
+    chunks: int
+    rate_per_second: float | None = Field(description="Sends settled per second since the period started.")
+    eta_seconds: float | None = Field(description="Estimated seconds until every send is settled.")
     error: str | None
     created_at: datetime
     started_at: datetime | None

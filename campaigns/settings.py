@@ -34,7 +34,28 @@ class Settings(BaseSettings):
         description="HMAC key for tracking and unsubscribe tokens. Set it in production.",
     )
 
-    send_chunk_size: int = Field(5_000, ge=100, description="Customers per send transaction.")
+    send_chunk_size: int = Field(
+        5_000, ge=10, description="Customers per chunk: the unit of work one worker takes from a period."
+    )
+    send_commit_every: int = Field(
+        500, ge=1, description="Sends per commit inside a chunk (outbox). A crash redelivers at most this many."
+    )
+    smtp_commit_every: int = Field(
+        20, ge=1, description="Sends per commit with SMTP: the most a hard crash can mail twice."
+    )
+    chunk_lease_seconds: float = Field(
+        120.0, gt=0, description="How long a worker holds a chunk without progress before another may take it."
+    )
+    broker_visibility_timeout: int = Field(
+        3600, ge=5, description="Seconds before Redis redelivers an unacknowledged task (a dead worker's)."
+    )
+    frequency_cap: int = Field(0, ge=0, description="Marketing emails per customer per window, all campaigns (0: off).")
+    frequency_window_days: float = Field(7.0, gt=0)
+    max_message_bytes: int = Field(1_000_000, ge=1_000, description="A rendered email larger than this fails.")
+    render_timeout_seconds: float = Field(2.0, gt=0, description="Per-message rendering time cap.")
+    smtp_rate_per_second: float = Field(0.0, ge=0, description="Messages per second per worker (0: unlimited).")
+    smtp_max_attempts: int = Field(4, ge=1, description="Tries per message on a temporary (4xx) SMTP failure.")
+    unsubscribe_mailto: str = Field("", description="mailto address in List-Unsubscribe (default unsubscribe@<from domain>).")
     beat_interval_seconds: float = Field(30.0, gt=0, description="How often beat looks for due periods.")
     max_events_per_request: int = Field(10_000, ge=1)
     max_customers_per_request: int = Field(1_000_000, ge=1, description="Row cap of one import call.")

@@ -4,9 +4,6 @@ from celery import Celery
 
 from campaigns.settings import get_settings
 
-# Redelivery of an unacknowledged task happens after the visibility timeout; no countdown or ETA
-# may exceed it, or Redis would hand the task to a second worker while the first still waits.
-VISIBILITY_TIMEOUT = 3600
 
 
 def make_celery() -> Celery:
@@ -20,7 +17,10 @@ def make_celery() -> Celery:
         worker_prefetch_multiplier=1,
         task_serializer="json",
         accept_content=["json"],
-        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
+        # Redelivery of a dead worker's unacknowledged task happens after the visibility timeout; no
+        # countdown may exceed it (see worker/tasks.py backoff), or Redis would hand a waiting task
+        # to a second worker.
+        broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout},
         broker_connection_retry_on_startup=True,
         task_default_queue="mab",
         beat_schedule={

@@ -7,29 +7,43 @@ from sqlalchemy.exc import OperationalError
 
 from campaigns.db import session_scope
 from campaigns.delivery import DeliveryError
-from campaigns.services import events, periods
+from campaigns.services import events, periods, sending
+from campaigns.settings import get_settings
 from worker.app import celery_app
 
 log = logging.getLogger(__name__)
 
-RETRY = {"max_retries": 5}
-# Backoff stays far below the broker's visibility timeout (see worker/app.py).
-BACKOFF = (5, 15, 30, 60, 120)
+RETRY = {"max_retries": 6}
+
+
+def backoff(retries: int) -> float:
+    """5, 15, 45 … seconds, never longer than half the broker's visibility timeout: a countdown past
+    it would make Redis hand the waiting task to a second worker."""
+    return min(5 * 3**retries, get_settings().broker_visibility_timeout / 2)
 
 
 @celery_app.task(bind=True, **RETRY)
 def run_period(self, period_id: int) -> str:
+    """The coordinator: plan the period and fan its chunks out."""
     try:
-        return periods.run_period(period_id)
-    except (DeliveryError, OperationalError) as exc:
-        try:
-            raise self.retry(exc=exc, countdown=BACKOFF[min(self.request.retries, len(BACKOFF) - 1)])
-        except MaxRetriesExceededError:
-            periods.mark_failed(period_id, f"gave up after {self.max_retries} retries: {exc}")
-            raise
+        return periods.coordinate(period_id)
+    except OperationalError as exc:
+        raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from exc
     except Exception as exc:
         periods.mark_failed(period_id, f"{type(exc).__name__}: {exc}")
         raise
+
+
+@celery_app.task(bind=True, **RETRY)
+def deliver_chunk(self, chunk_id: int) -> str:
+    try:
+        return sending.deliver_chunk(chunk_id)
+    except (DeliveryError, OperationalError) as exc:
+        try:
+            raise self.retry(exc=exc, countdown=backoff(self.request.retries))
+        except MaxRetriesExceededError:
+            log.error("chunk %s: gave up after %s retries: %s", chunk_id, self.max_retries, exc)
+            raise
 
 
 @celery_app.task(bind=True, **RETRY)
@@ -38,7 +52,7 @@ def process_events(self, payload: list[dict]) -> dict:
         with session_scope() as session:
             return events.process_events(session, payload)
     except OperationalError as exc:  # database busy or restarting: the events wait in the queue
-        raise self.retry(exc=exc, countdown=BACKOFF[min(self.request.retries, len(BACKOFF) - 1)]) from exc
+        raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from exc
 
 
 @celery_app.task

@@ -54,17 +54,17 @@ def list_variants(campaign_id: int, session: SessionDep):
 @router.post("/{campaign_id}/periods", status_code=202, response_model=PeriodPublic, dependencies=[Marketer])
 def start_period(campaign_id: int, session: SessionDep):
     """Start the next send period now; a worker allocates, assigns, renders and delivers it."""
-    return periods.start_period(session, campaign_id)
+    return periods.public(periods.start_period(session, campaign_id))
 
 
 @router.get("/{campaign_id}/periods", response_model=list[PeriodPublic], dependencies=[Reader])
 def list_periods(campaign_id: int, session: SessionDep):
-    return periods.list_periods(session, campaign_id)
+    return [periods.public(p) for p in periods.list_periods(session, campaign_id)]
 
 
 @router.get("/{campaign_id}/periods/{number}", response_model=PeriodPublic, dependencies=[Reader])
 def get_period(campaign_id: int, number: int, session: SessionDep):
-    return periods.get_period(session, campaign_id, number)
+    return periods.public(periods.get_period(session, campaign_id, number))
 
 
 @router.get(

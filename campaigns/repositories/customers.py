@@ -42,6 +42,15 @@ def upsert_customers(session: Session, rows: list[dict]) -> None:
     session.execute(stmt, rows)
 
 
+def set_consent(session: Session, rows: list[dict]) -> None:
+    """[{"ext": external id, "consent": bool}]: only for rows whose import said so explicitly."""
+    if rows:
+        t = Customer.__table__
+        session.connection().execute(
+            update(t).where(t.c.external_id == bindparam("ext")).values(consent=bindparam("consent")), rows
+        )
+
+
 def get_customer(session: Session, external_id: str) -> Customer | None:
     return session.exec(select(Customer).where(Customer.external_id == external_id)).scalars().first()
 

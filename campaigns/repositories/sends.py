@@ -1,5 +1,8 @@
 """Queries over the send ledger: audience selection, bulk claims, delivery results, aggregates."""
 
+from datetime import datetime
+
+import numpy as np
 from sqlalchemy import and_, bindparam, case, func, select, update
 from sqlmodel import Session
 
@@ -7,19 +10,29 @@ from campaigns.db import insert_ignoring_conflicts
 from campaigns.models import Customer, CustomerStatus, Send, SendPeriod, SendStatus
 
 
-def eligible_customer_ids(session: Session, segment_id: int, period_id: int) -> list[int]:
-    """Active customers of the segment not yet claimed in this period, in id order (deterministic)."""
+def eligible_customer_ids(
+    session: Session, segment_id: int, period_id: int, cap: tuple[int, datetime] | None = None
+) -> np.ndarray:
+    """Active, consenting customers of the segment not yet claimed in this period and under the
+    cross-campaign frequency cap (`cap` = (max emails, since when)), in id order (deterministic)."""
     already = select(Send.customer_id).where(Send.period_id == period_id)
-    stmt = (
-        select(Customer.id)
-        .where(
-            Customer.segment_id == segment_id,
-            Customer.status == CustomerStatus.ACTIVE,
-            Customer.id.not_in(already),
-        )
-        .order_by(Customer.id)
+    stmt = select(Customer.id).where(
+        Customer.segment_id == segment_id,
+        Customer.status == CustomerStatus.ACTIVE,
+        Customer.consent.is_(True),
+        Customer.id.not_in(already),
     )
-    return list(session.execute(stmt).scalars())
+    if cap is not None:
+        limit, since = cap
+        capped = (
+            select(Send.customer_id)
+            .where(Send.status == SendStatus.SENT, Send.sent_at >= since)
+            .group_by(Send.customer_id)
+            .having(func.count() >= limit)
+        )
+        stmt = stmt.where(Customer.id.not_in(capped))
+    ids = session.execute(stmt.order_by(Customer.id)).scalars().all()
+    return np.fromiter(ids, dtype=np.int64, count=len(ids))
 
 
 def claim_sends(session: Session, rows: list[dict]) -> None:
@@ -28,8 +41,14 @@ def claim_sends(session: Session, rows: list[dict]) -> None:
         session.execute(insert_ignoring_conflicts(session, Send.__table__, ["period_id", "customer_id"]), rows)
 
 
-def queued_batch(session: Session, period_id: int, limit: int):
-    """The next chunk of claimed-but-unsent rows, with what rendering needs about the customer."""
+def send_id_range(session: Session, period_id: int) -> tuple[int | None, int | None]:
+    stmt = select(func.min(Send.id), func.max(Send.id)).where(Send.period_id == period_id)
+    return tuple(session.execute(stmt).one())
+
+
+def queued_batch(session: Session, period_id: int, limit: int, first_id: int = 0, last_id: int | None = None):
+    """The next claimed-but-unsent rows of a chunk (a send id range), with what rendering needs
+    about the customer — read just before delivery, so suppression is checked at send time."""
     stmt = (
         select(
             Send.id,
@@ -40,10 +59,12 @@ def queued_batch(session: Session, period_id: int, limit: int):
             Customer.status,
         )
         .join(Customer, Customer.id == Send.customer_id)
-        .where(Send.period_id == period_id, Send.status == SendStatus.QUEUED)
+        .where(Send.period_id == period_id, Send.status == SendStatus.QUEUED, Send.id >= first_id)
         .order_by(Send.id)
         .limit(limit)
     )
+    if last_id is not None:
+        stmt = stmt.where(Send.id <= last_id)
     return session.execute(stmt).all()
 
 
@@ -63,6 +84,12 @@ def record_results(session: Session, results: list[dict]) -> None:
         )
     )
     session.connection().execute(stmt, results)
+
+
+def add_progress(session: Session, period_id: int, sent: int, failed: int) -> None:
+    """Atomic increments: chunks finishing on many workers at once never lose a count."""
+    t = SendPeriod.__table__
+    session.execute(update(t).where(t.c.id == period_id).values(sent=t.c.sent + sent, failed=t.c.failed + failed))
 
 
 def count_period(session: Session, period_id: int) -> dict[str, int]:

@@ -152,7 +152,7 @@ def transition(session: Session, campaign_id: int, action: str) -> Campaign:
         inflight = repo.in_flight_period(session, campaign_id)
         if inflight is not None:
             period_id = inflight.id
-            on_commit(session, lambda: periods.enqueue_run(period_id))
+            on_commit(session, lambda: periods.enqueue_resume(period_id))
     session.flush()
     return campaign
 

@@ -14,7 +14,8 @@ from campaigns.schemas import CustomerIn, OrderIn
 from campaigns.settings import get_settings
 
 BATCH = 2_000
-RESERVED_COLUMNS = {"external_id", "email", "segment"}
+RESERVED_COLUMNS = {"external_id", "email", "segment", "consent"}
+TRUE, FALSE = {"1", "true", "yes", "y"}, {"0", "false", "no", "n"}
 
 
 def _batches(items: Iterable, size: int) -> Iterator[list]:
@@ -55,6 +56,7 @@ def import_customers(session: Session, customers: Iterable[tuple[str, CustomerIn
                     "segment_id": segments.get(c.segment) if c.segment else None,
                     "attributes": c.attributes,
                     "status": "active",
+                    "consent": True if c.consent is None else c.consent,
                     "created_at": now,
                     "updated_at": now,
                 }
@@ -62,6 +64,7 @@ def import_customers(session: Session, customers: Iterable[tuple[str, CustomerIn
         known = repo.existing_customer_ids(session, [r["external_id"] for r in rows])
         inserted += len(rows) - len(known)
         repo.upsert_customers(session, rows)
+        repo.set_consent(session, [{"ext": c.external_id, "consent": c.consent} for _, c in batch if c.consent is not None])
     session.flush()
     return {"received": received, "inserted": inserted, "updated": received - inserted}
 
@@ -85,16 +88,30 @@ def csv_rows(lines: Iterable[str]) -> Iterator[tuple[str, CustomerIn]]:
         if None in row:
             raise InvalidInput(where, "more fields than header columns")
         try:
+            consent = _csv_bool(row.get("consent"))
+        except ValueError as exc:
+            raise InvalidInput(f"{where}.consent", str(exc)) from None
+        try:
             yield where, CustomerIn(
                 external_id=row["external_id"],
                 email=row["email"],
                 segment=row.get("segment") or None,
+                consent=consent,
                 attributes={k: v for k, v in row.items() if k not in RESERVED_COLUMNS and v is not None},
             )
         except ValidationError as exc:
             err = exc.errors()[0]
             field = ".".join(str(p) for p in err["loc"])
             raise InvalidInput(f"{where}.{field}", err["msg"]) from None
+
+
+def _csv_bool(value: str | None) -> bool | None:
+    if value is None or value.strip() == "":
+        return None
+    v = value.strip().lower()
+    if v in TRUE or v in FALSE:
+        return v in TRUE
+    raise ValueError(f"consent must be true/false/yes/no/1/0, not {value!r}")
 
 
 def decode_lines(chunks: Iterable[bytes]) -> Iterator[str]:

@@ -9,16 +9,15 @@ A period runs in two phases, each safe to rerun after a crash:
 
 import logging
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 import bandit
-from campaigns import design, signing
+from campaigns import design
 from campaigns.db import on_commit, session_scope
-from campaigns.delivery import DeliveryError, make_backend
 from campaigns.errors import Conflict, NotFound
 from campaigns.models import (
     AllocationSnapshot,
@@ -29,8 +28,8 @@ from campaigns.models import (
     SendStatus,
     utcnow,
 )
-from campaigns.rendering import CompiledCampaign, build_message
 from campaigns.repositories import campaigns as repo
+from campaigns.repositories import chunks as chunk_repo
 from campaigns.repositories import sends as send_repo
 from campaigns.services import campaigns as campaign_service
 from campaigns.settings import get_settings
@@ -38,12 +37,24 @@ from campaigns.settings import get_settings
 log = logging.getLogger(__name__)
 
 HOLDOUT = bandit.HOLDOUT
+CLAIM_BATCH = 20_000  # ledger rows built and inserted at a time: memory stays flat as audiences grow
 
 
 def enqueue_run(period_id: int) -> None:
     from worker.tasks import run_period  # the worker imports services; import late to avoid a cycle
 
     run_period.delay(period_id)
+
+
+def enqueue_resume(period_id: int) -> None:
+    """After a pause: replan if the period never got planned, and hand out its unfinished chunks."""
+    with session_scope() as session:
+        chunk_ids = chunk_repo.unfinished_ids(session, period_id)
+        planned = repo.get_period(session, period_id).chunks > 0
+    if planned:
+        enqueue_chunks(chunk_ids)
+    else:
+        enqueue_run(period_id)
 
 
 def start_period(session: Session, campaign_id: int) -> SendPeriod:
@@ -159,83 +170,92 @@ def _snapshots(session: Session, campaign: Campaign, period: SendPeriod, segment
     return existing
 
 
-def plan_period(session: Session, period: SendPeriod, campaign: Campaign) -> None:
-    """Phase 1: snapshot per segment, then assign and claim every eligible customer (set-based)."""
+def plan_period(session: Session, period: SendPeriod, campaign: Campaign) -> list[int]:
+    """Phase 1 (the coordinator): snapshot per segment, assign and claim every eligible customer
+    (set-based), and cut the ledger into chunks. Returns the chunk ids to hand to workers."""
+    settings = get_settings()
     now = utcnow()
+    cap = None
+    if settings.frequency_cap:
+        cap = (settings.frequency_cap, now - timedelta(days=settings.frequency_window_days))
     segments = repo.campaign_segments(session, campaign.id)
     snapshots = _snapshots(session, campaign, period, segments)
     for segment in segments:
         snap = snapshots[segment.id]
-        customer_ids = send_repo.eligible_customer_ids(session, segment.id, period.id)
-        if not customer_ids:
+        customer_ids = send_repo.eligible_customer_ids(session, segment.id, period.id, cap)
+        if not len(customer_ids):
             continue
         drawn = bandit.assign(
             len(customer_ids), np.asarray(snap.weights), snap.holdout_share, segment_seed(period.seed, segment.id, 1)
         )
         arm_of = np.asarray(snap.arms, dtype=np.int64)
         global_arm = np.where(drawn.arm == HOLDOUT, HOLDOUT, arm_of[np.maximum(drawn.arm, 0)])
-        rows = [
-            {
-                "campaign_id": campaign.id,
-                "period_id": period.id,
-                "customer_id": cid,
-                "segment_id": segment.id,
-                "arm": int(arm),
-                "propensity": float(p),
-                "status": SendStatus.QUEUED,
-                "clicks": 0,
-                "conversions": 0,
-                "revenue": 0.0,
-                "sent_at": None,
-                "error": None,
-            }
-            for cid, arm, p in zip(customer_ids, global_arm.tolist(), drawn.propensity.tolist(), strict=True)
-        ]
-        send_repo.claim_sends(session, rows)
+        fixed = {"campaign_id": campaign.id, "period_id": period.id, "segment_id": segment.id,
+                 "status": SendStatus.QUEUED, "clicks": 0, "conversions": 0, "revenue": 0.0}
+        for start in range(0, len(customer_ids), CLAIM_BATCH):  # bounded memory per segment
+            stop = start + CLAIM_BATCH
+            send_repo.claim_sends(session, [
+                {**fixed, "customer_id": cid, "arm": arm, "propensity": p}
+                for cid, arm, p in zip(customer_ids[start:stop].tolist(), global_arm[start:stop].tolist(),
+                                       drawn.propensity[start:stop].tolist(), strict=True)
+            ])
     period.status = PeriodStatus.RUNNING
     period.started_at = period.started_at or now
-    send_repo.update_period_counts(session, period)
+    if period.chunks == 0:
+        # Ranges of send ids: no scan of the ledger, and a range holds at most `send_chunk_size` rows.
+        first, last = send_repo.send_id_range(session, period.id)
+        size = settings.send_chunk_size
+        ranges = [] if first is None else [(a, min(a + size - 1, last)) for a in range(first, last + 1, size)]
+        chunk_repo.create(session, period.id, ranges)
+        period.chunks = len(ranges)
+        period.total = sum(send_repo.count_period(session, period.id).values())
+    session.flush()
+    return chunk_repo.unfinished_ids(session, period.id)
 
 
-def _deliver_chunk(session: Session, period: SendPeriod, campaign: Campaign, compiled, params_of, backend) -> int:
-    """Phase 2, one chunk. Returns how many rows it settled (0 when nothing is left)."""
-    settings = get_settings()
-    rows = send_repo.queued_batch(session, period.id, settings.send_chunk_size)
-    results = []
-    domain = settings.mail_from.rsplit("@", 1)[-1].rstrip(">") or "localhost"
-    for row in rows:
-        now = utcnow()
-        result = {"sid": row.id, "new_status": SendStatus.FAILED, "mid": None, "at": now, "err": None}
-        results.append(result)
-        if row.status != "active":  # suppression is re-checked at send time
-            result["err"] = f"suppressed: customer is {row.status}"
-            continue
-        base = settings.public_base_url.rstrip("/")
-        unsubscribe_url = f"{base}/u/{signing.sign('unsub', row.id)}"
-        landing_url = f"{base}/t/{signing.sign('click', row.id)}"
-        customer = {"external_id": row.external_id, "email": row.email, **(row.attributes or {})}
-        try:
-            subject, html, text = compiled.render(params_of(row.arm), customer, landing_url, unsubscribe_url)
-            msg = build_message(
-                sender=settings.mail_from, to=row.email, subject=subject, html=html, text=text,
-                unsubscribe_url=unsubscribe_url, domain=domain,
-            )
-            backend.deliver(row.id, msg)
-        except DeliveryError as exc:
-            if not exc.permanent:
-                raise  # transient: the chunk rolls back and the task retries; nothing is lost
-            result["err"] = str(exc)
-            continue
-        except Exception as exc:  # one customer's broken attributes must not stop the chunk
-            result["err"] = f"render failed: {type(exc).__name__}: {exc}"
-            continue
-        result.update(new_status=SendStatus.SENT, mid=msg.message_id)
-    send_repo.record_results(session, results)
-    return len(rows)
+def enqueue_chunks(chunk_ids: list[int]) -> None:
+    from worker.tasks import deliver_chunk  # the worker imports services; import late to avoid a cycle
+
+    for chunk_id in chunk_ids:
+        deliver_chunk.delay(chunk_id)
+
+
+def coordinate(period_id: int) -> str:
+    """Worker entry point of a period: plan it (once) and fan its chunks out to the workers."""
+    with session_scope() as session:
+        period = repo.get_period(session, period_id)
+        if period is None or period.status in (PeriodStatus.COMPLETED, PeriodStatus.FAILED):
+            return period.status if period else "missing"
+        campaign = campaign_service.get(session, period.campaign_id)
+        if campaign.status != CampaignStatus.ACTIVE:
+            return f"waiting: campaign is {campaign.status}"  # resume re-enqueues the period
+        chunk_ids = plan_period(session, period, campaign)
+        if not chunk_ids:
+            finish(session, period, campaign)
+            return PeriodStatus.COMPLETED
+        on_commit(session, lambda: enqueue_chunks(chunk_ids))
+    return f"fanned out {len(chunk_ids)} chunks"
 
 
 def run_period(period_id: int) -> str:
-    """Worker entry point: plan, then deliver chunk by chunk. Returns the period's final status."""
+    """Run a whole period in this process (tests, benchmarks, the CLI's --inline): plan, then
+    deliver every chunk in turn. Workers do the same through `coordinate` and `deliver_chunk`."""
+    from campaigns.services import sending
+
+    status = coordinate_inline(period_id)
+    if status != "planned":
+        return status
+    with session_scope() as session:
+        chunk_ids = chunk_repo.unfinished_ids(session, period_id)
+    for chunk_id in chunk_ids:
+        outcome = sending.deliver_chunk(chunk_id)
+        if outcome.startswith("waiting"):
+            return outcome
+    with session_scope() as session:
+        return repo.get_period(session, period_id).status
+
+
+def coordinate_inline(period_id: int) -> str:
     with session_scope() as session:
         period = repo.get_period(session, period_id)
         if period is None or period.status in (PeriodStatus.COMPLETED, PeriodStatus.FAILED):
@@ -243,37 +263,33 @@ def run_period(period_id: int) -> str:
         campaign = campaign_service.get(session, period.campaign_id)
         if campaign.status != CampaignStatus.ACTIVE:
             return f"waiting: campaign is {campaign.status}"
-        plan_period(session, period, campaign)
-        outbox = f"campaign-{campaign.id}/period-{period.number}"
-
-    backend = make_backend(get_settings(), outbox)
-    try:
-        while True:
-            with session_scope() as session:
-                period = repo.get_period(session, period_id)
-                campaign = campaign_service.get(session, period.campaign_id)
-                if campaign.status != CampaignStatus.ACTIVE:
-                    return f"waiting: campaign is {campaign.status}"  # resume re-enqueues the period
-                compiled = CompiledCampaign.compile(
-                    campaign.name,
-                    {"subject": campaign.subject_template, "html": campaign.html_template, "text": campaign.text_template},
-                )
-                params = {v.arm: v.params for v in repo.variants(session, campaign.id)}
-                params[HOLDOUT] = campaign.baseline
-                settled = _deliver_chunk(session, period, campaign, compiled, params.__getitem__, backend)
-                send_repo.update_period_counts(session, period)
-                if settled == 0:
-                    _finish(period, campaign)
-                    return period.status
-    finally:
-        backend.close()
+        if not plan_period(session, period, campaign):
+            finish(session, period, campaign)
+            return PeriodStatus.COMPLETED
+    return "planned"
 
 
-def _finish(period: SendPeriod, campaign: Campaign) -> None:
+def finish(session: Session, period: SendPeriod, campaign: Campaign) -> None:
     period.status = PeriodStatus.COMPLETED
     period.completed_at = utcnow()
     step = campaign_service.CADENCE.get(campaign.cadence)
     campaign.next_period_at = (period.started_at or utcnow()) + step if step else None
+
+
+def public(period: SendPeriod) -> dict:
+    return {**period.model_dump(), **progress(period)}
+
+
+def progress(period: SendPeriod) -> dict:
+    """Sent / total / failed, rate and ETA: what the API and the CLI's progress bar show."""
+    done = period.sent + period.failed
+    rate = eta = None
+    if period.started_at and done:
+        elapsed = ((period.completed_at or utcnow()) - period.started_at).total_seconds()
+        rate = done / elapsed if elapsed > 0 else None
+        if rate and period.status != PeriodStatus.COMPLETED:
+            eta = max(period.total - done, 0) / rate
+    return {"rate_per_second": rate, "eta_seconds": eta, "remaining": max(period.total - done, 0)}
 
 
 def mark_failed(period_id: int, error: str) -> None:

@@ -1,0 +1,216 @@
+"""Delivering one chunk of a period: lease it, render and deliver its queued sends in small
+committed batches, give it back when the campaign is paused, close the period with the last chunk.
+
+Exactly once: every send was claimed in the ledger (unique per period and customer) before any
+email leaves; only `queued` rows are delivered and each batch's outcome commits before the next
+batch starts, so a retried chunk skips what it already sent. A hard crash can redeliver at most
+the batch in flight: with the outbox backend that rewrites the same file (named by send id); with
+SMTP it is at most `MAB_SMTP_COMMIT_EVERY` messages, which carry the same Message-ID as before.
+"""
+
+import signal
+import threading
+import time
+from datetime import timedelta
+
+from campaigns import signing
+from campaigns.db import session_scope
+from campaigns.delivery import DeliveryError, make_backend
+from campaigns.models import CampaignStatus, ChunkStatus, PeriodStatus, SendStatus, utcnow
+from campaigns.rendering import CompiledCampaign, build_message
+from campaigns.repositories import campaigns as repo
+from campaigns.repositories import chunks as chunk_repo
+from campaigns.repositories import sends as send_repo
+from campaigns.services import periods
+from campaigns.settings import get_settings
+
+HOLDOUT = periods.HOLDOUT
+
+
+class RenderLimitExceeded(Exception):
+    pass
+
+
+def _on_alarm(signum, frame):
+    raise RenderLimitExceeded("rendering took longer than MAB_RENDER_TIMEOUT_SECONDS")
+
+
+def render_limited(render, timeout: float):
+    """Run `render()` under a wall-clock cap. The cap needs SIGALRM, i.e. the main thread (where
+    Celery's prefork workers run tasks); elsewhere the sandbox's own limits still apply."""
+    if threading.current_thread() is not threading.main_thread():
+        return render()
+    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        return render()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+class ChunkContext:
+    """What every send of a chunk shares: compiled templates, variant levels, addresses."""
+
+    def __init__(self, session, period, campaign):
+        settings = get_settings()
+        self.settings = settings
+        self.compiled = CompiledCampaign.compile(
+            campaign.name,
+            {"subject": campaign.subject_template, "html": campaign.html_template, "text": campaign.text_template},
+        )
+        self.params = {v.arm: v.params for v in repo.variants(session, campaign.id)}
+        self.params[HOLDOUT] = campaign.baseline
+        self.base = settings.public_base_url.rstrip("/")
+        self.domain = settings.mail_from.rsplit("@", 1)[-1].rstrip(">") or "localhost"
+        self.mailto = settings.unsubscribe_mailto or f"unsubscribe@{self.domain}"
+        self.outbox = f"campaign-{campaign.id}/period-{period.number}"
+        self.period_seed = period.seed
+
+    def email_for(self, row):
+        unsubscribe_url = f"{self.base}/u/{signing.sign('unsub', row.id)}"
+        landing_url = f"{self.base}/t/{signing.sign('click', row.id)}"
+        customer = {"external_id": row.external_id, "email": row.email, **(row.attributes or {})}
+        subject, html, text = render_limited(
+            lambda: self.compiled.render(self.params[row.arm], customer, landing_url, unsubscribe_url),
+            self.settings.render_timeout_seconds,
+        )
+        msg = build_message(
+            sender=self.settings.mail_from, to=row.email, subject=subject, html=html, text=text,
+            unsubscribe_url=unsubscribe_url, unsubscribe_mailto=self.mailto, domain=self.domain,
+            # the same send always carries the same Message-ID, so a redelivery is recognisable
+            message_id=f"<send-{row.id}.{self.period_seed}@{self.domain}>",
+        )
+        if len(msg.raw) > self.settings.max_message_bytes:
+            raise RenderLimitExceeded(f"message is {len(msg.raw)} bytes (cap {self.settings.max_message_bytes})")
+        return msg
+
+
+class RateLimiter:
+    """At most `rate` messages per second from this worker (0: unlimited)."""
+
+    def __init__(self, rate: float):
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.next_at = time.monotonic()
+
+    def wait(self) -> None:
+        if self.interval:
+            now = time.monotonic()
+            if self.next_at > now:
+                time.sleep(self.next_at - now)
+            self.next_at = max(self.next_at, now) + self.interval
+
+
+def _deliver_with_retries(backend, send_id, msg, attempts: int) -> None:
+    """Temporary failures (4xx, a dropped connection) are retried with a short backoff; the last one
+    propagates as transient so the whole chunk is retried later by the task."""
+    for attempt in range(1, attempts + 1):
+        try:
+            backend.deliver(send_id, msg)
+            return
+        except DeliveryError as exc:
+            if exc.permanent or attempt == attempts:
+                raise
+            time.sleep(min(0.2 * 2 ** (attempt - 1), 5.0))
+
+
+def _deliver_rows(ctx: ChunkContext, rows, backend, limiter) -> list[dict]:
+    results = []
+    for row in rows:
+        result = {"sid": row.id, "new_status": SendStatus.FAILED, "mid": None, "at": utcnow(), "err": None}
+        results.append(result)
+        if row.status != "active":  # suppression is re-checked at send time
+            result["err"] = f"suppressed: customer is {row.status}"
+            continue
+        try:
+            msg = ctx.email_for(row)
+        except Exception as exc:  # one customer's broken data fails alone, with the reason
+            result["err"] = f"render failed: {type(exc).__name__}: {exc}"[:500]
+            continue
+        limiter.wait()
+        try:
+            _deliver_with_retries(backend, row.id, msg, ctx.settings.smtp_max_attempts)
+        except DeliveryError as exc:
+            if not exc.permanent:
+                # Keep what this batch already delivered, then let the task retry the rest.
+                results.pop()
+                raise _Interrupted(results, exc) from exc
+            result["err"] = str(exc)[:500]
+            continue
+        result.update(new_status=SendStatus.SENT, mid=msg.message_id, at=utcnow())
+    return results
+
+
+class _Interrupted(Exception):
+    def __init__(self, results, cause):
+        super().__init__(str(cause))
+        self.results = results
+        self.cause = cause
+
+
+def _record(session, period_id: int, chunk_id: int, results: list[dict], lease: float) -> None:
+    send_repo.record_results(session, results)
+    sent = sum(r["new_status"] == SendStatus.SENT for r in results)
+    send_repo.add_progress(session, period_id, sent, len(results) - sent)
+    chunk_repo.progress(session, chunk_id, sent, len(results) - sent, utcnow() + timedelta(seconds=lease))
+
+
+def deliver_chunk(chunk_id: int) -> str:
+    """Worker entry point for one chunk. Returns what happened, for the task log."""
+    settings = get_settings()
+    lease = settings.chunk_lease_seconds
+    with session_scope() as session:
+        chunk = chunk_repo.get(session, chunk_id)
+        if chunk is None or chunk.status == ChunkStatus.DONE:
+            return "done already"
+        now = utcnow()
+        if not chunk_repo.take_lease(session, chunk_id, now, now + timedelta(seconds=lease)):
+            return "held by another worker"
+        period = repo.get_period(session, chunk.period_id)
+        campaign = repo.get_campaign(session, period.campaign_id)
+        if campaign.status != CampaignStatus.ACTIVE:
+            chunk_repo.release(session, chunk_id)
+            return f"waiting: campaign is {campaign.status}"
+        ctx = ChunkContext(session, period, campaign)
+        first, last, period_id, campaign_id = chunk.first_send_id, chunk.last_send_id, period.id, campaign.id
+
+    backend = make_backend(settings, ctx.outbox)
+    limiter = RateLimiter(settings.smtp_rate_per_second if settings.delivery_backend == "smtp" else 0)
+    batch = settings.smtp_commit_every if settings.delivery_backend == "smtp" else settings.send_commit_every
+    cursor = first
+    try:
+        while True:
+            with session_scope() as session:
+                status = repo.get_campaign(session, campaign_id).status
+                if status != CampaignStatus.ACTIVE:
+                    chunk_repo.release(session, chunk_id)
+                    return f"waiting: campaign is {status}"
+                rows = send_repo.queued_batch(session, period_id, batch, cursor, last)
+                if not rows:
+                    break
+                try:
+                    results = _deliver_rows(ctx, rows, backend, limiter)
+                except _Interrupted as stop:
+                    _record(session, period_id, chunk_id, stop.results, lease)
+                    session.commit()
+                    raise stop.cause from None
+                _record(session, period_id, chunk_id, results, lease)
+                cursor = rows[-1].id + 1
+    finally:
+        backend.close()
+    return close_chunk(chunk_id, period_id)
+
+
+def close_chunk(chunk_id: int, period_id: int) -> str:
+    """Mark the chunk done; the last one to finish completes the period (under the period's row
+    lock, so two chunks finishing together cannot both miss it)."""
+    with session_scope() as session:
+        period = chunk_repo.lock_period(session, period_id)
+        chunk_repo.mark_done(session, chunk_id)
+        session.flush()
+        if period.status == PeriodStatus.RUNNING and chunk_repo.count_unfinished(session, period_id) == 0:
+            periods.finish(session, period, repo.get_campaign(session, period.campaign_id))
+            return "done; period completed"
+    return "done"
+
+
