@@ -10,7 +10,8 @@ Policies
   plain_ts   per-step Thompson sampling: a fresh posterior draw for every step
              (with a stale posterior inside a block, as in Chapelle & Li).
   engine     our batch allocation: at each block start the weights are computed
-             once from the posterior (P(best) by Monte Carlo, optional
+             once from the posterior (P(best) from min(max_draws, 3 delta) Monte
+             Carlo draws -- max_draws = 1000 by default, SE <= 0.016 -- optional
              sharpening / optimism / top-two / floor, exactly the maths of
              bandit.allocate) and stay fixed for the whole block.  When an arm
              retires mid-block the arm set changes, so that run's weights are
@@ -33,6 +34,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bandit import AllocationConfig, ArmStats, allocate  # noqa: E402
+
+# MC draws per block = min(max_draws, DRAWS_PER_STEP * delta); see bench_chapelle_li.py
+DRAWS_PER_STEP = 3
 
 
 @dataclass(frozen=True)
@@ -177,7 +181,13 @@ def simulate_runs(
     ptr = 0
     t = 0
     block_end = delta
-    n_draws = min(settings.max_draws, max(delta, 1)) if settings else 0
+    n_draws = min(settings.max_draws, DRAWS_PER_STEP * delta) if settings else 0
+    if policy == "engine" and delta == 1 and settings.top_two is None and not settings.floor:
+        # One choice per block drawn from the (tuned) P(best) has exactly the law of
+        # argmax of one (tuned) posterior draw: per-step sampling, same distribution.
+        policy, tuned = "plain_ts", settings
+    else:
+        tuned = EngineSettings()
     while t < horizon:
         if policy == "engine" and weights is None:
             weights = engine_weights(rng, succ, fail, settings, n_draws)
@@ -188,7 +198,10 @@ def simulate_runs(
         length = stop - t
         if length > 0:
             if policy == "plain_ts":
-                draws = _beta_draws(rng, succ, fail, length)
+                draws = _beta_draws(rng, succ, fail, length, tuned.sharpen)
+                if tuned.optimistic:
+                    mean = (1.0 + tuned.sharpen * succ) / (2.0 + tuned.sharpen * (succ + fail))
+                    draws = np.maximum(draws, mean[:, None, :].astype(np.float32))
                 chosen = draws.argmax(axis=2)  # (R, L)
             else:
                 u = rng.random((runs, length))

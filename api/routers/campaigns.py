@@ -1,9 +1,11 @@
 import csv
 import io
+import os
+import tempfile
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, BackgroundTasks, Query
+from fastapi.responses import FileResponse, StreamingResponse
 
 from api.deps import Analyst, Marketer, Reader, SessionDep
 from campaigns.db import session_scope
@@ -93,6 +95,23 @@ def export_period(campaign_id: int, number: int, session: SessionDep):
             yield buf.getvalue()
 
     return StreamingResponse(lines(), media_type="text/csv")
+
+
+@router.get(
+    "/{campaign_id}/periods/{number}/sends.parquet",
+    dependencies=[Marketer],
+    response_class=FileResponse,
+    responses={200: {"content": {"application/vnd.apache.parquet": {}}}},
+)
+def export_period_parquet(campaign_id: int, number: int, session: SessionDep, background: BackgroundTasks):
+    """The same assignments as Parquet, for loading into a CRM/ESP or a warehouse."""
+    periods.get_period(session, campaign_id, number)
+    tmp = tempfile.NamedTemporaryFile(suffix=".parquet", delete=False)  # noqa: SIM115 (removed after sending)
+    tmp.close()
+    periods.export_parquet(session, campaign_id, number, tmp.name)
+    background.add_task(os.unlink, tmp.name)
+    return FileResponse(tmp.name, media_type="application/vnd.apache.parquet",
+                        filename=f"campaign-{campaign_id}-period-{number}.parquet")
 
 
 @router.get("/{campaign_id}/allocations", response_model=list[SnapshotPublic], dependencies=[Reader])

@@ -38,6 +38,7 @@ EXPECTED: dict[tuple[str, str], tuple[str, ...]] = {
     ("GET", "/campaigns/{campaign_id}/periods"): READER,
     ("GET", "/campaigns/{campaign_id}/periods/{number}"): READER,
     ("GET", "/campaigns/{campaign_id}/periods/{number}/sends.csv"): (M,),
+    ("GET", "/campaigns/{campaign_id}/periods/{number}/sends.parquet"): (M,),
     ("GET", "/campaigns/{campaign_id}/allocations"): READER,
     ("GET", "/campaigns/{campaign_id}/report"): (A,),
     ("POST", "/campaigns/{campaign_id}/{action}"): (M,),

@@ -97,3 +97,29 @@ def test_unknown_campaign_is_404(api):
     r = api("GET", "/campaigns/999999", "marketer")
     assert r.status_code == 404 and r.json() == {"error": "not_found", "detail": "no campaign with id 999999"}
     assert api("POST", "/campaigns/999999/periods", "marketer").status_code == 404
+
+
+def test_period_assignments_export_as_csv_and_parquet(api, tmp_path):
+    import io
+
+    import pyarrow.parquet as pq
+
+    from campaigns.services import periods
+
+    api("POST", "/customers", "marketer", json={"customers": [
+        {"external_id": f"x{i}", "email": f"x{i}@example.com", "segment": "champions"} for i in range(40)]})
+    cid = api("POST", "/campaigns", "marketer", json=small_campaign_payload(segments=["champions"])).json()["id"]
+    api("POST", f"/campaigns/{cid}/start", "marketer")
+    period_id = api("POST", f"/campaigns/{cid}/periods", "marketer").json()["id"]
+    assert periods.run_period(period_id) == "completed"  # in process: no worker runs in API tests
+
+    csv_rows = api("GET", f"/campaigns/{cid}/periods/1/sends.csv", "marketer").text.splitlines()
+    assert csv_rows[0] == ",".join(periods.EXPORT_COLUMNS) and len(csv_rows) == 41
+    r = api("GET", f"/campaigns/{cid}/periods/1/sends.parquet", "marketer")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/vnd.apache.parquet"
+    table = pq.read_table(io.BytesIO(r.content))
+    assert table.num_rows == 40 and table.column_names == periods.EXPORT_COLUMNS
+    assert sorted(table.column("customer_external_id").to_pylist()) == sorted(f"x{i}" for i in range(40))
+    assert set(table.column("status").to_pylist()) == {"sent"}
+    assert api("GET", f"/campaigns/{cid}/periods/9/sends.parquet", "marketer").status_code == 404
+    assert api("GET", f"/campaigns/{cid}/periods/1/sends.parquet", "analyst").status_code == 403
