@@ -141,6 +141,51 @@ def demo_cmd(
     Demo(url, key, console).run(customers, periods)
 
 
+@app.command()
+def send(
+    campaign_id: Annotated[int, typer.Argument(help="The campaign to send a period of")],
+    wait: Annotated[bool, typer.Option(help="Follow the period with a progress bar until it is done")] = True,
+    poll: Annotated[float, typer.Option(help="Seconds between progress updates")] = 1.0,
+) -> None:
+    """Start the campaign's next send period now (workers do the sending) and show its progress.
+
+    Uses MAB_DATABASE_URL and MAB_REDIS_URL like the workers; Ctrl-C stops watching, not sending."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from campaigns.db import session_scope
+    from campaigns.errors import DomainError
+    from campaigns.repositories import campaigns as repo
+    from campaigns.services import periods
+
+    try:
+        with session_scope() as session:
+            period = periods.start_period(session, campaign_id)
+            period_id, number = period.id, period.number
+    except DomainError as exc:
+        console.print(f"[red]error:[/] {exc.detail}")
+        raise typer.Exit(1) from None
+    console.print(f"campaign {campaign_id}: period {number} started (id {period_id})")
+    if not wait:
+        return
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]}"), TimeRemainingColumn()]
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task(f"period {number}", total=None, rate="")
+        while True:
+            with session_scope() as session:
+                p = repo.get_period(session, period_id)
+                info = periods.progress(p)
+            rate = f"{info['rate_per_second']:,.0f}/s, {p.failed} failed" if info["rate_per_second"] else ""
+            bar.update(task, total=p.total or None, completed=p.sent + p.failed, rate=rate)
+            if p.status in ("completed", "failed"):
+                break
+            time.sleep(poll)
+    console.print(f"period {number} {p.status}: {p.sent:,} sent, {p.failed:,} failed of {p.total:,}"
+                  + (f" — {p.error}" if p.error else ""))
+    if p.status == "failed":
+        raise typer.Exit(1)
+
+
 def _simulate_command() -> None:
     from campaigns.simulate_cli import simulate
 

@@ -165,3 +165,22 @@ def test_beat_starts_due_periods_on_its_own(stack):
     time.sleep(3)
     assert len(marketer.get(f"/campaigns/{cid}/periods").json()) == 1
     assert marketer.get(f"/campaigns/{cid}").json()["next_period_at"] is not None
+
+
+def test_operator_sends_a_period_from_the_cli_with_progress(stack):
+    import subprocess
+    import sys
+
+    marketer = client(stack, "marketer")
+    assert marketer.post("/segments", json={"name": "cli_test"}).status_code == 201
+    marketer.post("/customers", json={"customers": [
+        {"external_id": f"cli{i}", "email": f"cli{i}@example.com", "segment": "cli_test"} for i in range(300)]})
+    cid = marketer.post("/campaigns", json=small_campaign_payload(segments=["cli_test"])).json()["id"]
+    env = stack["stack"].env
+    cmd = [sys.executable, "-m", "campaigns.cli", "send", str(cid), "--poll", "0.2"]
+    draft = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert draft.returncode == 1 and f"campaign {cid} is draft" in draft.stdout
+    marketer.post(f"/campaigns/{cid}/start")
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "period 1 completed: 300 sent, 0 failed of 300" in done.stdout
