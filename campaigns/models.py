@@ -121,6 +121,8 @@ class Campaign(SQLModel, table=True):
     holdout_share: float
     cadence: str
     landing_url: str
+    # static links of the HTML template, rewritten to tracked links at send time (index + 1 in tokens)
+    links: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     subject_template: str
     html_template: str
     text_template: str

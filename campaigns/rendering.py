@@ -5,6 +5,7 @@ dunder attributes is refused at save time, before it could ever run.
 """
 
 import binascii
+import re
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
@@ -128,6 +129,21 @@ def _context(params, customer, campaign_name, landing_url, unsubscribe_url) -> d
         "landing_url": landing_url,
         "unsubscribe_url": unsubscribe_url,
     }
+
+
+# An absolute link written literally in the template (no Jinja inside): tracked at send time.
+STATIC_HREF = re.compile(r'href="(https?://[^"{}<>\s]+)"')
+
+
+def static_links(html_source: str) -> list[str]:
+    """The template's literal links, in order of first appearance."""
+    return list(dict.fromkeys(STATIC_HREF.findall(html_source)))
+
+
+def rewrite_links(html: str, links: dict[str, int], tracked) -> str:
+    """Replace each known literal link with `tracked(index)`; anything else is left alone."""
+    return STATIC_HREF.sub(lambda m: f'href="{tracked(links[m.group(1)])}"' if m.group(1) in links else m.group(0),
+                           html)
 
 
 @dataclass(frozen=True)

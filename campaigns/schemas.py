@@ -74,6 +74,7 @@ class CampaignPublic(BaseModel):
     holdout_share: float
     cadence: str
     landing_url: str
+    links: list[str] = Field(description="Literal links of the HTML template; each is tracked when sent.")
     variant_count: int
     exploration_floor: float
     burn_in_min_sends: int

@@ -29,3 +29,17 @@ def verify(purpose: str, token: str) -> int | None:
         return None
     expected = _mac(purpose, send_id, get_settings().signing_secret)
     return send_id if hmac.compare_digest(expected, mac) else None
+
+
+def verify_click(token: str) -> tuple[int, int] | None:
+    """(send id, link number) of a genuine click token: `click` is the landing URL (0), `click-N`
+    the template's N-th literal link."""
+    purpose = token.split(".", 1)[0]
+    if purpose == "click":
+        link = 0
+    elif purpose.startswith("click-") and purpose[6:].isdigit():
+        link = int(purpose[6:])
+    else:
+        return None
+    send_id = verify(purpose, token)
+    return None if send_id is None else (send_id, link)

@@ -1,4 +1,5 @@
-"""send chunks (fan-out of a period over workers), customer consent, a frequency-cap index
+"""send chunks (fan-out of a period over workers), customer consent, a frequency-cap index,
+campaign.links (static links of the HTML template, tracked at send time)
 
 Revision ID: 0003
 Revises: 0002
@@ -41,6 +42,9 @@ def upgrade() -> None:
     with op.batch_alter_table('customer', schema=None) as batch_op:
         batch_op.add_column(sa.Column('consent', sa.Boolean(), nullable=False, server_default=sa.true()))
 
+    with op.batch_alter_table('campaign', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('links', sa.JSON(), nullable=False, server_default='[]'))
+
     with op.batch_alter_table('send', schema=None) as batch_op:
         batch_op.create_index('ix_send_customer_sent_at', ['customer_id', 'sent_at'], unique=False)
 
@@ -57,6 +61,9 @@ def downgrade() -> None:
 
     with op.batch_alter_table('send', schema=None) as batch_op:
         batch_op.drop_index('ix_send_customer_sent_at')
+
+    with op.batch_alter_table('campaign', schema=None) as batch_op:
+        batch_op.drop_column('links')
 
     with op.batch_alter_table('customer', schema=None) as batch_op:
         batch_op.drop_column('consent')

@@ -9,7 +9,7 @@ from campaigns import design
 from campaigns.db import on_commit
 from campaigns.errors import Conflict, InvalidInput, NotFound
 from campaigns.models import Campaign, CampaignSegment, CampaignStatus, Variant, utcnow
-from campaigns.rendering import validate_templates
+from campaigns.rendering import static_links, validate_templates
 from campaigns.repositories import campaigns as repo
 from campaigns.repositories import customers as customer_repo
 from campaigns.schemas import CampaignCreate, CampaignUpdate
@@ -96,6 +96,7 @@ def create(session: Session, data: CampaignCreate) -> Campaign:
         landing_url=str(data.landing_url),
         subject_template=data.template.subject,
         html_template=data.template.html,
+        links=static_links(data.template.html),
         text_template=data.template.text,
         exploration_floor=defaults.floor if data.exploration_floor is None else data.exploration_floor,
         burn_in_min_sends=(
@@ -123,6 +124,7 @@ def update(session: Session, campaign_id: int, data: CampaignUpdate) -> Campaign
         validate_templates(changes["template"], set(campaign.factors), [campaign.baseline, *variants])
         t = changes.pop("template")
         campaign.subject_template, campaign.html_template, campaign.text_template = t["subject"], t["html"], t["text"]
+        campaign.links = static_links(t["html"])
     if "landing_url" in changes:
         changes["landing_url"] = str(changes["landing_url"])
     for field, value in changes.items():

@@ -17,7 +17,7 @@ from campaigns import signing
 from campaigns.db import session_scope
 from campaigns.delivery import DeliveryError, make_backend
 from campaigns.models import CampaignStatus, ChunkStatus, PeriodStatus, SendStatus, utcnow
-from campaigns.rendering import CompiledCampaign, build_message
+from campaigns.rendering import CompiledCampaign, build_message, rewrite_links
 from campaigns.repositories import campaigns as repo
 from campaigns.repositories import chunks as chunk_repo
 from campaigns.repositories import sends as send_repo
@@ -65,6 +65,8 @@ class ChunkContext:
         self.domain = settings.mail_from.rsplit("@", 1)[-1].rstrip(">") or "localhost"
         self.mailto = settings.unsubscribe_mailto or f"unsubscribe@{self.domain}"
         self.outbox = f"campaign-{campaign.id}/period-{period.number}"
+        # literal links of the template -> their number in tracking tokens (0 is landing_url)
+        self.links = {url: i + 1 for i, url in enumerate(campaign.links)}
         self.period_seed = period.seed
 
     def email_for(self, row):
@@ -75,6 +77,7 @@ class ChunkContext:
             lambda: self.compiled.render(self.params[row.arm], customer, landing_url, unsubscribe_url),
             self.settings.render_timeout_seconds,
         )
+        html = rewrite_links(html, self.links, lambda i: f"{self.base}/t/{signing.sign(f'click-{i}', row.id)}")
         msg = build_message(
             sender=self.settings.mail_from, to=row.email, subject=subject, html=html, text=text,
             unsubscribe_url=unsubscribe_url, unsubscribe_mailto=self.mailto, domain=self.domain,

@@ -1,5 +1,6 @@
 """Click and unsubscribe links: verified tokens in, sends resolved, nothing taken from the request."""
 
+import html
 from html import escape
 
 from sqlmodel import Session
@@ -19,8 +20,15 @@ def _send(session: Session, purpose: str, token: str) -> Send:
 
 
 def click_target(session: Session, token: str) -> tuple[int, str]:
-    send = _send(session, "click", token)
-    return send.id, session.get(Campaign, send.campaign_id).landing_url
+    """The send a click belongs to and where to send the browser: always one of the campaign's own
+    links, chosen by the number inside the signed token, never a URL from the request."""
+    verified = signing.verify_click(token)
+    send = session.get(Send, verified[0]) if verified else None
+    campaign = session.get(Campaign, send.campaign_id) if send else None
+    link = verified[1] if verified else 0
+    if campaign is None or link > len(campaign.links):
+        raise NotFound("unknown or invalid link")
+    return send.id, campaign.landing_url if link == 0 else html.unescape(campaign.links[link - 1])
 
 
 def unsubscribe_send(session: Session, token: str, *, apply: bool) -> None:
