@@ -33,12 +33,13 @@ PAPER_TS = {1: 9105, 3: 9199, 10: 9049, 32: 9451, 100: 11550, 316: 21594, 1000: 
 
 VARIANTS = {
     "floor0": EngineSettings(),
-    "default": EngineSettings(floor=0.02),  # AllocationConfig() defaults: floor 0.02, sharpen 1
+    "default": EngineSettings(floor=0.02),  # AllocationConfig() before 2026-11-22: floor 0.02, sharpen 1
     "sharpen2": EngineSettings(sharpen=2.0),
     "sharpen4": EngineSettings(sharpen=4.0),
     "optimistic": EngineSettings(optimistic=True),
     "top_two": EngineSettings(top_two=0.5),
     "sharpen2_optimistic": EngineSettings(sharpen=2.0, optimistic=True),
+    "sharpen2_optimistic_floor": EngineSettings(sharpen=2.0, optimistic=True, floor=0.02),
 }
 
 
