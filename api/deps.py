@@ -7,19 +7,15 @@ from fastapi import Depends, HTTPException, Security
 from fastapi.security import APIKeyHeader
 from sqlmodel import Session
 
-from campaigns.db import get_engine
+from campaigns.db import session_scope
 from campaigns.models import ApiKey, Role
 from campaigns.services import keys
 
 
 def get_session() -> Iterator[Session]:
-    with Session(get_engine(), expire_on_commit=False) as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+    """The request's unit of work: committed after the route returns, rolled back if it raises."""
+    with session_scope() as session:
+        yield session
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

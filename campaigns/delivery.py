@@ -14,9 +14,13 @@ from campaigns.settings import Settings
 
 
 class DeliveryError(Exception):
-    def __init__(self, message: str, permanent: bool):
+    """permanent: the server refused for good (5xx). connection_lost: nothing can be sent until the
+    server is back, so the chunk stops; otherwise a temporary refusal concerns this message only."""
+
+    def __init__(self, message: str, permanent: bool, connection_lost: bool = False):
         super().__init__(message)
         self.permanent = permanent
+        self.connection_lost = connection_lost
 
 
 class Backend(Protocol):
@@ -60,16 +64,24 @@ class SmtpBackend:
     def deliver(self, send_id: int, message: OutgoingEmail) -> None:
         try:
             self._connection().sendmail(message.sender, [message.to], message.raw)
-        except smtplib.SMTPResponseException as exc:
-            permanent = 500 <= exc.smtp_code < 600
-            if not permanent:
-                self.close()
-            raise DeliveryError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}", permanent) from exc
         except smtplib.SMTPRecipientsRefused as exc:
-            raise DeliveryError(f"recipient refused: {exc.recipients}", permanent=True) from exc
+            codes = [code for code, _ in exc.recipients.values()]
+            self._after_refusal(codes)
+            raise DeliveryError(f"recipient refused: {exc.recipients}", permanent=all(c >= 500 for c in codes),
+                                connection_lost=421 in codes) from exc
+        except smtplib.SMTPResponseException as exc:
+            self._after_refusal([exc.smtp_code])
+            raise DeliveryError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}", permanent=exc.smtp_code >= 500,
+                                connection_lost=exc.smtp_code == 421) from exc
         except (smtplib.SMTPException, OSError) as exc:
             self.close()
-            raise DeliveryError(f"SMTP unavailable: {exc}", permanent=False) from exc
+            raise DeliveryError(f"SMTP unavailable: {exc}", permanent=False, connection_lost=True) from exc
+
+    def _after_refusal(self, codes: list[int]) -> None:
+        # 421 means the server is closing the connection (smtplib has already closed its socket):
+        # forget it so the next message reconnects. Other refusals leave a healthy connection.
+        if 421 in codes:
+            self._conn = None
 
     def close(self) -> None:
         if self._conn is not None:

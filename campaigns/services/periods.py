@@ -220,53 +220,45 @@ def enqueue_chunks(chunk_ids: list[int]) -> None:
         deliver_chunk.delay(chunk_id)
 
 
-def coordinate(period_id: int) -> str:
-    """Worker entry point of a period: plan it (once) and fan its chunks out to the workers."""
+def _plan(period_id: int) -> tuple[str, list[int]]:
+    """Plan the period (once; a rerun only returns its unfinished chunks), committed on return."""
     with session_scope() as session:
         period = repo.get_period(session, period_id)
         if period is None or period.status in (PeriodStatus.COMPLETED, PeriodStatus.FAILED):
-            return period.status if period else "missing"
+            return (period.status if period else "missing"), []
         campaign = campaign_service.get(session, period.campaign_id)
         if campaign.status != CampaignStatus.ACTIVE:
-            return f"waiting: campaign is {campaign.status}"  # resume re-enqueues the period
+            return f"waiting: campaign is {campaign.status}", []  # resume re-enqueues the period
         chunk_ids = plan_period(session, period, campaign)
         if not chunk_ids:
             finish(session, period, campaign)
-            return PeriodStatus.COMPLETED
-        on_commit(session, lambda: enqueue_chunks(chunk_ids))
+            return PeriodStatus.COMPLETED, []
+    return "planned", chunk_ids
+
+
+def coordinate(period_id: int) -> str:
+    """Worker entry point of a period: plan it and fan its chunks out to the workers."""
+    status, chunk_ids = _plan(period_id)
+    if not chunk_ids:
+        return status
+    enqueue_chunks(chunk_ids)  # only now: the plan has committed
     return f"fanned out {len(chunk_ids)} chunks"
 
 
 def run_period(period_id: int) -> str:
-    """Run a whole period in this process (tests, benchmarks, the CLI's --inline): plan, then
-    deliver every chunk in turn. Workers do the same through `coordinate` and `deliver_chunk`."""
+    """Run a whole period in this process (tests, benchmarks): plan, then deliver every chunk in
+    turn — what the workers do through `coordinate` and `sending.deliver_chunk`."""
     from campaigns.services import sending
 
-    status = coordinate_inline(period_id)
+    status, chunk_ids = _plan(period_id)
     if status != "planned":
         return status
-    with session_scope() as session:
-        chunk_ids = chunk_repo.unfinished_ids(session, period_id)
     for chunk_id in chunk_ids:
         outcome = sending.deliver_chunk(chunk_id)
         if outcome.startswith("waiting"):
             return outcome
     with session_scope() as session:
         return repo.get_period(session, period_id).status
-
-
-def coordinate_inline(period_id: int) -> str:
-    with session_scope() as session:
-        period = repo.get_period(session, period_id)
-        if period is None or period.status in (PeriodStatus.COMPLETED, PeriodStatus.FAILED):
-            return period.status if period else "missing"
-        campaign = campaign_service.get(session, period.campaign_id)
-        if campaign.status != CampaignStatus.ACTIVE:
-            return f"waiting: campaign is {campaign.status}"
-        if not plan_period(session, period, campaign):
-            finish(session, period, campaign)
-            return PeriodStatus.COMPLETED
-    return "planned"
 
 
 def finish(session: Session, period: SendPeriod, campaign: Campaign) -> None:

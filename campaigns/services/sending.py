@@ -105,22 +105,26 @@ class RateLimiter:
 
 
 def _deliver_with_retries(backend, send_id, msg, attempts: int) -> None:
-    """Temporary failures (4xx, a dropped connection) are retried with a short backoff; the last one
-    propagates as transient so the whole chunk is retried later by the task."""
+    """Temporary failures (4xx, a dropped connection) are retried with a short backoff. When they
+    persist: a lost connection propagates, so the task retries the chunk later; a server that keeps
+    deferring this one message (a full mailbox) makes it a recorded failure of this send alone, so
+    one recipient never holds back everyone queued behind it."""
     for attempt in range(1, attempts + 1):
         try:
             backend.deliver(send_id, msg)
             return
         except DeliveryError as exc:
-            if exc.permanent or attempt == attempts:
+            if exc.permanent or (attempt == attempts and exc.connection_lost):
                 raise
+            if attempt == attempts:
+                raise DeliveryError(f"deferred {attempts} times: {exc}", permanent=True) from exc
             time.sleep(min(0.2 * 2 ** (attempt - 1), 5.0))
 
 
 def _deliver_rows(ctx: ChunkContext, rows, backend, limiter) -> list[dict]:
     results = []
     for row in rows:
-        result = {"sid": row.id, "new_status": SendStatus.FAILED, "mid": None, "at": utcnow(), "err": None}
+        result = {"sid": row.id, "new_status": SendStatus.FAILED, "mid": None, "at": None, "err": None}
         results.append(result)
         if row.status != "active":  # suppression is re-checked at send time
             result["err"] = f"suppressed: customer is {row.status}"
