@@ -17,7 +17,11 @@ Every figure is paired with a baseline measured in the same run, since the machi
   bare insert  the same number of ledger-shaped rows into an empty scratch table with the same
                columns and the same unique (period_id, customer_id) constraint: PostgreSQL COPY,
                SQLite executemany in one transaction (also: the same with all of `send`'s indexes);
-  bare render  the same three templates (compiled the same way) rendered N times in one process.
+  bare render  the same three templates (compiled the same way), rendered min(N, --render-sample)
+               times in one process (the rate does not depend on N).
+
+The outbox (.eml files) goes to /dev/shm by default (--outbox-root): on a shared VM the disk, not
+the application, would otherwise set the delivery rate. The databases stay on disk (--tmp).
 
 Peak RSS is `ru_maxrss` of each child process (the plan coordinator and each delivery worker).
 Correctness is checked after each run: sent rows == eligible customers, .eml files == sent, period
@@ -38,6 +42,7 @@ import queue  # noqa: E402
 import random  # noqa: E402
 import resource  # noqa: E402
 import shutil  # noqa: E402
+import signal  # noqa: E402
 import sqlite3  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -224,7 +229,7 @@ def run_children(ctx, target, argsets: list[tuple], profile: bool) -> tuple[list
     """Spawn one process per argset; time from the moment all are imported and connected (so the
     interpreter start is not measured) until the last one finishes. Returns results, wall, idle RSS."""
     ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
-    procs = [ctx.Process(target=target, args=(*a, ready, go, results, profile)) for a in argsets]
+    procs = [ctx.Process(target=target, args=(*a, ready, go, results, profile), daemon=True) for a in argsets]
     for p in procs:
         p.start()
     idle = [ready.get(timeout=300) for _ in procs]
@@ -415,7 +420,7 @@ def check(backend: Backend, period_id: int, campaign_id: int, expected: int, out
 
 
 def one_run(backend: Backend, ctx, n: int, workers: int, run_no: int, outbox: Path, segment_ids: list[int],
-            profile: bool) -> dict:
+            profile: bool, render_sample: int) -> dict:
     from campaigns import db
     from campaigns.demo import demo_campaign
     from campaigns.models import SendPeriod
@@ -444,7 +449,8 @@ def one_run(backend: Backend, ctx, n: int, workers: int, run_no: int, outbox: Pa
     delivered, deliver_s, idle_rss = run_children(ctx, deliver_child, [(i, chunk_ids) for i in range(workers)],
                                                   profile)
     load.append(os.getloadavg()[0])
-    bare_render_s = bare_render(n)
+    sample = min(n, render_sample)
+    bare_render_s = bare_render(sample) * n / sample  # seconds for n at the measured rate
     load.append(os.getloadavg()[0])
     checks = check(backend, pid, cid, n, outbox)
     t = time.perf_counter()
@@ -527,13 +533,19 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--no-quarter", action="store_true", help="skip the W=1 run at N/4 (memory flatness)")
     parser.add_argument("--profile", action="store_true", help="cProfile the plan process and delivery worker 0")
-    parser.add_argument("--tmp", default=None, help="where the databases and outboxes go (default: $TMPDIR)")
+    parser.add_argument("--tmp", default=None, help="where the databases go (default: $TMPDIR)")
+    parser.add_argument("--outbox-root", default="/dev/shm" if os.path.isdir("/dev/shm") else None,
+                        help="where the .eml outbox goes (default /dev/shm: the shared VM disk is not measured)")
+    parser.add_argument("--render-sample", type=int, default=200_000,
+                        help="bare-render baseline: renders measured (min(N, this); the rate does not depend on N)")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop: still run the cleanup (server, files)
     n = args.customers
     workers = [int(w) for w in args.workers.split(",")]
     ctx = mp.get_context("spawn")
     print(f"bench_send_scale: {n:,} customers × 8 segments × 200 variants; backends {args.backends}; "
-          f"workers {workers}; {os.cpu_count()} CPUs; load average {os.getloadavg()}; "
+          f"workers {workers}; outbox under {args.outbox_root or tempfile.gettempdir()}; bare-render sample "
+          f"min(N, {args.render_sample:,}); {os.cpu_count()} CPUs; load average {os.getloadavg()}; "
           f"started {datetime.now().isoformat(timespec='seconds')}")
     sys.stdout.flush()
     runs = []
@@ -541,7 +553,7 @@ def main() -> None:
         home = Path(tempfile.mkdtemp(prefix=f"mab-scale-{name}-", dir=args.tmp))
         backend = Backend(name, home)
         try:
-            outbox = home / "outbox"
+            outbox = Path(tempfile.mkdtemp(prefix="mab-scale-outbox-", dir=args.outbox_root))
             configure(backend.url, outbox, home)
             from campaigns.migrate import upgrade
 
@@ -559,7 +571,7 @@ def main() -> None:
                     print(f"\n[{name}] loaded customers {loaded:,}..{size:,} in {time.perf_counter() - t:.1f} s "
                           "(direct COPY/executemany; not a measured stage)")
                     loaded = size
-                r = one_run(backend, ctx, size, w, k, outbox, segment_ids, args.profile)
+                r = one_run(backend, ctx, size, w, k, outbox, segment_ids, args.profile, args.render_sample)
                 runs.append(r)
                 report(r)
         finally:
@@ -568,6 +580,7 @@ def main() -> None:
             reset_engine()
             backend.stop()
             shutil.rmtree(home, ignore_errors=True)
+            shutil.rmtree(outbox, ignore_errors=True)
 
     print("\n## Summary (rates are customers/s; every ratio uses the baseline measured in the same run)\n")
     print(table(runs))

@@ -122,8 +122,8 @@ def test_diagnostics_are_json_serialisable():
 
 def test_top_two_spends_more_on_runner_up():
     stats = make_stats([0.03, 0.034, 0.02], sends=4000, seed=4)
-    plain = allocate(stats, AllocationConfig(floor=0.0), seed=1)
-    top2 = allocate(stats, AllocationConfig(floor=0.0, top_two=0.5), seed=1)
+    plain = allocate(stats, AllocationConfig(floor=0.0, sharpen=1.0, optimistic=False), seed=1)
+    top2 = allocate(stats, AllocationConfig(floor=0.0, sharpen=1.0, optimistic=False, top_two=0.5), seed=1)
     leader = int(np.argmax(plain.weights))
     assert top2.weights[leader] < plain.weights[leader]
     assert abs(top2.weights.sum() - 1) < 1e-12
@@ -131,10 +131,21 @@ def test_top_two_spends_more_on_runner_up():
 
 def test_sharpen_concentrates_weights_but_not_reported_p_best():
     stats = make_stats([0.03, 0.033, 0.031], sends=3000, seed=6)
-    plain = allocate(stats, AllocationConfig(floor=0.0), seed=1)
-    sharp = allocate(stats, AllocationConfig(floor=0.0, sharpen=4.0), seed=1)
+    plain = allocate(stats, AllocationConfig(floor=0.0, sharpen=1.0, optimistic=False), seed=1)
+    sharp = allocate(stats, AllocationConfig(floor=0.0, sharpen=4.0, optimistic=False), seed=1)
     assert sharp.weights.max() > plain.weights.max()
     np.testing.assert_array_equal(sharp.p_best, plain.p_best)
+
+
+def test_default_levers_sharpen_and_optimism_but_honest_p_best():
+    # defaults chosen by benchmarks/bench_chapelle_li.py and bench_email.py (see benchmarks/README.md)
+    assert AllocationConfig().sharpen == 2.0 and AllocationConfig().optimistic is True
+    stats = make_stats([0.03, 0.033, 0.031], sends=3000, seed=6)
+    plain = allocate(stats, AllocationConfig(floor=0.0, sharpen=1.0, optimistic=False), seed=1)
+    tuned = allocate(stats, AllocationConfig(floor=0.0), seed=1)
+    np.testing.assert_array_equal(tuned.p_best, plain.p_best)
+    assert tuned.weights.max() > plain.weights.max()
+    assert abs(tuned.weights.sum() - 1) < 1e-12
 
 
 def test_pruning_does_not_change_p_best_materially():

@@ -17,31 +17,38 @@ def _run(*args: str):
     return CliRunner().invoke(app, ["simulate", *args], env={"COLUMNS": "200"})
 
 
-@pytest.mark.parametrize("suffix", [".png", ".svg"])
-def test_simulate_prints_policies_and_writes_plot(tmp_path, suffix):
-    plot = tmp_path / f"regret{suffix}"
-    result = _run(
-        "--periods", "2", "--customers", "8000", "--segments", "2",
-        "--policies", ",".join(POLICIES), "--seed", "1", "--plot", str(plot),
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    for policy in POLICIES:
-        assert policy in result.output
-    assert "share of oracle" in result.output
+def _check_plot(plot):
     assert plot.exists() and plot.stat().st_size > 0
     data = plot.read_bytes()
-    if suffix == ".png":
+    if plot.suffix == ".png":
         assert data.startswith(PNG_SIGNATURE)
     else:
         root = ET.fromstring(data)  # noqa: S314 -- a file we just wrote
         assert root.tag.endswith("svg")
 
 
-def test_simulate_bernoulli_without_plot():
-    result = _run("--environment", "bernoulli", "--arms", "3", "--periods", "2", "--customers", "600",
-                  "--policies", "uniform,independent_ts,oracle")  # fmt: skip
+def test_simulate_factorial_prints_policies_and_writes_svg(tmp_path):
+    plot = tmp_path / "regret.svg"
+    result = _run(
+        "--periods", "2", "--customers", "4000", "--segments", "2",
+        "--policies", ",".join(POLICIES), "--seed", "1", "--plot", str(plot),
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "independent_ts" in result.output
+    for policy in POLICIES:
+        assert policy in result.output
+    assert "share of oracle" in result.output
+    _check_plot(plot)
+
+
+def test_simulate_bernoulli_writes_png(tmp_path):
+    plot = tmp_path / "regret.png"
+    policies = ("uniform", "epsilon_greedy", "independent_ts", "oracle")
+    result = _run("--environment", "bernoulli", "--arms", "3", "--periods", "3", "--customers", "900",
+                  "--policies", ",".join(policies), "--plot", str(plot))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for policy in policies:
+        assert policy in result.output
+    _check_plot(plot)
 
 
 @pytest.mark.parametrize(
