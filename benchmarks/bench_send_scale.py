@@ -23,7 +23,8 @@ Every figure is paired with a baseline measured in the same run, since the machi
 The outbox (.eml files) goes to /dev/shm by default (--outbox-root): on a shared VM the disk, not
 the application, would otherwise set the delivery rate. The databases stay on disk (--tmp).
 
-Peak RSS is `ru_maxrss` of each child process (the plan coordinator and each delivery worker).
+Peak RSS is each child process's own VmHWM (the plan coordinator and each delivery worker): not
+`ru_maxrss`, which on Linux a spawned child inherits from its parent's peak.
 Correctness is checked after each run: sent rows == eligible customers, .eml files == sent, period
 completed, every chunk done once, and a few emails parsed back and matched to their customer.
 """
@@ -72,6 +73,16 @@ def configure(url: str, outbox: Path, home: Path) -> None:
 
 
 def maxrss_mb() -> float:
+    """This process's own peak RSS. On Linux `ru_maxrss` of a spawned child starts at its parent's
+    peak (the hiwater of the address space it replaced at exec), so read VmHWM, which is this
+    address space's own high-water mark."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 

@@ -54,6 +54,9 @@ def main() -> None:
         cfg = AllocationConfig(objective=objective, model="independent")
         t = best_of(lambda cfg=cfg: allocate_segments(segs, cfg, seed=0))
         print(f"  engine independent, {objective:<10}: {t:.3f} s")
+    cfg = AllocationConfig(objective="conversion", model="independent", sharpen=1.0, optimistic=False)
+    t = best_of(lambda: allocate_segments(segs, cfg, seed=0))
+    print(f"  engine independent, conversion, plain TS weights (sharpen=1, no optimism): {t:.3f} s")
     cfg = AllocationConfig(model="hierarchical")
     print(f"  engine hierarchical, conversion: {best_of(lambda: allocate_segments(segs, cfg, seed=0)):.3f} s")
     from bandit import FactorDesign
