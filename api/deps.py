@@ -18,7 +18,9 @@ def get_session() -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the commit happens before the response is sent. A client that got 201/202 can
+# read what it wrote at once, and a failed commit is an error response, never a false success.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key from `mab create-key`.")
 

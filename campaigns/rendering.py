@@ -8,9 +8,9 @@ import binascii
 import re
 import uuid
 from dataclasses import dataclass
-from functools import lru_cache
 from email.header import Header
 from email.utils import formataddr, formatdate, parseaddr
+from functools import lru_cache
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
@@ -89,7 +89,8 @@ def _check_unsafe(part: str, ast: nodes.Template) -> None:
     for node in ast.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):
         if isinstance(node, nodes.Getattr) and node.attr.startswith("_"):
             raise InvalidInput(f"template.{part}", f"access to private attribute '{node.attr}' is not allowed")
-        if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) and str(node.arg.value).startswith("_"):
+        is_const_item = isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const)
+        if is_const_item and str(node.arg.value).startswith("_"):
             raise InvalidInput(f"template.{part}", f"access to private item '{node.arg.value}' is not allowed")
         if isinstance(node, nodes.Filter) and node.name in FORBIDDEN_FILTERS:
             raise InvalidInput(f"template.{part}", f"the '{node.name}' filter is not allowed")

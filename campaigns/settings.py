@@ -55,7 +55,9 @@ class Settings(BaseSettings):
     render_timeout_seconds: float = Field(2.0, gt=0, description="Per-message rendering time cap.")
     smtp_rate_per_second: float = Field(0.0, ge=0, description="Messages per second per worker (0: unlimited).")
     smtp_max_attempts: int = Field(4, ge=1, description="Tries per message on a temporary (4xx) SMTP failure.")
-    unsubscribe_mailto: str = Field("", description="mailto address in List-Unsubscribe (default unsubscribe@<from domain>).")
+    unsubscribe_mailto: str = Field(
+        "", description="mailto address in List-Unsubscribe (default unsubscribe@<from domain>)."
+    )
     beat_interval_seconds: float = Field(30.0, gt=0, description="How often beat looks for due periods.")
     max_events_per_request: int = Field(10_000, ge=1)
     max_customers_per_request: int = Field(1_000_000, ge=1, description="Row cap of one import call.")

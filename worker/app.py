@@ -5,7 +5,6 @@ from celery import Celery
 from campaigns.settings import get_settings
 
 
-
 def make_celery() -> Celery:
     settings = get_settings()
     broker = settings.redis_url or "redis://127.0.0.1:6379/0"

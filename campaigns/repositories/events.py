@@ -54,7 +54,10 @@ def apply_clicks(session: Session, params: list[dict]) -> None:
         stmt = (
             update(t)
             .where(t.c.id == bindparam("sid"))
-            .values(clicks=t.c.clicks + bindparam("n"), first_click_at=func.coalesce(t.c.first_click_at, bindparam("at")))
+            .values(
+                clicks=t.c.clicks + bindparam("n"),
+                first_click_at=func.coalesce(t.c.first_click_at, bindparam("at")),
+            )
         )
         session.connection().execute(stmt, params)
 

@@ -64,7 +64,8 @@ def import_customers(session: Session, customers: Iterable[tuple[str, CustomerIn
         known = repo.existing_customer_ids(session, [r["external_id"] for r in rows])
         inserted += len(rows) - len(known)
         repo.upsert_customers(session, rows)
-        repo.set_consent(session, [{"ext": c.external_id, "consent": c.consent} for _, c in batch if c.consent is not None])
+        explicit = [{"ext": c.external_id, "consent": c.consent} for _, c in batch if c.consent is not None]
+        repo.set_consent(session, explicit)
     session.flush()
     return {"received": received, "inserted": inserted, "updated": received - inserted}
 

@@ -123,3 +123,42 @@ def test_period_assignments_export_as_csv_and_parquet(api, tmp_path):
     assert set(table.column("status").to_pylist()) == {"sent"}
     assert api("GET", f"/campaigns/{cid}/periods/9/sends.parquet", "marketer").status_code == 404
     assert api("GET", f"/campaigns/{cid}/periods/1/sends.parquet", "analyst").status_code == 403
+
+
+def test_a_write_is_committed_before_its_response_is_sent(api):
+    """The order of events inside the ASGI call: the commit must come before the response starts, so a
+    client that got 201 can read its write at once and a failed commit can never look like success."""
+    import asyncio
+    import json
+
+    from sqlalchemy import event
+    from sqlmodel import Session
+
+    order: list[str] = []
+
+    def committed(_session):
+        order.append("commit")
+
+    body = json.dumps(small_campaign_payload()).encode()
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/campaigns", "raw_path": b"/campaigns", "query_string": b"", "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"x-api-key", api.keys["marketer"].encode()),
+                    (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+    }
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive():
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            order.append(f"response {message['status']}")
+
+    event.listen(Session, "after_commit", committed)
+    try:
+        asyncio.run(api.client.app(scope, receive, send))
+    finally:
+        event.remove(Session, "after_commit", committed)
+    assert "response 201" in order and order.index("commit") < order.index("response 201"), order
