@@ -40,7 +40,6 @@ import io  # noqa: E402
 import multiprocessing as mp  # noqa: E402
 import os  # noqa: E402
 import queue  # noqa: E402
-import random  # noqa: E402
 import resource  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
@@ -361,7 +360,8 @@ class Backend:
                                                for c in ids[a:a + 50_000]))
             else:
                 conn.executemany(
-                    f"INSERT INTO bare_send ({', '.join(SEND_COLUMNS)}) VALUES (1, 1, ?, ?, ?, 0.0045, 'queued', 0, 0, 0)",
+                    f"INSERT INTO bare_send ({', '.join(SEND_COLUMNS)})"  # noqa: S608 (constant columns)
+                    " VALUES (1, 1, ?, ?, ?, 0.0045, 'queued', 0, 0, 0)",
                     ((c, segment_ids[s], c % 200) for s, ids in order for c in ids))
             conn.commit()
             seconds = time.perf_counter() - t
@@ -533,7 +533,8 @@ def table(runs: list[dict]) -> str:
             f"| {r['bare_insert_s'] / r['plan_s']:.2f} | {n / r['deliver_s']:,.0f} ({n / r['deliver_s'] / w:,.0f}) "
             f"| {n / r['bare_render_s']:,.0f} | {r['bare_render_s'] * n / r['deliver_s'] / w / n:.2f} "
             f"| {period:,.1f} s | {period * TARGET_N / n / 60:.1f} min "
-            f"| {r['plan_rss_mb']:.0f} / {max(r['worker_rss_mb']):.0f} MB | {'OK' if r['checks']['ok'] else 'FAILED'} |")
+            f"| {r['plan_rss_mb']:.0f} / {max(r['worker_rss_mb']):.0f} MB "
+            f"| {'OK' if r['checks']['ok'] else 'FAILED'} |")
     return "\n".join(rows)
 
 
@@ -545,7 +546,8 @@ def main() -> None:
     parser.add_argument("--no-quarter", action="store_true", help="skip the W=1 run at N/4 (memory flatness)")
     parser.add_argument("--profile", action="store_true", help="cProfile the plan process and delivery worker 0")
     parser.add_argument("--tmp", default=None, help="where the databases go (default: $TMPDIR)")
-    parser.add_argument("--outbox-root", default="/dev/shm" if os.path.isdir("/dev/shm") else None,
+    shm = "/dev/shm"  # noqa: S108 (tmpfs on purpose; a private mkdtemp under it)
+    parser.add_argument("--outbox-root", default=shm if os.path.isdir(shm) else None,
                         help="where the .eml outbox goes (default /dev/shm: the shared VM disk is not measured)")
     parser.add_argument("--render-sample", type=int, default=200_000,
                         help="bare-render baseline: renders measured (min(N, this); the rate does not depend on N)")

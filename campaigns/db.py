@@ -83,9 +83,10 @@ def dialect_insert(session: Session):
 def insert_ignoring_conflicts(session: Session, table, conflict_cols: list[str]):
     """INSERT … ON CONFLICT DO NOTHING, to execute with a list of rows.
 
-    Executed as `session.execute(stmt, rows)`, SQLAlchemy batches the rows into multi-row INSERTs
-    ("insertmanyvalues") from one cached compilation; building `.values(rows)` instead recompiles a
-    statement with a bind parameter per cell, which cost more than the database's own work.
+    Executed as `session.execute(stmt, rows)` the statement is compiled once and run as an
+    executemany; building `.values(rows)` instead recompiled a statement with a bind parameter per
+    cell, which cost more than the database's own work. On PostgreSQL the executemany is still one
+    INSERT per row (benchmarks/README.md: ~0.05 of COPY); COPY into a staging table is the next step.
     Add `.returning()` to learn which rows were new.
     """
     return dialect_insert(session)(table).on_conflict_do_nothing(index_elements=conflict_cols)
