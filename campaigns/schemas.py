@@ -107,7 +107,9 @@ class CustomerIn(Strict):
     email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=320)]
     segment: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     attributes: dict[str, str | int | float | bool | None] = {}
-    consent: bool | None = Field(None, description="Marketing consent; omitted: new customers consent, known ones keep theirs.")
+    consent: bool | None = Field(
+        None, description="Marketing consent; omitted: new customers consent, known ones keep theirs."
+    )
 
 
 class CustomersIn(Strict):

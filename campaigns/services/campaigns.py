@@ -8,7 +8,7 @@ import bandit
 from campaigns import design
 from campaigns.db import on_commit
 from campaigns.errors import Conflict, InvalidInput, NotFound
-from campaigns.models import Campaign, CampaignSegment, CampaignStatus, Variant, utcnow
+from campaigns.models import Campaign, CampaignSegment, CampaignStatus, PeriodStatus, Variant, utcnow
 from campaigns.rendering import static_links, validate_templates
 from campaigns.repositories import campaigns as repo
 from campaigns.repositories import customers as customer_repo
@@ -148,6 +148,11 @@ def transition(session: Session, campaign_id: int, action: str) -> Campaign:
         campaign.started_at = utcnow()
         # The first period is due at once when the campaign has a cadence.
         campaign.next_period_at = utcnow() if campaign.cadence in CADENCE else None
+    if action == "complete":
+        inflight = repo.in_flight_period(session, campaign_id)
+        if inflight is not None:  # its remaining queued sends will never go out: say so on the period
+            inflight.status = PeriodStatus.FAILED
+            inflight.error = "stopped: the campaign was completed before this period finished"
     if action == "resume":
         from campaigns.services import periods  # periods imports this module
 

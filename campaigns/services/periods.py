@@ -1,10 +1,11 @@
-"""Send periods: allocate per segment, assign every eligible customer once, render, deliver.
+"""Send periods: allocate per segment, assign every eligible customer once, fan the sends out.
 
 A period runs in two phases, each safe to rerun after a crash:
-1. plan — one transaction: an allocation snapshot per segment (seeded, stored, reused on rerun)
-   and a ledger row per eligible customer (claimed by the unique (period, customer) constraint);
-2. deliver — chunk by chunk, each its own transaction: render and deliver the queued rows and
-   record the outcome. Only queued rows move, so a rerun skips what was already sent.
+1. plan (`coordinate`, one task, one transaction): an allocation snapshot per segment (seeded,
+   stored, reused on rerun), a ledger row per eligible customer (claimed by the unique
+   (period, customer) constraint), and the ledger cut into chunks of send ids;
+2. deliver (`campaigns.services.sending.deliver_chunk`, one task per chunk, any number of workers):
+   lease a chunk, render and deliver its queued rows in small committed batches.
 """
 
 import logging

@@ -218,3 +218,15 @@ def test_per_segment_exclusions_hold_in_weights_and_sends(database_url, redis_se
     assert other.arms == list(range(6))
     sent_to_champions = {x.arm for x in sends_of(pid) if x.segment_id == champions}
     assert sent_to_champions and not sent_to_champions & excluded
+
+
+def test_completing_a_campaign_stops_its_period_in_flight_and_says_so(database_url, redis_server):
+    cid = setup_campaign(20)
+    pid = new_period(cid)
+    with session_scope() as s:
+        campaigns.transition(s, cid, "complete")
+    assert periods.run_period(pid) == PeriodStatus.FAILED
+    with session_scope() as s:
+        period = s.get(SendPeriod, pid)
+        assert "campaign was completed" in period.error
+    assert sends_of(pid) == []
