@@ -35,18 +35,24 @@ def _on_alarm(signum, frame):
     raise RenderLimitExceeded("rendering took longer than MAB_RENDER_TIMEOUT_SECONDS")
 
 
+_alarm_installed = False
+
+
 def render_limited(render, timeout: float):
     """Run `render()` under a wall-clock cap. The cap needs SIGALRM, i.e. the main thread (where
-    Celery's prefork workers run tasks); elsewhere the sandbox's own limits still apply."""
+    Celery's prefork workers run tasks); elsewhere the sandbox's own limits still apply. The handler
+    is installed once per process; each message only arms and disarms the timer (a hot path)."""
+    global _alarm_installed
     if threading.current_thread() is not threading.main_thread():
         return render()
-    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    if not _alarm_installed:
+        signal.signal(signal.SIGALRM, _on_alarm)
+        _alarm_installed = True
     signal.setitimer(signal.ITIMER_REAL, timeout)
     try:
         return render()
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 class ChunkContext:

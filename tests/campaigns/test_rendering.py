@@ -63,3 +63,14 @@ def test_non_ascii_subject_sender_and_body_survive_encoding():
     assert parsed.get_body(("plain",)).get_content().replace("\r\n", "\n").strip() == "naïve\nline two"
     assert parsed.get_body(("html",)).get_content().strip() == "<p>crème brûlée " + "x" * 200 + "</p>"
     assert all(len(line) <= 998 for line in msg.raw.split(b"\r\n"))
+
+
+def test_render_time_cap_stops_a_runaway_render():
+    import time
+
+    from campaigns.services.sending import RenderLimitExceeded, render_limited
+
+    with pytest.raises(RenderLimitExceeded):
+        render_limited(lambda: time.sleep(2), 0.05)
+    assert render_limited(lambda: "ok", 0.05) == "ok"
+    time.sleep(0.1)  # the timer was disarmed: no stray alarm fires afterwards
