@@ -32,11 +32,18 @@ class OutboxBackend:
     def __init__(self, directory: Path):
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
+        self._prefix = f"{directory}{os.sep}"
 
     def deliver(self, send_id: int, message: OutgoingEmail) -> None:
-        final = self.directory / f"{send_id}.eml"
-        tmp = final.with_suffix(".tmp")
-        tmp.write_bytes(message.raw)
+        final = f"{self._prefix}{send_id}.eml"  # plain strings and os calls: a hot path
+        tmp = f"{self._prefix}{send_id}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            data = memoryview(message.raw)
+            while data:  # a regular file takes it all at once; loop anyway rather than assume
+                data = data[os.write(fd, data):]
+        finally:
+            os.close(fd)
         os.replace(tmp, final)  # atomic: a reader never sees half an email
 
     def close(self) -> None:

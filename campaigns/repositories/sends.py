@@ -1,44 +1,118 @@
 """Queries over the send ledger: audience selection, bulk claims, delivery results, aggregates."""
 
-from datetime import datetime
+import json
+from datetime import UTC, datetime
+from typing import NamedTuple
 
 import numpy as np
-from sqlalchemy import and_, bindparam, case, func, select, update
+from sqlalchemy import and_, bindparam, case, func, select, text, update
 from sqlmodel import Session
 
-from campaigns.db import insert_ignoring_conflicts
-from campaigns.models import Customer, CustomerStatus, Send, SendPeriod, SendStatus
+from campaigns.models import Customer, Send, SendPeriod, SendStatus
+
+
+def _is_pg(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _driver_connection(session: Session):
+    """The DBAPI connection under the session's transaction: bulk paths (COPY, executemany of
+    tuples) skip the ORM's per-row work but stay in the same unit of work."""
+    return session.connection().connection.driver_connection
+
+
+# Binary COPY of one bigint column: a 19-byte header, then per row a 2-byte field count, a 4-byte
+# length and the 8-byte value (big-endian), then a 2-byte trailer.
+_COPY_BIGINT_ROW = np.dtype([("fields", ">i2"), ("length", ">i4"), ("value", ">i8")])
 
 
 def eligible_customer_ids(
     session: Session, segment_id: int, period_id: int, cap: tuple[int, datetime] | None = None
 ) -> np.ndarray:
     """Active, consenting customers of the segment not yet claimed in this period and under the
-    cross-campaign frequency cap (`cap` = (max emails, since when)), in id order (deterministic)."""
-    already = select(Send.customer_id).where(Send.period_id == period_id)
-    stmt = select(Customer.id).where(
-        Customer.segment_id == segment_id,
-        Customer.status == CustomerStatus.ACTIVE,
-        Customer.consent.is_(True),
-        Customer.id.not_in(already),
-    )
+    cross-campaign frequency cap (`cap` = (max emails, since when)), in id order (deterministic).
+
+    Set-based, and fetched straight into numpy (binary COPY on PostgreSQL): no Python object per
+    customer. The cap only reads sends of periods that can hold mail sent since `since` (periods
+    not completed before it), through the ledger's unique (period_id, customer_id) index."""
+    params: dict = {"segment_id": segment_id, "period_id": period_id}
+    capped = ""
     if cap is not None:
-        limit, since = cap
-        capped = (
-            select(Send.customer_id)
-            .where(Send.status == SendStatus.SENT, Send.sent_at >= since)
-            .group_by(Send.customer_id)
-            .having(func.count() >= limit)
-        )
-        stmt = stmt.where(Customer.id.not_in(capped))
-    ids = session.execute(stmt.order_by(Customer.id)).scalars().all()
-    return np.fromiter(ids, dtype=np.int64, count=len(ids))
+        params["cap_limit"], params["since"] = cap
+        capped = """
+          AND c.id NOT IN (
+            SELECT s.customer_id FROM send s
+            WHERE s.period_id IN (SELECT p.id FROM send_period p
+                                  WHERE p.completed_at IS NULL OR p.completed_at >= %(since)s)
+              AND s.status = 'sent' AND s.sent_at >= %(since)s
+            GROUP BY s.customer_id HAVING count(*) >= %(cap_limit)s)"""
+    pg = _is_pg(session)
+    sql = f"""
+        SELECT {"CAST(c.id AS BIGINT)" if pg else "c.id"} FROM customer c
+        WHERE c.segment_id = %(segment_id)s AND c.status = 'active' AND c.consent = TRUE
+          AND NOT EXISTS (SELECT 1 FROM send s WHERE s.period_id = %(period_id)s AND s.customer_id = c.id)
+          {capped}
+        ORDER BY c.id"""  # noqa: S608 (no values are formatted in: only the optional clause)
+    if pg:
+        with _driver_connection(session).cursor() as cur:
+            with cur.copy(f"COPY ({sql}) TO STDOUT (FORMAT BINARY)", params) as copy:
+                data = b"".join(bytes(block) for block in copy)
+        if len(data) <= 21:
+            return np.empty(0, dtype=np.int64)
+        return np.frombuffer(data[19:-2], dtype=_COPY_BIGINT_ROW)["value"].astype(np.int64)
+    cur = _driver_connection(session).cursor()
+    try:
+        # sqlite3 takes :name placeholders; datetimes are stored as ISO text by the ORM
+        qmarks = sql.replace("%(", ":").replace(")s", "")
+        if "since" in params:
+            # the format SQLAlchemy stores SQLite datetimes in (UTC, always with microseconds)
+            params["since"] = params["since"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+        cur.execute(qmarks, params)
+        ids = np.empty(0, dtype=np.int64)
+        parts = []
+        while block := cur.fetchmany(100_000):
+            parts.append(np.fromiter((r[0] for r in block), dtype=np.int64, count=len(block)))
+        return np.concatenate(parts) if parts else ids
+    finally:
+        cur.close()
 
 
-def claim_sends(session: Session, rows: list[dict]) -> None:
-    """Insert ledger rows; a (period, customer) already claimed is skipped by the unique constraint."""
-    if rows:
-        session.execute(insert_ignoring_conflicts(session, Send.__table__, ["period_id", "customer_id"]), rows)
+CLAIM_COLUMNS = ("campaign_id", "period_id", "segment_id", "status", "clicks", "conversions", "revenue",
+                 "customer_id", "arm", "propensity")
+
+
+def claim_sends(
+    session: Session, campaign_id: int, period_id: int, segment_id: int,
+    customer_ids: np.ndarray, arms: np.ndarray, propensities: np.ndarray,
+) -> None:
+    """Write one segment's ledger rows in bulk: PostgreSQL `COPY`, SQLite one `executemany` of
+    tuples, both inside the caller's transaction.
+
+    Exactly once: the caller holds the period's row lock and selected only customers not yet
+    claimed in this period, so nothing can conflict; if anything ever did, the unique
+    (period_id, customer_id) constraint fails the whole plan transaction, which then reruns."""
+    if not len(customer_ids):
+        return
+    fixed = (campaign_id, period_id, segment_id, SendStatus.QUEUED.value, 0, 0, 0.0)
+    cols = ", ".join(CLAIM_COLUMNS)
+    if _is_pg(session):
+        prefix = "\t".join(str(v) for v in fixed) + "\t"
+        with _driver_connection(session).cursor() as cur, cur.copy(f"COPY send ({cols}) FROM STDIN") as copy:
+            for start in range(0, len(customer_ids), 50_000):  # bounded memory per write
+                stop = start + 50_000
+                copy.write("".join(
+                    f"{prefix}{c}\t{a}\t{p!r}\n"
+                    for c, a, p in zip(customer_ids[start:stop].tolist(), arms[start:stop].tolist(),
+                                       propensities[start:stop].tolist(), strict=True)))
+        return
+    cur = _driver_connection(session).cursor()
+    try:
+        cur.executemany(
+            f"INSERT INTO send ({cols}) VALUES ({', '.join('?' * len(CLAIM_COLUMNS))})",  # noqa: S608
+            ((*fixed, c, a, p) for c, a, p in zip(customer_ids.tolist(), arms.tolist(), propensities.tolist(),
+                                                  strict=True)))
+    finally:
+        cur.close()
 
 
 def send_id_range(session: Session, period_id: int) -> tuple[int | None, int | None]:
@@ -46,44 +120,59 @@ def send_id_range(session: Session, period_id: int) -> tuple[int | None, int | N
     return tuple(session.execute(stmt).one())
 
 
-def queued_batch(session: Session, period_id: int, limit: int, first_id: int = 0, last_id: int | None = None):
-    """The next claimed-but-unsent rows of a chunk (a send id range), with what rendering needs
-    about the customer — read just before delivery, so suppression is checked at send time."""
-    stmt = (
-        select(
-            Send.id,
-            Send.arm,
-            Customer.external_id,
-            Customer.email,
-            Customer.attributes,
-            Customer.status,
-        )
-        .join(Customer, Customer.id == Send.customer_id)
-        .where(Send.period_id == period_id, Send.status == SendStatus.QUEUED, Send.id >= first_id)
-        .order_by(Send.id)
-        .limit(limit)
-    )
-    if last_id is not None:
-        stmt = stmt.where(Send.id <= last_id)
-    return session.execute(stmt).all()
+_QUEUED_BATCH = text("""
+    SELECT s.id, s.arm, c.external_id, c.email, c.attributes, c.status
+    FROM send s JOIN customer c ON c.id = s.customer_id
+    WHERE s.id >= :first_id AND s.id <= :last_id AND s.period_id = :period_id AND s.status = 'queued'
+    ORDER BY s.id""")
+
+
+def queued_batch(session: Session, period_id: int, first_id: int, last_id: int) -> list:
+    """The claimed-but-unsent rows with send ids in [first_id, last_id] (a slice of a chunk), with
+    what rendering needs about the customer — read just before delivery, so suppression is
+    checked at send time. Paging by id range keeps every read on the primary key. Plain SQL:
+    this runs for every email, and the ORM's row processing cost more than the query."""
+    rows = session.execute(_QUEUED_BATCH, {"first_id": first_id, "last_id": last_id, "period_id": period_id}).all()
+    return [
+        QueuedSend(r[0], r[1], r[2], r[3], json.loads(r[4]) if isinstance(r[4], str) else r[4], r[5]) for r in rows
+    ]
+
+
+class QueuedSend(NamedTuple):
+    id: int
+    arm: int
+    external_id: str
+    email: str
+    attributes: dict | None
+    status: str
+
+
+_MARK_SENT_PG = text("""
+    UPDATE send SET status = 'sent', message_id = v.mid, sent_at = v.at
+    FROM unnest(CAST(:ids AS BIGINT[]), CAST(:mids AS VARCHAR[]), CAST(:ats AS TIMESTAMPTZ[])) AS v(id, mid, at)
+    WHERE send.id = v.id AND send.status = 'queued'""")
 
 
 def record_results(session: Session, results: list[dict]) -> None:
-    """executemany: [{"sid", "status", "error", "message_id", "sent_at"}, …]; only queued rows move."""
+    """[{"sid", "new_status", "err", "mid", "at"}, …]; only queued rows move. Delivered rows:
+    PostgreSQL one set-based UPDATE per batch (arrays unnested), SQLite one executemany. Failed
+    rows (few) always by executemany."""
     if not results:
         return
+    sent = [r for r in results if r["new_status"] == SendStatus.SENT]
+    failed = [r for r in results if r["new_status"] != SendStatus.SENT] if len(sent) < len(results) else []
     t = Send.__table__
-    stmt = (
-        update(t)
-        .where(and_(t.c.id == bindparam("sid"), t.c.status == SendStatus.QUEUED))
-        .values(
-            status=bindparam("new_status"),
-            error=bindparam("err"),
-            message_id=bindparam("mid"),
-            sent_at=bindparam("at"),
-        )
-    )
-    session.connection().execute(stmt, results)
+    queued = and_(t.c.id == bindparam("sid"), t.c.status == SendStatus.QUEUED)
+    if sent and _is_pg(session):
+        session.execute(_MARK_SENT_PG, {"ids": [r["sid"] for r in sent], "mids": [r["mid"] for r in sent],
+                                        "ats": [r["at"] for r in sent]})
+    elif sent:
+        stmt = update(t).where(queued).values(status=SendStatus.SENT, message_id=bindparam("mid"),
+                                              sent_at=bindparam("at"))
+        session.connection().execute(stmt, sent)
+    if failed:
+        stmt = update(t).where(queued).values(status=bindparam("new_status"), error=bindparam("err"))
+        session.connection().execute(stmt, failed)
 
 
 def add_progress(session: Session, period_id: int, sent: int, failed: int) -> None:
@@ -104,6 +193,12 @@ def update_period_counts(session: Session, period: SendPeriod) -> None:
     period.failed = counts.get(SendStatus.FAILED, 0)
 
 
+def campaign_period_ids(campaign_id: int):
+    """The campaign's period ids as a subquery: the way into the ledger by campaign, through its
+    unique (period_id, customer_id) index (the ledger has no campaign index on purpose)."""
+    return select(SendPeriod.id).where(SendPeriod.campaign_id == campaign_id).scalar_subquery()
+
+
 def arm_aggregates(session: Session, campaign_id: int, segment_id: int | None = None):
     """Sufficient statistics per (segment, arm) over delivered sends, aggregated by the database."""
     clicked = func.sum(case((Send.first_click_at.is_not(None), 1), else_=0))
@@ -118,7 +213,7 @@ def arm_aggregates(session: Session, campaign_id: int, segment_id: int | None = 
             func.coalesce(func.sum(Send.revenue), 0.0).label("revenue"),
             func.coalesce(func.sum(Send.revenue * Send.revenue), 0.0).label("revenue_sq"),
         )
-        .where(Send.campaign_id == campaign_id, Send.status == SendStatus.SENT)
+        .where(Send.period_id.in_(campaign_period_ids(campaign_id)), Send.status == SendStatus.SENT)
         .group_by(Send.segment_id, Send.arm)
     )
     if segment_id is not None:

@@ -26,7 +26,6 @@ from campaigns.models import (
     CampaignStatus,
     PeriodStatus,
     SendPeriod,
-    SendStatus,
     utcnow,
 )
 from campaigns.repositories import campaigns as repo
@@ -38,7 +37,6 @@ from campaigns.settings import get_settings
 log = logging.getLogger(__name__)
 
 HOLDOUT = bandit.HOLDOUT
-CLAIM_BATCH = 20_000  # ledger rows built and inserted at a time: memory stays flat as audiences grow
 
 
 def enqueue_run(period_id: int) -> None:
@@ -191,15 +189,7 @@ def plan_period(session: Session, period: SendPeriod, campaign: Campaign) -> lis
         )
         arm_of = np.asarray(snap.arms, dtype=np.int64)
         global_arm = np.where(drawn.arm == HOLDOUT, HOLDOUT, arm_of[np.maximum(drawn.arm, 0)])
-        fixed = {"campaign_id": campaign.id, "period_id": period.id, "segment_id": segment.id,
-                 "status": SendStatus.QUEUED, "clicks": 0, "conversions": 0, "revenue": 0.0}
-        for start in range(0, len(customer_ids), CLAIM_BATCH):  # bounded memory per segment
-            stop = start + CLAIM_BATCH
-            send_repo.claim_sends(session, [
-                {**fixed, "customer_id": cid, "arm": arm, "propensity": p}
-                for cid, arm, p in zip(customer_ids[start:stop].tolist(), global_arm[start:stop].tolist(),
-                                       drawn.propensity[start:stop].tolist(), strict=True)
-            ])
+        send_repo.claim_sends(session, campaign.id, period.id, segment.id, customer_ids, global_arm, drawn.propensity)
     period.status = PeriodStatus.RUNNING
     period.started_at = period.started_at or now
     if period.chunks == 0:
@@ -224,7 +214,9 @@ def enqueue_chunks(chunk_ids: list[int]) -> None:
 def _plan(period_id: int) -> tuple[str, list[int]]:
     """Plan the period (once; a rerun only returns its unfinished chunks), committed on return."""
     with session_scope() as session:
-        period = repo.get_period(session, period_id)
+        # The period's row lock serialises coordinators: a redelivered `run_period` waits here, then
+        # finds the period planned (its customers claimed) and only hands out unfinished chunks.
+        period = chunk_repo.lock_period(session, period_id)
         if period is None or period.status in (PeriodStatus.COMPLETED, PeriodStatus.FAILED):
             return (period.status if period else "missing"), []
         campaign = campaign_service.get(session, period.campaign_id)

@@ -192,23 +192,23 @@ def deliver_chunk(chunk_id: int) -> str:
     batch = settings.smtp_commit_every if settings.delivery_backend == "smtp" else settings.send_commit_every
     cursor = first
     try:
-        while True:
+        while cursor <= last:
+            upper = min(cursor + batch - 1, last)  # a slice of the chunk's id range
             with session_scope() as session:
                 status = repo.get_campaign(session, campaign_id).status
                 if status != CampaignStatus.ACTIVE:
                     chunk_repo.release(session, chunk_id)
                     return f"waiting: campaign is {status}"
-                rows = send_repo.queued_batch(session, period_id, batch, cursor, last)
-                if not rows:
-                    break
-                try:
-                    results = _deliver_rows(ctx, rows, backend, limiter)
-                except _Interrupted as stop:
-                    _record(session, period_id, chunk_id, stop.results, lease)
-                    session.commit()
-                    raise stop.cause from None
-                _record(session, period_id, chunk_id, results, lease)
-                cursor = rows[-1].id + 1
+                rows = send_repo.queued_batch(session, period_id, cursor, upper)
+                if rows:
+                    try:
+                        results = _deliver_rows(ctx, rows, backend, limiter)
+                    except _Interrupted as stop:
+                        _record(session, period_id, chunk_id, stop.results, lease)
+                        session.commit()
+                        raise stop.cause from None
+                    _record(session, period_id, chunk_id, results, lease)
+            cursor = upper + 1
     finally:
         backend.close()
     return close_chunk(chunk_id, period_id)

@@ -4,13 +4,14 @@ assigned exactly once, propensities are logged, snapshots are stored, reruns cha
 import email
 import email.policy
 from collections import Counter
+from datetime import timedelta
 
 import numpy as np
 import pytest
 from sqlalchemy import select
 
 from campaigns.db import session_scope
-from campaigns.models import AllocationSnapshot, CustomerStatus, PeriodStatus, Send, SendPeriod
+from campaigns.models import AllocationSnapshot, Customer, CustomerStatus, PeriodStatus, Send, SendPeriod
 from campaigns.repositories import customers as customer_repo
 from campaigns.schemas import CampaignCreate, CustomerIn
 from campaigns.services import campaigns, customers, periods
@@ -230,3 +231,40 @@ def test_completing_a_campaign_stops_its_period_in_flight_and_says_so(database_u
         period = s.get(SendPeriod, pid)
         assert "campaign was completed" in period.error
     assert sends_of(pid) == []
+
+
+def test_frequency_cap_and_consent_are_honoured_at_selection(database_url, redis_server, monkeypatch):
+    """With a cap of 1 email per 7 days across campaigns, customers mailed by campaign A are left
+    out of campaign B's period; a send older than the window no longer counts; customers without
+    marketing consent are never selected."""
+    monkeypatch.setenv("MAB_FREQUENCY_CAP", "1")
+    monkeypatch.setenv("MAB_FREQUENCY_WINDOW_DAYS", "7")
+    get_settings.cache_clear()
+    try:
+        a = setup_campaign(300)
+        pid_a = new_period(a)
+        assert periods.run_period(pid_a) == PeriodStatus.COMPLETED
+        mailed = sorted(s.customer_id for s in sends_of(pid_a))
+        assert len(mailed) == 300
+        with session_scope() as s:
+            # 100 of A's sends happened 8 days ago (outside the window); 20 customers withdrew consent
+            old = mailed[:100]
+            for send in s.execute(select(Send).where(Send.period_id == pid_a, Send.customer_id.in_(old))).scalars():
+                send.sent_at = send.sent_at - timedelta(days=8)
+            no_consent = mailed[100:120]
+            for cust_id in no_consent:
+                s.get(Customer, cust_id).consent = False
+            # 50 new customers nobody has mailed
+            customers.import_customers(s, customers.json_rows(
+                [CustomerIn(**c) for c in make_customers(50, prefix="new")]))
+            b = campaigns.create(s, CampaignCreate(**small_campaign_payload(name="second"))).id
+            campaigns.transition(s, b, "start")
+        pid_b = new_period(b)
+        assert periods.run_period(pid_b) == PeriodStatus.COMPLETED
+        with session_scope() as s:
+            new_ids = set(s.execute(select(Customer.id).where(Customer.external_id.like("new%"))).scalars())
+        got = {s.customer_id for s in sends_of(pid_b)}
+        assert got == set(old) | new_ids  # capped: mailed[100:] (and the 20 without consent)
+        assert not got & set(no_consent)
+    finally:
+        get_settings.cache_clear()
