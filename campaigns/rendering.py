@@ -1,11 +1,15 @@
 """Email templates: validated when saved, compiled once per period, rendered per customer.
 
-Templates run in Jinja2's sandbox with autoescape on for HTML. Anything reaching for private or
-dunder attributes is refused at save time, before it could ever run.
+Templates run in a bounded Jinja2 sandbox (`campaigns.sandbox`: no private attributes, no
+`str.format`, every operation capped in time and memory) with autoescape on for HTML. At save time
+a template is also checked statically (private or dunder attributes, `|attr`, `.format`, loading
+other templates, recursive macros and loops are refused before they could ever run) and then
+trial-rendered for the baseline and every variant under the same limits.
 """
 
 import binascii
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from email.header import Header
@@ -13,19 +17,24 @@ from email.utils import formataddr, formatdate, parseaddr
 from functools import lru_cache
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
-from jinja2.exceptions import SecurityError, UndefinedError
-from jinja2.sandbox import SandboxedEnvironment
 
 from campaigns.errors import InvalidInput
+from campaigns.sandbox import BoundedSandbox, render
 
 TEMPLATE_PARTS = ("subject", "html", "text")
 # Names every template may use besides the campaign's factor names.
 CONTEXT_NAMES = {"params", "customer", "campaign", "landing_url", "unsubscribe_url"}
 FORBIDDEN_FILTERS = {"attr"}
+FORMAT_METHODS = {"format", "format_map"}
+# Filters that look attributes up by a name given as a string argument.
+ATTRIBUTE_FILTERS = {"map", "selectattr", "rejectattr", "sort", "groupby", "sum", "unique", "min", "max", "join"}
+# Save time trial-renders every variant: all of it together may take this long (each render is also
+# capped on its own), so a slow template cannot hold an API worker for long.
+TRIAL_RENDER_SECONDS = 5.0
 
 
-def _environment(autoescape: bool) -> SandboxedEnvironment:
-    return SandboxedEnvironment(autoescape=autoescape, undefined=StrictUndefined)
+def _environment(autoescape: bool) -> BoundedSandbox:
+    return BoundedSandbox(autoescape=autoescape, undefined=StrictUndefined)
 
 
 ENVIRONMENTS = {"subject": _environment(False), "html": _environment(True), "text": _environment(False)}
@@ -86,19 +95,87 @@ class _AnyValue:
 
 
 def _check_unsafe(part: str, ast: nodes.Template) -> None:
-    for node in ast.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):
-        if isinstance(node, nodes.Getattr) and node.attr.startswith("_"):
-            raise InvalidInput(f"template.{part}", f"access to private attribute '{node.attr}' is not allowed")
-        is_const_item = isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const)
-        if is_const_item and str(node.arg.value).startswith("_"):
-            raise InvalidInput(f"template.{part}", f"access to private item '{node.arg.value}' is not allowed")
-        if isinstance(node, nodes.Filter) and node.name in FORBIDDEN_FILTERS:
-            raise InvalidInput(f"template.{part}", f"the '{node.name}' filter is not allowed")
+    problem = _unsafe_node(ast) or _macro_cycle(ast)
+    if problem:
+        raise InvalidInput(f"template.{part}", problem)
+
+
+def _unsafe_node(ast: nodes.Template) -> str | None:
+    """The first construct of the template that is refused outright, described; None if none."""
+    for node in ast.find_all(nodes.Node):
+        if isinstance(node, (nodes.Getattr, nodes.NSRef)):
+            if node.attr.startswith("_"):
+                return f"access to private attribute '{node.attr}' is not allowed"
+            if node.attr in FORMAT_METHODS:
+                return f"the '{node.attr}' method is not allowed (use the |format filter)"
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+            key = str(node.arg.value)
+            if key.startswith("_"):
+                return f"access to private item '{key}' is not allowed"
+            if key in FORMAT_METHODS:
+                return f"the '{key}' method is not allowed (use the |format filter)"
+        elif isinstance(node, nodes.Filter):
+            if node.name in FORBIDDEN_FILTERS:
+                return f"the '{node.name}' filter is not allowed"
+            private = _private_attribute_argument(node)
+            if private:
+                return f"access to private attribute '{private}' is not allowed (in the '{node.name}' filter)"
+        elif isinstance(node, nodes.Name) and node.name == "self":
+            return "'self' (the template's own internals) is not allowed"
+        elif isinstance(node, (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
+            return "a campaign template cannot load other templates (extends, include, import)"
+        elif isinstance(node, nodes.For) and node.recursive:
+            return "recursive loops are not allowed"
+    return None
+
+
+def _private_attribute_argument(node: nodes.Filter) -> str | None:
+    """`|map(attribute='__class__')`, `|selectattr('_x')`, `|sort(attribute='a.__b')` ...: the
+    filters that look an attribute up by name go through the sandbox too, but are refused early."""
+    if node.name not in ATTRIBUTE_FILTERS:
+        return None
+    names = [kw.value for kw in node.kwargs if kw.key == "attribute"]
+    if node.name in ("selectattr", "rejectattr", "groupby") and node.args:
+        names.append(node.args[0])
+    for name in names:
+        if isinstance(name, nodes.Const) and isinstance(name.value, str):
+            if any(piece.startswith("_") for piece in name.value.split(".")):
+                return name.value
+    return None
+
+
+def _macro_cycle(ast: nodes.Template) -> str | None:
+    """A macro that calls itself, directly or through other macros (or is handed to itself): each
+    nesting level would be a Python stack frame, and the depth is the template author's choice."""
+    macros = {m.name: m for m in ast.find_all(nodes.Macro)}
+    refers = {
+        name: {n.name for n in macro.find_all(nodes.Name) if n.name in macros and n.ctx == "load"}
+        for name, macro in macros.items()
+    }
+    for start in sorted(macros):
+        parent, queue = {}, [start]
+        while queue:
+            current = queue.pop(0)
+            for callee in sorted(refers[current]):
+                if callee == start:
+                    if current == start:
+                        return f"macro '{start}' calls itself (recursion is not allowed)"
+                    chain = [current]
+                    while chain[-1] != start:
+                        chain.append(parent[chain[-1]])
+                    names = " -> ".join(f"'{n}'" for n in [*reversed(chain), start])
+                    return f"macros {names} call each other in a cycle (recursion is not allowed)"
+                if callee not in parent:
+                    parent[callee] = current
+                    queue.append(callee)
+    return None
 
 
 def validate_templates(templates: dict[str, str], factor_names: set[str], sample_params: list[dict]) -> None:
-    """Refuse a template that does not compile, uses an unknown variable, or is unsafe."""
+    """Refuse a template that does not compile, uses an unknown variable, is unsafe, or fails (or
+    hits a limit) when rendered for the baseline or any variant."""
     allowed = CONTEXT_NAMES | factor_names
+    deadline = time.monotonic() + TRIAL_RENDER_SECONDS
     for part in TEMPLATE_PARTS:
         source = templates[part]
         env = ENVIRONMENTS[part]
@@ -106,19 +183,39 @@ def validate_templates(templates: dict[str, str], factor_names: set[str], sample
             ast = env.parse(source)
         except TemplateSyntaxError as exc:
             raise InvalidInput(f"template.{part}", f"does not compile: {exc.message} (line {exc.lineno})") from None
+        except RecursionError:
+            raise InvalidInput(f"template.{part}", "does not compile: nested too deeply") from None
         _check_unsafe(part, ast)
-        unknown = sorted(meta.find_undeclared_variables(ast) - allowed)
+        try:
+            undeclared = meta.find_undeclared_variables(ast)
+            compiled = env.from_string(source)
+        except TemplateSyntaxError as exc:
+            raise InvalidInput(f"template.{part}", f"does not compile: {exc.message} (line {exc.lineno})") from None
+        except (RecursionError, SyntaxError, MemoryError):
+            raise InvalidInput(f"template.{part}", "does not compile: nested too deeply") from None
+        unknown = sorted(undeclared - allowed)
         if unknown:
             raise InvalidInput(
                 f"template.{part}",
                 f"undefined variable(s): {', '.join(unknown)}; available: {', '.join(sorted(allowed))}",
             )
-        compiled = env.from_string(source)
+        too_slow = InvalidInput(f"template.{part}", f"trial rendering of the {len(sample_params)} variants "
+                                f"takes longer than {TRIAL_RENDER_SECONDS:g} s; simplify the template")
         for params in sample_params:
+            if time.monotonic() > deadline:
+                raise too_slow
             try:
-                compiled.render(_context(params, _AnyValue(), "sample", "#", "#"))
-            except (UndefinedError, SecurityError, TypeError, ValueError, ArithmeticError) as exc:
-                raise InvalidInput(f"template.{part}", f"fails to render for {params}: {exc}") from None
+                render(compiled, _context(params, _AnyValue(), "sample", "#", "#"), deadline=deadline)
+            except Exception as exc:  # whatever the template raises is the template's fault: 422
+                if time.monotonic() > deadline:
+                    raise too_slow from None
+                raise InvalidInput(f"template.{part}", f"fails to render for {params}: {_reason(exc)}") from None
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc) or type(exc).__name__
 
 
 def _context(params, customer, campaign_name, landing_url, unsubscribe_url) -> dict:
@@ -162,8 +259,8 @@ class CompiledCampaign:
 
     def render(self, params, customer, landing_url, unsubscribe_url) -> tuple[str, str, str]:
         ctx = _context(params, customer, self.name, landing_url, unsubscribe_url)
-        subject = " ".join(self.subject.render(ctx).split())  # no header injection via newlines
-        return subject, self.html.render(ctx), self.text.render(ctx)
+        subject = " ".join(render(self.subject, ctx).split())  # no header injection via newlines
+        return subject, render(self.html, ctx), render(self.text, ctx)
 
 
 @dataclass(frozen=True)

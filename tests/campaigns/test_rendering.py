@@ -27,11 +27,22 @@ def test_a_good_template_passes_even_with_arithmetic_on_customer_attributes():
     ("html", "{{ customer['__class__'] }}", "private item"),
     ("html", "{{ customer|attr('__class__') }}", "'attr' filter"),
     ("text", "{{ offer.nope() }}", "fails to render"),
+    ("html", "{{ offer|nope }}", "does not compile: No filter named 'nope'"),
+    ("html", "{{ " + "(" * 3000 + "1" + ")" * 3000 + " }}", "does not compile: nested too deeply"),
+    ("text", "{{ offer.format(1) }}", "the 'format' method is not allowed"),
+    ("text", "{% include 'other' %}", "cannot load other templates"),
+    ("html", "{% macro a() %}{{ b() }}{% endmacro %}{% macro b() %}{{ c() }}{% endmacro %}"
+             "{% macro c() %}{{ a() }}{% endmacro %}", "macros 'a' -> 'b' -> 'c' -> 'a' call each other in a cycle"),
 ])
 def test_broken_or_unsafe_templates_are_refused(part, source, message):
     with pytest.raises(InvalidInput) as exc:
         check(**{part: source})
     assert exc.value.field == f"template.{part}" and message in exc.value.message
+
+
+def test_macros_that_call_other_macros_without_a_cycle_are_fine():
+    check(html="{% macro a(x) %}<b>{{ x }}</b>{% endmacro %}{% macro b() %}{{ a(offer) }}{{ a(tone) }}{% endmacro %}"
+               "{{ b() }}{{ b() }}")
 
 
 def test_render_escapes_html_but_not_text_and_strips_header_newlines():
