@@ -22,10 +22,20 @@ def p_best_from_draws(draws: np.ndarray) -> np.ndarray:
 
     Standard error of each entry is sqrt(p (1 - p) / n_draws) <= 0.5 / sqrt(n_draws):
     0.005 with the default 10,000 draws.
+
+    Ties share the win equally. They are not rare: optimistic sampling clamps every draw below its
+    mean to the mean, and under a correlated (structured) posterior a whole row can fall below, so
+    arms with equal means tie — `argmax` alone would hand every such row to the lowest index.
     """
     n_draws, n_arms = draws.shape
-    winners = draws.argmax(axis=1)
-    return np.bincount(winners, minlength=n_arms).astype(np.float64) / n_draws
+    top = draws.max(axis=1, keepdims=True)
+    is_top = draws == top
+    ties = is_top.sum(axis=1)
+    p = np.bincount(draws.argmax(axis=1)[ties == 1], minlength=n_arms).astype(np.float64)
+    if (ties > 1).any():
+        tied = is_top[ties > 1]
+        p += (tied / ties[ties > 1, None]).sum(axis=0)
+    return p / n_draws
 
 
 def expected_loss_from_draws(draws: np.ndarray) -> np.ndarray:
