@@ -13,6 +13,11 @@ class DomainError(Exception):
         self.detail = detail
 
 
+class Unauthorized(DomainError):
+    status_code = 401
+    code = "unauthorized"
+
+
 class NotFound(DomainError):
     status_code = 404
     code = "not_found"
@@ -38,3 +43,8 @@ class InvalidInput(DomainError):
 class Unavailable(DomainError):
     status_code = 503
     code = "unavailable"
+
+
+class BodyTooLarge(DomainError):
+    status_code = 413
+    code = "too_large"

@@ -7,7 +7,7 @@ per event id, one allocation snapshot per (period, segment).
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Integer, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -63,11 +63,14 @@ class SendStatus(StrEnum):
 class EventType(StrEnum):
     CLICK = "click"
     CONVERSION = "conversion"
+    UNSUBSCRIBE = "unsubscribe"  # stored by the one-click unsubscribe itself (never a reward)
+    COMPLAINT = "complaint"  # a spam complaint reported for a send (never a reward)
 
 
 class EventStatus(StrEnum):
     APPLIED = "applied"
     UNATTRIBUTED = "unattributed"
+    EXCLUDED = "excluded"  # a click judged to come from a scanner or bot: stored, never a reward
 
 
 class ApiKey(SQLModel, table=True):
@@ -134,6 +137,7 @@ class Campaign(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     next_period_at: datetime | None = None
+    status_reason: str | None = None  # why it has its status, e.g. the guard's auto-pause
 
 
 class CampaignSegment(SQLModel, table=True):
@@ -169,6 +173,7 @@ class SendPeriod(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     completed_at: datetime | None = None
+    guard_tripped_at: datetime | None = None  # the guard paused the campaign over this period (once)
 
 
 class SendChunk(SQLModel, table=True):
@@ -251,7 +256,16 @@ class Send(SQLModel, table=True):
 
 
 class Event(SQLModel, table=True):
-    """Every feedback event, deduplicated by its id; unattributable ones are kept and counted."""
+    """Every feedback event, deduplicated by its id; unattributable and excluded ones are kept and
+    counted. Only `applied` clicks and conversions are folded into the send ledger."""
+
+    # Partial index of migration 0006: the auto-pause guard reads unsubscribes and complaints per
+    # campaign every minute; clicks and conversions, nearly all rows, stay out of it.
+    __table_args__ = (
+        Index("ix_event_negative_feedback", "campaign_id",
+              postgresql_where=text("type IN ('unsubscribe', 'complaint')"),
+              sqlite_where=text("type IN ('unsubscribe', 'complaint')")),
+    )
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger().with_variant(
         Integer, "sqlite"), primary_key=True, autoincrement=True))
@@ -264,3 +278,25 @@ class Event(SQLModel, table=True):
     revenue: float = 0.0
     occurred_at: datetime
     received_at: datetime = Field(default_factory=utcnow)
+    reason: str | None = None  # why excluded: "bot:fast", "bot:user_agent", "bot:burst"
+    user_agent: str | None = None  # of a tracked click (truncated at the edge)
+    link: int | None = None  # which link of the email was clicked: 0 the landing URL, N the N-th literal link
+
+
+class ModelAction(SQLModel, table=True):
+    """A manual decision about one segment's allocation: promote an arm, pin an earlier snapshot's
+    weights (rollback), uniform, or resume learning. Append-only: the latest row per (campaign,
+    segment) is the segment's mode; the rows in order are the campaign's model-version timeline."""
+
+    __tablename__ = "model_action"
+    __table_args__ = (Index("ix_model_action_campaign_segment", "campaign_id", "segment_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id")
+    segment_id: int = Field(foreign_key="segment.id")
+    action: str  # promote | rollback | uniform | resume
+    arm: int | None = None  # promote: the arm sent to everyone outside the holdout
+    pinned_period: int | None = None  # rollback: the period number whose snapshot's weights are used
+    reason: str
+    key_name: str  # who: the API key's name and role at the time of the action
+    key_role: str
+    created_at: datetime = Field(default_factory=utcnow)

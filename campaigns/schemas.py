@@ -82,6 +82,7 @@ class CampaignPublic(BaseModel):
     created_at: datetime
     started_at: datetime | None
     next_period_at: datetime | None
+    status_reason: str | None = Field(None, description="Why the campaign has its status, e.g. the guard's auto-pause.")
 
 
 class VariantPublic(BaseModel):
@@ -147,14 +148,23 @@ class DeriveResult(BaseModel):
     by_segment: dict[str, int]
 
 
+USER_AGENT_MAX = 512  # the tracking link truncates longer ones; /events refuses them
+
+
 class EventIn(Strict):
     event_id: Annotated[str, Field(min_length=1, max_length=200)]
-    type: Literal["click", "conversion"]
+    type: Literal["click", "conversion", "complaint"]
     send_id: int | None = None
     campaign_id: int | None = None
     customer_external_id: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     revenue: Annotated[float, Field(ge=0)] = 0.0
     occurred_at: datetime | None = None
+    user_agent: Annotated[str, Field(max_length=USER_AGENT_MAX)] | None = Field(
+        None, description="A click's User-Agent: known scanners and bots are excluded from the rewards."
+    )
+    link: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="Which link of the email was clicked (0: the landing URL); used to detect bursts."
+    )
 
     @field_validator("revenue")
     @classmethod
@@ -217,3 +227,63 @@ class ApiKeyCreated(BaseModel):
     name: str
     role: str
     key: str = Field(description="Shown once; only its hash is stored.")
+
+
+# --- Model versions: promote, roll back, resume learning (per campaign segment) -------------------
+
+Reason = Annotated[str, Field(min_length=1, max_length=2_000, description="Why: kept in the timeline.")]
+
+
+class ActionIn(Strict):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)  # a blank reason is no reason
+
+
+class PromoteIn(ActionIn):
+    arm: Annotated[int, Field(ge=0)] | None = Field(None, description="The arm to send (or give `variant_key`).")
+    variant_key: Annotated[str, Field(min_length=1, max_length=2_000)] | None = Field(
+        None, description="The variant's key, e.g. `tone=urgent|offer=free_drink` (or give `arm`)."
+    )
+    reason: Reason
+
+
+class RollbackIn(ActionIn):
+    to_period: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="Pin the weights of this period's allocation snapshot (or give `to`)."
+    )
+    to: Literal["uniform"] | None = Field(None, description="`uniform`: equal weights over the eligible variants.")
+    reason: Reason
+
+
+class ResumeIn(ActionIn):
+    reason: Reason
+
+
+class ModelActionPublic(BaseModel):
+    id: int
+    created_at: datetime
+    key_name: str = Field(description="Who: the name of the API key that acted.")
+    key_role: str
+    action: str = Field(description="promote, rollback, uniform or resume.")
+    segment: str
+    arm: int | None
+    variant_key: str | None
+    pinned_period: int | None
+    detail: str
+    reason: str
+
+
+class SegmentModePublic(BaseModel):
+    segment: str
+    mode: str = Field(description="learning, promoted, pinned or uniform: what the next period will use.")
+    arm: int | None = None
+    variant_key: str | None = None
+    pinned_period: int | None = None
+    detail: str
+    since: datetime | None = Field(description="When the action that set the mode was taken (None: never).")
+    action_id: int | None = None
+
+
+class VersionsPublic(BaseModel):
+    campaign_id: int
+    segments: list[SegmentModePublic]
+    timeline: list[ModelActionPublic] = Field(description="Every action, oldest first.")

@@ -2,6 +2,7 @@
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,12 +20,15 @@ class Settings(BaseSettings):
 
     delivery_backend: str = Field("outbox", description="`outbox` (.eml files) or `smtp`.")
     outbox_dir: Path = Field(Path("var/outbox"), description="Where the outbox backend writes .eml files.")
-    smtp_host: str = "127.0.0.1"
-    smtp_port: int = 25
-    smtp_username: str = ""
-    smtp_password: str = ""
-    smtp_starttls: bool = False
-    mail_from: str = "MAB Campaigns <news@example.com>"
+    smtp_host: str = Field("127.0.0.1", description="SMTP relay host (delivery backend `smtp`).")
+    smtp_port: int = Field(25, ge=1, le=65535, description="SMTP relay port.")
+    smtp_username: str = Field("", description="SMTP login (empty: no AUTH).")
+    smtp_password: str = Field("", description="SMTP password (with smtp_username).")
+    smtp_starttls: bool = Field(False, description="Upgrade the SMTP connection with STARTTLS.")
+    mail_from: str = Field(
+        "MAB Campaigns <news@example.com>",
+        description="From header and envelope sender; its domain names Message-IDs and the default unsubscribe mailto.",
+    )
 
     public_base_url: str = Field(
         "http://127.0.0.1:8000", description="Base of unsubscribe and tracking links in emails."
@@ -33,6 +37,11 @@ class Settings(BaseSettings):
         "dev-only-signing-secret-change-me",
         description="HMAC key for tracking and unsubscribe tokens. Set it in production.",
     )
+    signing_previous_secrets: str = Field(
+        "", description="Comma-separated earlier signing secrets still accepted when verifying links, so "
+        "rotating MAB_SIGNING_SECRET breaks no link already mailed. Tokens carry no date: keep an old "
+        "secret here for as long as its emails' links should work (e.g. the attribution window plus a "
+        "few weeks).")
 
     send_chunk_size: int = Field(
         5_000, ge=10, description="Customers per chunk: the unit of work one worker takes from a period."
@@ -50,7 +59,7 @@ class Settings(BaseSettings):
         3600, ge=5, description="Seconds before Redis redelivers an unacknowledged task (a dead worker's)."
     )
     frequency_cap: int = Field(0, ge=0, description="Marketing emails per customer per window, all campaigns (0: off).")
-    frequency_window_days: float = Field(7.0, gt=0)
+    frequency_window_days: float = Field(7.0, gt=0, description="The rolling window of the frequency cap, in days.")
     max_message_bytes: int = Field(1_000_000, ge=1_000, description="A rendered email larger than this fails.")
     render_timeout_seconds: float = Field(2.0, gt=0, description="Per-message rendering time cap.")
     smtp_rate_per_second: float = Field(0.0, ge=0, description="Messages per second per worker (0: unlimited).")
@@ -59,15 +68,73 @@ class Settings(BaseSettings):
         "", description="mailto address in List-Unsubscribe (default unsubscribe@<from domain>)."
     )
     beat_interval_seconds: float = Field(30.0, gt=0, description="How often beat looks for due periods.")
-    max_events_per_request: int = Field(10_000, ge=1)
+    max_events_per_request: int = Field(10_000, ge=1, description="Events per POST /events request.")
     max_customers_per_request: int = Field(1_000_000, ge=1, description="Row cap of one import call.")
-    max_variants_per_campaign: int = Field(2_000, ge=1)
+    max_variants_per_campaign: int = Field(
+        2_000, ge=1, description="Variants (the factor grid minus exclusions) per campaign."
+    )
 
     # Behavioural (RFM) segmentation thresholds, see README "Segments".
     rfm_recent_days: int = 60
     rfm_frequent_orders: int = 4
     rfm_high_spend: float = 200.0
     rfm_lookback_days: int = 365
+
+    # Feedback in (issue 4). Conversion webhook: HMAC-SHA256 over "<timestamp>." + raw body. A list so
+    # a secret rotates without downtime: add the new one, switch the sender, remove the old one.
+    webhook_secrets: str = Field(
+        "", description="Comma-separated webhook secrets; the first signs, every one verifies. Empty: webhook off."
+    )
+    webhook_tolerance_seconds: int = Field(
+        300, ge=1, description="Max age (either way) of X-MAB-Timestamp; a signature is refused twice within it."
+    )
+    webhook_max_body_bytes: int = Field(
+        10_000_000, ge=1_000, description="Larger webhook bodies are refused (413) before any work."
+    )
+    max_conversion_rows_per_request: int = Field(
+        1_000_000, ge=1, description="Row cap of one POST /events/conversions.csv."
+    )
+    # Bot and scanner clicks are stored as `excluded` with a reason and never rewarded. Each rule is
+    # off at 0 / empty. See README "Bot and scanner clicks".
+    bot_min_seconds_after_send: float = Field(
+        10.0, ge=0, description="A click this soon after the send's delivery is a link scanner's."
+    )
+    bot_user_agents: str = Field(
+        "bot,crawl,spider,scanner,slurp,Barracuda,Proofpoint,Mimecast,MessageLabs,Symantec,TrendMicro,"
+        "Trend Micro,Sophos,FireEye,IronPort,Forcepoint,Fortinet,ZScaler,SafeLinks,Microsoft Office Protocol,"
+        "python-requests,python-urllib,aiohttp,httpx,curl/,Wget,Go-http-client,Java/,okhttp,Apache-HttpClient,"
+        "libwww-perl,node-fetch,axios/,Scrapy,HeadlessChrome,PhantomJS,facebookexternalhit,WhatsApp,"
+        "SkypeUriPreview,Google-Safety",
+        description="Comma-separated user-agent fragments (case-insensitive) of scanners and bots.",
+    )
+    bot_burst_links: int = Field(
+        3, ge=0, description="Clicks on this many distinct links of one send within the burst window: a scanner."
+    )
+    bot_burst_seconds: float = Field(5.0, ge=0, description="The burst window, seconds.")
+
+    # Monitoring (issue 4): logs, metrics and the auto-pause guard. See README "Monitoring".
+    log_format: Literal["json", "text"] = Field(
+        "json", description="`json`: one JSON object per line (time, level, logger, message, context); `text`."
+    )
+    log_level: str = Field("INFO", description="Level of the API, worker, beat and CLI logs.")
+    log_requests: bool = Field(True, description="Log one line per HTTP request (route template, status, ms).")
+    metrics_require_key: bool = Field(
+        False, description="GET /metrics needs an admin X-API-Key (default: open, as scrapers send none)."
+    )
+    worker_metrics_port: int = Field(
+        0, ge=0, le=65535, description="A Celery worker's own /metrics port, for workers on other hosts (0: off)."
+    )
+    guard_unsubscribe_rate: float = Field(
+        0.01, ge=0, le=1, description="Pause a campaign when a period's unsubscribes / sends exceed this (0: off)."
+    )
+    guard_complaint_rate: float = Field(
+        0.001, ge=0, le=1, description="Pause a campaign when a period's complaints / sends exceed this (0: off)."
+    )
+    guard_min_sends: int = Field(500, ge=1, description="The guard judges only periods with at least this many sends.")
+    guard_lookback_days: float = Field(
+        7.0, gt=0, description="The guard watches periods running or finished within this many days."
+    )
+    guard_interval_seconds: float = Field(60.0, gt=0, description="How often beat runs the guard.")
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -20,7 +20,8 @@ def sign(purpose: str, send_id: int) -> str:
 
 
 def verify(purpose: str, token: str) -> int | None:
-    """The send id the token names, or None when it is not a genuine token for `purpose`."""
+    """The send id the token names, or None when it is not a genuine token for `purpose`. Tokens
+    signed with the current secret or any of MAB_SIGNING_PREVIOUS_SECRETS verify (rotation)."""
     try:
         got_purpose, raw_id, mac = token.split(".")
         send_id = int(raw_id)
@@ -28,8 +29,12 @@ def verify(purpose: str, token: str) -> int | None:
         return None
     if got_purpose != purpose:
         return None
-    expected = _mac(purpose, send_id, get_settings().signing_secret)
-    return send_id if hmac.compare_digest(expected, mac) else None
+    settings = get_settings()
+    secrets = [settings.signing_secret, *(s.strip() for s in settings.signing_previous_secrets.split(",") if s.strip())]
+    genuine = False
+    for secret in secrets:  # every secret is tried: the time taken says nothing about which matched
+        genuine |= hmac.compare_digest(_mac(purpose, send_id, secret), mac)
+    return send_id if genuine else None
 
 
 def verify_click(token: str) -> tuple[int, int] | None:

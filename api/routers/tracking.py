@@ -2,21 +2,25 @@
 
 import uuid
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from api.deps import SessionDep
-from campaigns.schemas import EventIn
+from campaigns.models import utcnow
+from campaigns.schemas import USER_AGENT_MAX, EventIn
 from campaigns.services import events, tracking
 
 router = APIRouter(tags=["tracking"], include_in_schema=True)
 
 
 @router.get("/t/{token}", status_code=307, response_class=RedirectResponse)
-def click(token: str, session: SessionDep):
-    """Record a click and redirect to the campaign's own landing page (never a URL from the request)."""
-    send_id, target = tracking.click_target(session, token)
-    events.enqueue([EventIn(event_id=f"click-{uuid.uuid4().hex}", type="click", send_id=send_id)])
+def click(token: str, request: Request, session: SessionDep):
+    """Record a click and redirect to the campaign's own landing page (never a URL from the request).
+    The click keeps its time, user agent and link number: the worker judges scanners and bots by them."""
+    send_id, link, target = tracking.click_target(session, token)
+    agent = request.headers.get("user-agent", "")[:USER_AGENT_MAX] or None
+    events.enqueue([EventIn(event_id=f"click-{uuid.uuid4().hex}", type="click", send_id=send_id, link=link,
+                            user_agent=agent, occurred_at=utcnow())])
     return RedirectResponse(target, status_code=307)
 
 

@@ -4,7 +4,7 @@ from sqlalchemy import bindparam, func, select, update
 from sqlmodel import Session
 
 from campaigns.db import insert_ignoring_conflicts
-from campaigns.models import Campaign, Customer, Event, Send, SendStatus
+from campaigns.models import Campaign, Customer, Event, EventStatus, EventType, Send, SendStatus
 
 
 def existing_send_ids(session: Session, ids: set[int]) -> set[int]:
@@ -40,11 +40,55 @@ def sends_of_customers(session: Session, pairs: set[tuple[str, int]]):
 
 
 def insert_new_events(session: Session, rows: list[dict]) -> set[str]:
-    """Insert events, skipping ids already stored; returns the ids that were new."""
+    """Insert events, skipping ids already stored; returns the ids that were new. Rows go in event id
+    order, so two workers inserting overlapping batches wait on each other instead of deadlocking."""
     if not rows:
         return set()
     stmt = insert_ignoring_conflicts(session, Event.__table__, ["event_id"]).returning(Event.__table__.c.event_id)
-    return set(session.execute(stmt, rows).scalars())
+    return set(session.execute(stmt, sorted(rows, key=lambda r: r["event_id"])).scalars())
+
+
+def lock_sends(session: Session, ids: list[int]) -> None:
+    """Row-lock sends in id order, so the click history read next includes every click another worker
+    committed for them. SQLite needs nothing: the insert before it already holds the writer lock."""
+    if ids and session.get_bind().dialect.name != "sqlite":
+        session.execute(select(Send.id).where(Send.id.in_(ids)).order_by(Send.id).with_for_update()).all()
+
+
+def sends_with_links_clicked(session: Session, ids: list[int], at_least: int) -> list[int]:
+    """The sends among `ids` with clicks on at least `at_least` distinct links, ever: the only ones
+    that can hold a burst (one aggregate instead of reading every send's clicks)."""
+    if not ids:
+        return []
+    stmt = (
+        select(Event.send_id)
+        .where(Event.send_id.in_(ids), Event.type == EventType.CLICK, Event.link.is_not(None))
+        .group_by(Event.send_id)
+        .having(func.count(Event.link.distinct()) >= at_least)
+    )
+    return list(session.execute(stmt).scalars())
+
+
+def clicks_of_sends(session: Session, ids: list[int]):
+    """Every stored click of these sends that names its link: (event_id, send_id, occurred_at, link, status)."""
+    if not ids:
+        return []
+    stmt = select(Event.event_id, Event.send_id, Event.occurred_at, Event.link, Event.status).where(
+        Event.send_id.in_(ids), Event.type == EventType.CLICK, Event.link.is_not(None)
+    )
+    return session.execute(stmt).all()
+
+
+def mark_excluded(session: Session, event_ids: list[str], reason: str) -> None:
+    """Turn applied events into excluded ones; already excluded ones keep their first reason."""
+    t = Event.__table__
+    for start in range(0, len(event_ids), 1000):  # stay under SQLite's bound-parameter limit
+        part = event_ids[start:start + 1000]
+        session.connection().execute(
+            update(t)
+            .where(t.c.event_id.in_(part), t.c.status == EventStatus.APPLIED)
+            .values(status=EventStatus.EXCLUDED, reason=reason)
+        )
 
 
 def apply_clicks(session: Session, params: list[dict]) -> None:
@@ -58,6 +102,22 @@ def apply_clicks(session: Session, params: list[dict]) -> None:
                 clicks=t.c.clicks + bindparam("n"),
                 first_click_at=func.coalesce(t.c.first_click_at, bindparam("at")),
             )
+        )
+        session.connection().execute(stmt, params)
+
+
+def rebase_clicks(session: Session, params: list[dict]) -> None:
+    """[{"sid", "n"}]: add n (negative when clicks counted before turned out to be a bot's) and take
+    first_click_at again from the send's applied clicks."""
+    if params:
+        t, e = Send.__table__, Event.__table__
+        first = (
+            select(func.min(e.c.occurred_at))
+            .where(e.c.send_id == t.c.id, e.c.type == EventType.CLICK, e.c.status == EventStatus.APPLIED)
+            .scalar_subquery()
+        )
+        stmt = update(t).where(t.c.id == bindparam("sid")).values(
+            clicks=t.c.clicks + bindparam("n"), first_click_at=first
         )
         session.connection().execute(stmt, params)
 
@@ -85,3 +145,15 @@ def event_counts(session: Session, campaign_id: int) -> dict[tuple[str, str], in
         .group_by(Event.type, Event.status)
     )
     return {(t, s): n for t, s, n in session.execute(stmt).all()}
+
+
+def feedback_counts(session: Session, campaign_id: int | None):
+    """(type, status, reason, count) of one campaign's events; campaign_id None: the events that name no
+    known campaign."""
+    where = Event.campaign_id.is_(None) if campaign_id is None else Event.campaign_id == campaign_id
+    stmt = (
+        select(Event.type, Event.status, Event.reason, func.count())
+        .where(where)
+        .group_by(Event.type, Event.status, Event.reason)
+    )
+    return session.execute(stmt).all()

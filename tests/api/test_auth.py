@@ -41,11 +41,21 @@ EXPECTED: dict[tuple[str, str], tuple[str, ...]] = {
     ("GET", "/campaigns/{campaign_id}/periods/{number}/sends.parquet"): (M,),
     ("GET", "/campaigns/{campaign_id}/allocations"): READER,
     ("GET", "/campaigns/{campaign_id}/report"): (A,),
+    ("GET", "/campaigns/{campaign_id}/report.csv"): (A,),
+    ("GET", "/campaigns/{campaign_id}/report.html"): (A,),
     ("POST", "/campaigns/{campaign_id}/{action}"): (M,),
+    ("POST", "/campaigns/{campaign_id}/segments/{segment}/promote"): (M,),
+    ("POST", "/campaigns/{campaign_id}/segments/{segment}/rollback"): (M,),
+    ("POST", "/campaigns/{campaign_id}/segments/{segment}/resume"): (M,),
+    ("GET", "/campaigns/{campaign_id}/versions"): READER,
     ("POST", "/events"): (I,),
+    ("POST", "/events/conversions.csv"): (I,),
 }
 
-PUBLIC = {"/health", "/t/{token}", "/u/{token}"}
+# No API key: /t and /u are proven by their signed token, the webhook by its HMAC signature
+# (tests/api/test_webhook.py: an API key does not replace it). /ready and /metrics are for probes and
+# scrapers (/metrics takes an admin key when MAB_METRICS_REQUIRE_KEY is set: tests/api/test_ops.py).
+PUBLIC = {"/health", "/ready", "/metrics", "/t/{token}", "/u/{token}", "/webhooks/conversions"}
 DUMMY = {"action": "start", "external_id": "x"}  # any other path parameter gets 1
 
 

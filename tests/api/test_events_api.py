@@ -1,5 +1,6 @@
 """POST /events: validation at the edge, and the accepted batches really queued in Redis for the
-worker (no worker runs here, so the Celery messages stay in the `mab` list)."""
+worker (no worker runs here, so the Celery messages stay in the `mab` list; `run_worker` hands them
+to the real task function, as a Celery worker would)."""
 
 import base64
 import json
@@ -46,6 +47,17 @@ def queued_tasks(queue) -> list[tuple[str, list]]:
     return out
 
 
+def run_worker(queue) -> list[dict]:
+    """Take every queued message off the list and run its task (worker.tasks.process_events) in this
+    process, oldest first: what a Celery worker does, minus the process boundary."""
+    from worker.tasks import process_events
+
+    tasks = queued_tasks(queue)
+    queue.delete(QUEUE)
+    assert all(name == "worker.tasks.process_events" for name, _ in tasks)
+    return [process_events.apply(args=(payload,)).get() for _, payload in tasks]
+
+
 def test_valid_batch_is_accepted_and_queued_once_per_request(api, queue, campaign_id):
     assert queue.llen(QUEUE) == 0
     batch = [
@@ -67,7 +79,8 @@ def test_valid_batch_is_accepted_and_queued_once_per_request(api, queue, campaig
     first, second = tasks[0][1], tasks[1][1]
     assert [e["event_id"] for e in first] == ["e1", "e2", "e3"]
     assert first[0] == {"event_id": "e1", "type": "conversion", "send_id": None, "campaign_id": campaign_id,
-                        "customer_external_id": "c1", "revenue": 12.5, "occurred_at": "2030-01-02T03:04:05Z"}
+                        "customer_external_id": "c1", "revenue": 12.5, "occurred_at": "2030-01-02T03:04:05Z",
+                        "user_agent": None, "link": None}
     assert first[2]["type"] == "click" and first[2]["revenue"] == 0.0
     assert [e["event_id"] for e in second] == ["e4"]
 
@@ -79,8 +92,13 @@ def bad_batches(cid: int) -> list[tuple[list[dict], str, str]]:
         ([ok, {"event_id": "x", "type": "conversion"}], "events[1]", "campaign_id and customer_external_id"),
         ([ok, {"event_id": "x", "type": "conversion", "campaign_id": cid}], "events[1]", "customer_external_id"),
         ([{"event_id": "x", "type": "click", "customer_external_id": "c1"}], "events[0]", "send_id"),
-        ([ok, {"event_id": "x", "type": "click", "send_id": 987654}], "events[1].send_id", "no send with id 987654"),
-        ([conversion("x", 987654)], "events[0].campaign_id", "no campaign with id 987654"),
+        ([ok, {"event_id": "x", "type": "complaint", "campaign_id": cid, "customer_external_id": "c1"}],
+         "events[1].send_id", "complaint names the send_id"),
+        ([{"event_id": "x", "type": "complaint", "send_id": 1, "revenue": 2.0}], "events[0].revenue", "no revenue"),
+        ([{"event_id": "x", "type": "click", "send_id": 1, "user_agent": "x" * 513}], "events[0].user_agent",
+         "at most 512"),
+        ([{"event_id": "x", "type": "click", "send_id": 1, "link": -1}], "events[0].link", "greater than or equal"),
+        ([{"event_id": "x", "type": "unsubscribe", "send_id": 1}], "events[0].type", "complaint"),
         ([ok, conversion("x", cid, revenue=-1.0)], "events[1].revenue", "greater than or equal to 0"),
         ([{"event_id": "x", "type": "click", "campaign_id": cid, "customer_external_id": "c1", "revenue": 3.0}],
          "events[0].revenue", "no revenue"),
@@ -129,3 +147,29 @@ def test_more_events_than_the_cap_is_422(api, queue, campaign_id):
     r = api("POST", "/events", "ingest", json={"events": events[:10_000]})
     assert r.status_code == 202 and r.json() == {"accepted": 10_000}
     assert queue.llen(QUEUE) == 1
+
+
+def test_events_for_unknown_sends_or_campaigns_are_accepted_stored_unattributed_and_counted(api, queue, campaign_id):
+    """The issue's bad-input rule: not a 422, but stored as unattributed (campaign NULL when it does not
+    exist: the column is a foreign key) and counted."""
+    from sqlalchemy import select
+
+    from campaigns.db import session_scope
+    from campaigns.models import Event
+    from campaigns.services import events
+
+    batch = [
+        {"event_id": "x1", "type": "click", "send_id": 987654},
+        conversion("x2", 987654, revenue=3.0),
+        conversion("x3", campaign_id, customer="nobody", revenue=1.0),
+        {"event_id": "x4", "type": "complaint", "send_id": 987654},
+    ]
+    r = api("POST", "/events", "ingest", json={"events": batch})
+    assert r.status_code == 202 and r.json() == {"accepted": 4}
+    assert run_worker(queue) == [{"received": 4, "new": 4, "applied": 0, "excluded": 0, "duplicates": 0}]
+    with session_scope() as s:
+        rows = {e.event_id: (e.status, e.campaign_id, e.send_id) for e in s.execute(select(Event)).scalars()}
+        assert events.feedback_counts(s, campaign_id)["unattributed"] == 1
+        assert events.feedback_counts(s, None)["unattributed"] == 3
+    assert rows == {"x1": ("unattributed", None, None), "x2": ("unattributed", None, None),
+                    "x3": ("unattributed", campaign_id, None), "x4": ("unattributed", None, None)}

@@ -1,15 +1,24 @@
 """Links inside sent emails: every literal link is rewritten to a signed tracking link that records a
-click and redirects to the campaign's own URL; forged tokens record nothing; unsubscribe is RFC 8058."""
+click and redirects to the campaign's own URL; forged tokens record nothing; scanner and bot clicks are
+stored but never rewarded; unsubscribe is RFC 8058 and records one unsubscribe event."""
 
 import email
 import email.policy
 import re
+from datetime import timedelta
+
+import pytest
+import redis
+from sqlalchemy import select, update
 
 from campaigns.db import session_scope
-from campaigns.models import Customer, Send
-from campaigns.services import periods
+from campaigns.models import Customer, Event, Send, utcnow
+from campaigns.services import events, periods
 from campaigns.settings import get_settings
+from tests.api.test_events_api import QUEUE, queued_tasks, run_worker
 from tests.factories import small_campaign_payload
+
+BROWSER = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari"
 
 
 def sent_email(api) -> tuple[int, email.message.EmailMessage]:
@@ -72,15 +81,112 @@ def test_one_click_unsubscribe(api):
     path = re.search(r"<https?://[^/]+(/u/[\w.-]+)>", header).group(1)
     page = api.client.get(path)
     assert page.status_code == 200 and 'method="post"' in page.text
+    for _ in range(2):
+        assert api.client.get(path).status_code == 200
     with session_scope() as s:
-        assert s.query(Customer).filter_by(external_id="t1").one().status == "active"  # a GET changes nothing
+        # a GET changes nothing and records nothing
+        assert s.execute(select(Customer.status).where(Customer.external_id == "t1")).scalar_one() == "active"
+        assert s.execute(select(Event)).first() is None
     for _ in range(2):  # works twice
         assert api.client.post(path, data={"List-Unsubscribe": "One-Click"}).status_code == 200
     with session_scope() as s:
-        assert s.query(Customer).filter_by(external_id="t1").one().status == "unsubscribed"
+        assert s.execute(select(Customer.status).where(Customer.external_id == "t1")).scalar_one() == "unsubscribed"
+        send = s.execute(select(Send).where(Send.campaign_id == cid)).scalar_one()
+        stored = s.execute(select(Event)).scalars().all()  # one event for two POSTs, in the same transaction
+        assert [(e.event_id, e.type, e.status, e.send_id, e.campaign_id, e.customer_external_id) for e in stored] == [
+            (f"unsub-{send.id}", "unsubscribe", "applied", send.id, cid, "t1")]
+        assert events.feedback_counts(s, cid)["by_type"]["unsubscribe"]["applied"] == 1
     assert api.client.post(path[:-2] + "00").status_code == 404
     # and the next period leaves the customer out
     pid = api("POST", f"/campaigns/{cid}/periods", "marketer").json()["id"]
     periods.run_period(pid)
     with session_scope() as s:
-        assert s.query(Send).filter_by(period_id=pid).count() == 0
+        assert s.execute(select(Send).where(Send.period_id == pid)).first() is None
+
+
+def sent_to_many(api, n: int) -> tuple[int, dict[int, list[str]]]:
+    """A campaign whose email has the landing URL and three literal links, sent to n customers:
+    {send id: [token of link 0, 1, 2, 3]}."""
+    payload = small_campaign_payload(segments=["champions"], holdout_share=0.0)
+    payload["template"]["html"] = (
+        '<a href="{{ landing_url }}">shop</a> <a href="https://a.example.com/">a</a> '
+        '<a href="https://b.example.com/">b</a> <a href="https://c.example.com/">c</a> '
+        '<a href="{{ unsubscribe_url }}">unsub</a>'
+    )
+    api("POST", "/customers", "marketer", json={"customers": [
+        {"external_id": f"m{i}", "email": f"m{i}@example.com", "segment": "champions"} for i in range(n)]})
+    cid = api("POST", "/campaigns", "marketer", json=payload).json()["id"]
+    api("POST", f"/campaigns/{cid}/start", "marketer")
+    pid = api("POST", f"/campaigns/{cid}/periods", "marketer").json()["id"]
+    assert periods.run_period(pid) == "completed"
+    out = {}
+    for path in (get_settings().outbox_dir / f"campaign-{cid}" / "period-1").glob("*.eml"):
+        msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        html = msg.get_body(("html",)).get_content()
+        out[int(path.stem)] = re.findall(r"/t/([\w.-]+)", html)
+    assert len(out) == n and all(len(t) == 4 for t in out.values())
+    return cid, out
+
+
+@pytest.fixture
+def queue(redis_server):
+    r = redis.Redis.from_url(redis_server.url)
+    r.delete(QUEUE)
+    yield r
+    r.delete(QUEUE)
+    r.close()
+
+
+def age_sends(hours: float = 1.0) -> None:
+    with session_scope() as s:
+        s.execute(update(Send).values(sent_at=utcnow() - timedelta(hours=hours)))
+
+
+def test_a_click_carries_its_user_agent_link_and_time_to_the_worker(api, queue):
+    _, tokens = sent_to_many(api, 1)
+    queue.delete(QUEUE)  # the period's own task
+    send_id, links = next(iter(tokens.items()))
+    before = utcnow()
+    r = api.client.get(f"/t/{links[2]}", headers={"User-Agent": BROWSER + "x" * 600}, follow_redirects=False)
+    assert r.status_code == 307 and r.headers["location"] == "https://b.example.com/"
+    [(_, [event])] = queued_tasks(queue)
+    assert event["send_id"] == send_id and event["link"] == 2 and event["type"] == "click"
+    assert event["user_agent"] == (BROWSER + "x" * 600)[:512]  # truncated, never refused: the redirect works
+    from datetime import datetime
+
+    assert before <= datetime.fromisoformat(event["occurred_at"]) <= utcnow()
+
+
+def test_scanner_and_bot_clicks_through_the_links_are_excluded_and_not_counted(api, queue):
+    cid, tokens = sent_to_many(api, 4)
+    queue.delete(QUEUE)  # the period's own task
+    (s_fast, fast), (s_agent, agent), (s_burst, burst), (s_person, person) = sorted(tokens.items())
+
+    def hit(token, ua=BROWSER):
+        assert api.client.get(f"/t/{token}", headers={"User-Agent": ua}, follow_redirects=False).status_code == 307
+
+    hit(fast[0])  # seconds after delivery: a gateway scanning the mail
+    run_worker(queue)
+    age_sends()  # from now on the mails were delivered an hour ago
+    hit(agent[1], "Mozilla/5.0 (compatible; Proofpoint URL Defense)")
+    hit(agent[0], "python-requests/2.32.3")
+    for token in burst[1:]:  # links 1, 2, 3 within a second: a scanner walking the message
+        hit(token)
+    hit(person[0])
+    hit(person[3])  # two links, one person: still rewards
+    run_worker(queue)
+
+    with session_scope() as s:
+        rows = s.execute(select(Event.send_id, Event.link, Event.status, Event.reason)).all()
+        by_send = {}
+        for r in rows:
+            by_send.setdefault(r.send_id, []).append((r.link, r.status, r.reason))
+        clicks = dict(s.execute(select(Send.id, Send.clicks)).all())
+        counts = events.feedback_counts(s, cid)
+    assert sorted(by_send[s_fast]) == [(0, "excluded", "bot:fast")]
+    assert sorted(by_send[s_agent]) == [(0, "excluded", "bot:user_agent"), (1, "excluded", "bot:user_agent")]
+    assert sorted(by_send[s_burst]) == [(k, "excluded", "bot:burst") for k in (1, 2, 3)]
+    assert sorted(by_send[s_person]) == [(0, "applied", None), (3, "applied", None)]
+    assert clicks == {s_fast: 0, s_agent: 0, s_burst: 0, s_person: 2}
+    assert counts["excluded_by_reason"] == {"bot:fast": 1, "bot:user_agent": 2, "bot:burst": 3}
+    assert counts["by_type"]["click"] == {"applied": 2, "unattributed": 0, "excluded": 6}

@@ -29,7 +29,9 @@ def stack(request, workdir, tmp_path_factory):
     point_at(url, home / "outbox")
     s = Stack(var_dir=home)
     s.env.update(MAB_DATABASE_URL=url, MAB_OUTBOX_DIR=str(home / "outbox"), MAB_BEAT_INTERVAL_SECONDS="1",
-                 MAB_PUBLIC_BASE_URL=f"http://127.0.0.1:{port}")
+                 MAB_PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
+                 # the test clicks a link seconds after the send, which the bot rule would exclude
+                 MAB_BOT_MIN_SECONDS_AFTER_SEND="0")
     try:
         s.env["MAB_REDIS_URL"] = s.start_redis()  # a broker of its own: no stray tasks from other tests
         s.start_services("127.0.0.1", port, concurrency=2)
@@ -103,7 +105,8 @@ def test_the_loop_define_send_feedback_reweight_report(stack):
     # A click through a real tracking link from a real email: recorded and redirected (307).
     msg = email.message_from_bytes(files[0].read_bytes(), policy=email.policy.default)
     link = re.search(r"/t/[\w.]+", msg.get_body(("plain",)).get_content()).group(0)
-    r = httpx.get(stack["url"] + link, follow_redirects=False)
+    browser = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"}
+    r = httpx.get(stack["url"] + link, follow_redirects=False, headers=browser)
     assert r.status_code == 307 and r.headers["location"] == campaign["landing_url"]
     assert httpx.get(stack["url"] + link[:-3] + "abc", follow_redirects=False).status_code == 404
     send_of_link = int(link.split(".")[1])

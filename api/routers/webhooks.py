@@ -1,0 +1,37 @@
+"""Signed webhooks from other systems: no API key, the HMAC signature is the authentication."""
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from campaigns.schemas import EventsAccepted
+from campaigns.services import webhooks
+
+router = APIRouter(tags=["webhooks"])
+
+SIGNED_BODY = {
+    "parameters": [
+        {"name": webhooks.TIMESTAMP_HEADER, "in": "header", "required": True, "schema": {"type": "string"},
+         "description": "Unix seconds; refused when more than MAB_WEBHOOK_TOLERANCE_SECONDS away."},
+        {"name": webhooks.SIGNATURE_HEADER, "in": "header", "required": True, "schema": {"type": "string"},
+         "description": 'sha256=<hex HMAC-SHA256(secret, "<timestamp>." + raw body)>'},
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EventsIn"}}},
+    },
+}
+
+
+@router.post("/webhooks/conversions", status_code=202, response_model=EventsAccepted, openapi_extra=SIGNED_BODY)
+async def conversion_webhook(request: Request):
+    """Conversions pushed by a shop or POS: `{"events": [...]}` as in POST /events, conversions only.
+    401 when the signature is missing, wrong, stale or replayed; 422 on bad events; 202 when queued."""
+    body = await webhooks.read_body(request.stream(), request.headers.get("content-length"))
+    accepted = await run_in_threadpool(
+        webhooks.receive_conversions,
+        request.headers.get(webhooks.TIMESTAMP_HEADER),
+        request.headers.get(webhooks.SIGNATURE_HEADER),
+        body,
+    )
+    return JSONResponse({"accepted": accepted}, status_code=202)
