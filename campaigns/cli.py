@@ -16,6 +16,15 @@ app = typer.Typer(help="MAB Campaigns: multi-armed bandit experimentation for em
 console = Console()
 
 
+@app.callback()
+def _configure_logging() -> None:
+    """Structured logs for every command; WARNING unless MAB_LOG_LEVEL says otherwise, so the
+    commands' own output is not buried under migration and startup lines."""
+    from campaigns.logging_config import configure_logging
+
+    configure_logging(default_level="WARNING")
+
+
 def _migrate() -> str:
     from campaigns.migrate import upgrade
 
@@ -193,6 +202,48 @@ def _simulate_command() -> None:
 
 
 _simulate_command()
+
+
+@app.command("config-reference")
+def config_reference(
+    output: Annotated[str, typer.Option(help="Where to write it (default: docs/configuration.md)")] = "",
+    check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 if the file is out of date")] = False,
+) -> None:
+    """Generate the configuration reference (every MAB_* variable) from the settings object."""
+    from pathlib import Path
+
+    from campaigns import config_reference as reference
+
+    path = Path(output) if output else reference.DOCUMENT
+    if check:
+        if not reference.is_current(path):
+            console.print(f"[red]{path} is out of date with campaigns/settings.py:[/] run `mab config-reference`")
+            raise typer.Exit(1)
+        console.print(f"{path} is up to date")
+        return
+    reference.write(path)
+    console.print(f"wrote {path} ({len(reference.rows())} settings)")
+    missing = reference.undocumented()
+    if missing:
+        console.print(f"[yellow]no description in campaigns/settings.py:[/] {', '.join(missing)}")
+
+
+@app.command("unsubscribe-mail")
+def unsubscribe_mail(
+    files: Annotated[list[str] | None, typer.Argument(help="Raw messages (.eml); none: one message on stdin")] = None,
+) -> None:
+    """Process inbound mail sent to the List-Unsubscribe mailto: address (e.g. from a Postfix pipe
+    transport, or a drained mailbox). A genuine token in the subject unsubscribes its customer."""
+    from pathlib import Path
+
+    from campaigns.db import session_scope
+    from campaigns.services import inbound
+
+    messages = [(name, Path(name).read_bytes()) for name in files] if files else [("stdin", sys.stdin.buffer.read())]
+    for name, raw in messages:
+        with session_scope() as session:  # one message, one commit: a bad one never holds back the rest
+            typer.echo(f"{name}: {inbound.process_message(session, raw)}")  # one plain line each
+
 
 if __name__ == "__main__":
     sys.exit(app())

@@ -60,8 +60,20 @@ class Stack:
         wait_for(lambda: redis.Redis.from_url(url).ping(), "redis-server", timeout=20)
         return url
 
+    def prepare_metrics(self) -> Path:
+        """One Prometheus multiprocess directory for every process of the stack (so the API's
+        /metrics sums the worker's counters too), emptied first: files of an earlier run's processes
+        would otherwise be summed in (campaigns/metrics.py)."""
+        path = (self.var_dir / "metrics").resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink(missing_ok=True)
+        self.env["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+        return path
+
     def start_services(self, host: str, port: int, concurrency: int = 2) -> None:
         py = sys.executable
+        self.prepare_metrics()
         self._spawn("worker", [py, "-m", "celery", "-A", "worker.app", "worker", "-Q", "mab", "--loglevel=INFO",
                                f"--concurrency={concurrency}", "-n", f"mab-{os.getpid()}@%h"], "worker.log")
         self._spawn("beat", [py, "-m", "celery", "-A", "worker.app", "beat", "--loglevel=INFO",

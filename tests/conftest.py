@@ -4,11 +4,16 @@ touches a database gets a fresh, fully migrated one, on SQLite and on PostgreSQL
 import itertools
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from campaigns import db
+# Metrics of this test run (every process it starts) go to a directory of its own, never ./var.
+# Set before anything imports campaigns.metrics, which reads it at import time.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="mab-test-metrics-"))
+
+from campaigns import db  # noqa: E402
 from campaigns.migrate import upgrade
 from campaigns.settings import get_settings
 from tests.servers import PostgresServer, RedisServer

@@ -3,6 +3,7 @@
 from celery import Celery
 
 from campaigns.settings import get_settings
+from worker import signals  # noqa: F401 (connects logging, task metrics and log context)
 
 
 def make_celery() -> Celery:
@@ -26,7 +27,11 @@ def make_celery() -> Celery:
             "start-due-periods": {
                 "task": "worker.tasks.start_due_periods",
                 "schedule": settings.beat_interval_seconds,
-            }
+            },
+            "guard-campaigns": {
+                "task": "worker.tasks.guard_campaigns",
+                "schedule": settings.guard_interval_seconds,
+            },
         },
         timezone="UTC",
     )

@@ -7,7 +7,7 @@ from sqlalchemy.exc import OperationalError
 
 from campaigns.db import session_scope
 from campaigns.delivery import DeliveryError
-from campaigns.services import events, periods, sending
+from campaigns.services import events, guard, periods, sending
 from campaigns.settings import get_settings
 from worker.app import celery_app
 
@@ -58,3 +58,10 @@ def process_events(self, payload: list[dict]) -> dict:
 @celery_app.task
 def start_due_periods() -> list[int]:
     return periods.start_due_periods()
+
+
+@celery_app.task
+def guard_campaigns() -> dict[int, str]:
+    """Beat, every MAB_GUARD_INTERVAL_SECONDS: pause campaigns whose unsubscribe or complaint rate
+    in a period passes its threshold (campaigns/services/guard.py)."""
+    return guard.run_guard()

@@ -143,6 +143,7 @@ def transition(session: Session, campaign_id: int, action: str) -> Campaign:
             f"(allowed from: {', '.join(sorted(allowed))})"
         )
     campaign.status = target
+    campaign.status_reason = None  # a person's lifecycle action clears the guard's reason
     campaign.updated_at = utcnow()
     if action == "start":
         campaign.started_at = utcnow()

@@ -13,8 +13,8 @@ import threading
 import time
 from datetime import timedelta
 
-from campaigns import signing
-from campaigns.db import session_scope
+from campaigns import metrics, signing
+from campaigns.db import on_commit, session_scope
 from campaigns.delivery import DeliveryError, make_backend
 from campaigns.models import CampaignStatus, ChunkStatus, PeriodStatus, SendStatus, utcnow
 from campaigns.rendering import CompiledCampaign, build_message, rewrite_links
@@ -76,7 +76,8 @@ class ChunkContext:
         self.period_seed = period.seed
 
     def email_for(self, row):
-        unsubscribe_url = f"{self.base}/u/{signing.sign('unsub', row.id)}"
+        unsub_token = signing.sign("unsub", row.id)
+        unsubscribe_url = f"{self.base}/u/{unsub_token}"
         landing_url = f"{self.base}/t/{signing.sign('click', row.id)}"
         customer = {"external_id": row.external_id, "email": row.email, **(row.attributes or {})}
         subject, html, text = render_limited(
@@ -86,7 +87,9 @@ class ChunkContext:
         html = rewrite_links(html, self.links, lambda i: f"{self.base}/t/{signing.sign(f'click-{i}', row.id)}")
         msg = build_message(
             sender=self.settings.mail_from, to=row.email, subject=subject, html=html, text=text,
-            unsubscribe_url=unsubscribe_url, unsubscribe_mailto=self.mailto, domain=self.domain,
+            # the mailto carries the signed token back in its subject (campaigns/services/inbound.py)
+            unsubscribe_url=unsubscribe_url, unsubscribe_mailto=f"{self.mailto}?subject={unsub_token}",
+            domain=self.domain,
             # the same send always carries the same Message-ID, so a redelivery is recognisable
             message_id=f"<send-{row.id}.{self.period_seed}@{self.domain}>",
         )
@@ -163,6 +166,8 @@ class _Interrupted(Exception):
 
 def _record(session, period_id: int, chunk_id: int, results: list[dict], lease: float) -> None:
     send_repo.record_results(session, results)
+    backend = get_settings().delivery_backend
+    on_commit(session, lambda: metrics.observe_send_results(results, backend))  # counted once it holds
     sent = sum(r["new_status"] == SendStatus.SENT for r in results)
     send_repo.add_progress(session, period_id, sent, len(results) - sent)
     chunk_repo.progress(session, chunk_id, sent, len(results) - sent, utcnow() + timedelta(seconds=lease))
