@@ -32,6 +32,7 @@ from campaigns.repositories import campaigns as repo
 from campaigns.repositories import chunks as chunk_repo
 from campaigns.repositories import sends as send_repo
 from campaigns.services import campaigns as campaign_service
+from campaigns.services import versions as version_service
 from campaigns.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -143,25 +144,31 @@ def _snapshots(session: Session, campaign: Campaign, period: SendPeriod, segment
         [stats[s.id] for s in segments], _allocation_config(campaign), seed=period.seed,
         design=factor_design(campaign, variants),
     )
+    # Segments a person promoted, pinned or set to uniform (model versions) keep the posterior's
+    # P(best) for diagnostics, but their weights come from that mode; the bandit's go in diagnostics.
+    modes = version_service.planning_modes(session, campaign.id, [design.variant_key(p) for p in variants])
     for segment, alloc in zip(segments, allocations, strict=True):
         if existing[segment.id] is not None:
             continue
         eligible = design.eligible_arms(variants, campaign.exclusions, segment.name)
         seg_stats = stats[segment.id]
+        weights, stage, reason, extra = version_service.apply_mode(
+            modes.get(segment.id), eligible, _restrict(alloc.weights, eligible), alloc.stage, alloc.reason
+        )
         snap = AllocationSnapshot(
             campaign_id=campaign.id,
             period_id=period.id,
             segment_id=segment.id,
             version=period.number,
             seed=alloc.seed,
-            stage=alloc.stage,
-            reason=alloc.reason,
+            stage=stage,
+            reason=reason,
             holdout_share=campaign.holdout_share,
             arms=eligible,
-            weights=_restrict(alloc.weights, eligible).tolist(),
+            weights=[float(w) for w in weights],
             p_best=alloc.p_best[eligible].tolist(),
             counts={k: getattr(seg_stats, k)[eligible].tolist() for k in ("sends", "clicks", "conversions", "revenue")},
-            diagnostics={"requested_model": campaign.model, **alloc.diagnostics},
+            diagnostics={"requested_model": campaign.model, **alloc.diagnostics, **extra},
         )
         session.add(snap)
         existing[segment.id] = snap
