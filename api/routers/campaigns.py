@@ -5,7 +5,7 @@ import tempfile
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Query
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, StreamingResponse
 
 from api.deps import Analyst, Marketer, Reader, SessionDep
 from campaigns.db import session_scope
@@ -122,7 +122,41 @@ def list_allocations(campaign_id: int, session: SessionDep):
 
 @router.get("/{campaign_id}/report", dependencies=[Analyst])
 def lift_report(campaign_id: int, session: SessionDep) -> dict:
+    """Lift against the holdout, leaderboard, factor effects, allocation over time, learning curve,
+    off-policy estimates and health checks (see the `methods` field)."""
     return reports.lift_report(session, campaign_id)
+
+
+@router.get(
+    "/{campaign_id}/report.csv",
+    dependencies=[Analyst],
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}}}},
+)
+def lift_report_csv(campaign_id: int, session: SessionDep):
+    """The report as tidy CSV: one row per segment × arm × metric (and the control and the bandit)."""
+    report = reports.lift_report(session, campaign_id)  # aggregated in SQL: small, a 404 before streaming
+
+    def lines():
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(reports.CSV_COLUMNS)
+        for i, row in enumerate(reports.csv_rows(report)):
+            writer.writerow(["" if v is None else v for v in row])
+            if i % 1000 == 999:
+                yield buf.getvalue()
+                buf.seek(0)
+                buf.truncate()
+        yield buf.getvalue()
+
+    disposition = f'attachment; filename="campaign-{campaign_id}-report.csv"'
+    return StreamingResponse(lines(), media_type="text/csv", headers={"Content-Disposition": disposition})
+
+
+@router.get("/{campaign_id}/report.html", dependencies=[Analyst], response_class=HTMLResponse)
+def lift_report_html(campaign_id: int, session: SessionDep):
+    """The report as a self-contained HTML page with inline SVG charts (no external scripts)."""
+    return HTMLResponse(reports.render_html(reports.lift_report(session, campaign_id)))
 
 
 # Registered last: its path would otherwise shadow POST /{campaign_id}/periods.

@@ -1,0 +1,166 @@
+"""Time of the lift report on a large ledger in PostgreSQL, beside a bare COUNT(*) of the same rows.
+
+Builds a throwaway PostgreSQL cluster (initdb, as the `postgres` user when run as root), migrates
+it, creates the demo campaign (4 x 5 x 10 = 200 variants, 8 segments, 10% holdout), an allocation
+snapshot per period and segment, and N delivered sends spread over P periods with a bulk
+INSERT ... SELECT generate_series (clicks ~4%, conversions ~1.2% with revenue), plus one event per
+click and conversion. Then, each best of 3 in the same run:
+
+  baseline   SELECT count(*) FROM send WHERE period_id IN (the campaign's periods)
+  ledger     the report's ledger aggregate (GROUP BY period, segment, arm, propensity, status)
+  report     reports.lift_report end to end (every query, the posteriors, off-policy, health)
+  csv, html  the two other formats from the report
+
+Usage:
+
+    nice .venv/bin/python benchmarks/bench_report.py --sends 1000000 --periods 4
+"""
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def best_of(n: int, fn) -> tuple[float, object]:
+    best, out = float("inf"), None
+    for _ in range(n):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sends", type=int, default=1_000_000)
+    parser.add_argument("--periods", type=int, default=4)
+    parser.add_argument("--profile", action="store_true", help="also print where lift_report spends its time")
+    args = parser.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="mab-bench-report-"))
+
+    from tests.servers import PostgresServer
+
+    pg = PostgresServer(home / "pg").start()
+    try:
+        run(pg, args.sends, args.periods, home, args.profile)
+    finally:
+        pg.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def run(pg, n_sends: int, n_periods: int, home: Path, profile: bool = False) -> None:
+    import os
+
+    import numpy as np
+    import psycopg
+
+    pg.execute("CREATE DATABASE bench")
+    url = pg.url("bench")
+    os.environ.update(MAB_DATABASE_URL=url, MAB_OUTBOX_DIR=str(home / "outbox"))
+    from campaigns import db
+    from campaigns.demo import demo_campaign
+    from campaigns.migrate import upgrade
+    from campaigns.models import AllocationSnapshot, SendPeriod, utcnow
+    from campaigns.repositories import campaigns as campaign_repo
+    from campaigns.repositories import reports as report_repo
+    from campaigns.schemas import CampaignCreate
+    from campaigns.services import campaigns, reports
+    from campaigns.settings import get_settings
+
+    get_settings.cache_clear()
+    db.reset_engine()
+    upgrade(url)
+    t0 = time.perf_counter()
+    with db.session_scope() as s:
+        cid = campaigns.create(s, CampaignCreate(**{**demo_campaign(), "burn_in_min_sends": 0})).id
+        campaigns.transition(s, cid, "start")
+        segments = [seg.id for seg in campaign_repo.campaign_segments(s, cid)]
+        n_arms = campaign_repo.variant_count(s, cid)
+        rng = np.random.default_rng(1)
+        period_ids = []
+        for number in range(1, n_periods + 1):
+            period = SendPeriod(campaign_id=cid, number=number, seed=number, status="completed",
+                                started_at=utcnow(), completed_at=utcnow())
+            s.add(period)
+            s.flush()
+            period_ids.append(period.id)
+            for seg in segments:
+                w = rng.dirichlet(np.full(n_arms, 0.3))
+                s.add(AllocationSnapshot(campaign_id=cid, period_id=period.id, segment_id=seg, version=number,
+                                         seed=number, stage="thompson", holdout_share=0.1, arms=list(range(n_arms)),
+                                         weights=w.tolist(), p_best=w.tolist(),
+                                         counts={"sends": [0] * n_arms}, diagnostics={}))
+    per_period = n_sends // n_periods
+    conninfo = url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for j, pid in enumerate(period_ids):
+            # arm -1 (holdout) with probability 0.1, else one of the arms uniformly; propensity logged.
+            conn.execute(f"""
+                INSERT INTO send (campaign_id, period_id, customer_id, segment_id, arm, propensity, status,
+                                  sent_at, clicks, first_click_at, conversions, first_conversion_at, revenue)
+                SELECT {cid}, {pid}, g, {segments[0]} + g % {len(segments)}, a.arm,
+                       CASE WHEN a.arm = -1 THEN 0.1 ELSE 0.9 / {n_arms} END, 'sent',
+                       now() - interval '{n_periods - j} days',
+                       (r.u < 0.04)::int, CASE WHEN r.u < 0.04 THEN now() END,
+                       (r.u < 0.012)::int, CASE WHEN r.u < 0.012 THEN now() END,
+                       CASE WHEN r.u < 0.012 THEN round((20 + 2000 * r.u)::numeric, 2) ELSE 0 END
+                FROM generate_series(1, {per_period}) AS g,
+                     LATERAL (SELECT CASE WHEN random() < 0.1 THEN -1
+                                          ELSE floor(random() * {n_arms})::int END + 0 * g AS arm) AS a,
+                     LATERAL (SELECT random() + 0 * g AS u) AS r""")  # noqa: S608 (this script's integers)
+        conn.execute("""
+            INSERT INTO event (event_id, type, status, campaign_id, send_id, revenue, occurred_at, received_at)
+            SELECT 'k' || id, 'click', 'applied', campaign_id, id, 0, first_click_at, first_click_at
+            FROM send WHERE first_click_at IS NOT NULL
+            UNION ALL
+            SELECT 'v' || id, 'conversion', 'applied', campaign_id, id, revenue, first_conversion_at,
+                   first_conversion_at + interval '1 hour'
+            FROM send WHERE first_conversion_at IS NOT NULL""")
+        conn.execute("VACUUM ANALYZE")
+        sends = conn.execute("SELECT count(*) FROM send").fetchone()[0]
+        n_events = conn.execute("SELECT count(*) FROM event").fetchone()[0]
+    build = time.perf_counter() - t0
+    ids = ",".join(map(str, period_ids))
+
+    with db.session_scope() as s:
+        from sqlalchemy import text
+
+        baseline, count = best_of(3, lambda: s.execute(
+            text(f"SELECT count(*) FROM send WHERE period_id IN ({ids})")).scalar_one())  # noqa: S608
+        ledger, groups = best_of(3, lambda: report_repo.ledger_groups(s, period_ids))
+        late, _ = best_of(3, lambda: report_repo.late_events(s, cid, period_ids, 7))
+        total, rep = best_of(3, lambda: reports.lift_report(s, cid))
+    csv_t, rows = best_of(3, lambda: list(reports.csv_rows(rep)))
+    html_t, html = best_of(3, lambda: reports.render_html(rep))
+    assert count == sends
+
+    print(f"PostgreSQL, {sends:,} sends in {n_periods} periods x 8 segments x {n_arms} variants, "
+          f"{n_events:,} events (built in {build:.0f} s)")
+    print(f"  baseline COUNT(*) of the ledger rows   {baseline:7.3f} s")
+    print(f"  report ledger GROUP BY                 {ledger:7.3f} s  ({ledger / baseline:.1f}x the COUNT; "
+          f"{len(groups):,} rows back)")
+    print(f"  late-data join (events x sends)        {late:7.3f} s")
+    print(f"  lift_report end to end                 {total:7.3f} s  ({total / baseline:.1f}x the COUNT)")
+    print(f"  of which outside those two queries     {total - ledger - late:7.3f} s "
+          f"(posteriors for 3 metrics, off-policy, health)")
+    print(f"  CSV rows ({len(rows):,})                     {csv_t:7.3f} s")
+    print(f"  HTML page ({len(html) / 1e6:.1f} MB)                  {html_t:7.3f} s")
+    if profile:
+        import cProfile
+        import pstats
+
+        with db.session_scope() as s:
+            prof = cProfile.Profile()
+            prof.runcall(reports.lift_report, s, cid)
+        pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
+    print(f"  12M-send extrapolation (SQL linear, rest constant): "
+          f"{(ledger + late) * 12e6 / sends + (total - ledger - late):.1f} s")
+
+
+if __name__ == "__main__":
+    main()
