@@ -55,16 +55,6 @@ def ledger_groups(session: Session, period_ids: list[int]):
     return session.execute(stmt).all()
 
 
-def event_counts(session: Session, campaign_id: int) -> dict[tuple[str, str], int]:
-    """Events of the campaign by (type, status): applied, unattributed, excluded (bots), ..."""
-    stmt = (
-        select(Event.type, Event.status, func.count())
-        .where(Event.campaign_id == campaign_id)
-        .group_by(Event.type, Event.status)
-    )
-    return {(t, s): n for t, s, n in session.execute(stmt).all()}
-
-
 def _later_than(session: Session, later, earlier, days: int):
     """SQL: `later` is more than `days` days after `earlier` (portable across the two databases)."""
     if session.get_bind().dialect.name == "sqlite":  # datetimes are ISO strings there

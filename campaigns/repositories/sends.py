@@ -115,6 +115,14 @@ def claim_sends(
         cur.close()
 
 
+def refresh_statistics(session: Session) -> None:
+    """PostgreSQL: re-sample the ledger's statistics right after a bulk claim (inside the plan's
+    transaction), so the queries that follow are planned on the real row counts, not on the
+    ones autovacuum saw before millions of rows arrived. A sample: cheap at any size."""
+    if _is_pg(session):
+        session.execute(text("ANALYZE send"))
+
+
 def send_id_range(session: Session, period_id: int) -> tuple[int | None, int | None]:
     stmt = select(func.min(Send.id), func.max(Send.id)).where(Send.period_id == period_id)
     return tuple(session.execute(stmt).one())
@@ -123,8 +131,11 @@ def send_id_range(session: Session, period_id: int) -> tuple[int | None, int | N
 _QUEUED_BATCH = text("""
     SELECT s.id, s.arm, c.external_id, c.email, c.attributes, c.status
     FROM send s JOIN customer c ON c.id = s.customer_id
-    WHERE s.id >= :first_id AND s.id <= :last_id AND s.period_id = :period_id AND s.status = 'queued'
+    WHERE s.id >= :first_id AND s.id <= :last_id AND s.period_id + 0 = :period_id AND s.status = 'queued'
     ORDER BY s.id""")
+# `s.period_id + 0`: keeps both planners off the unique (period_id, customer_id) index, which they
+# otherwise pick (SQLite always; PostgreSQL with stale statistics right after the claim) and which
+# scans the whole period for every batch — 25 ms per batch of 500 at 1M sends instead of 1 ms.
 
 
 def queued_batch(session: Session, period_id: int, first_id: int, last_id: int) -> list:

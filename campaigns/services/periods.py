@@ -197,6 +197,7 @@ def plan_period(session: Session, period: SendPeriod, campaign: Campaign) -> lis
         arm_of = np.asarray(snap.arms, dtype=np.int64)
         global_arm = np.where(drawn.arm == HOLDOUT, HOLDOUT, arm_of[np.maximum(drawn.arm, 0)])
         send_repo.claim_sends(session, campaign.id, period.id, segment.id, customer_ids, global_arm, drawn.propensity)
+    send_repo.refresh_statistics(session)
     period.status = PeriodStatus.RUNNING
     period.started_at = period.started_at or now
     if period.chunks == 0:

@@ -35,6 +35,7 @@ from bandit import offpolicy
 from campaigns import design as campaign_design
 from campaigns.models import utcnow
 from campaigns.repositories import campaigns as repo
+from campaigns.repositories import events as event_repo
 from campaigns.repositories import reports as report_repo
 from campaigns.services import campaigns as campaign_service
 from campaigns.services import periods as period_service
@@ -583,7 +584,7 @@ def _drift(data: Data, per_period) -> dict:
 
 
 def _events(session: Session, campaign_id: int) -> dict:
-    counts = report_repo.event_counts(session, campaign_id)
+    counts = event_repo.event_counts(session, campaign_id)
 
     def total(*, status=None, type_=None) -> int:
         return sum(n for (t, s), n in counts.items()
