@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from sqlalchemy import bindparam, case, func, select, update
+from sqlalchemy import and_, bindparam, case, func, not_, select, update
 from sqlmodel import Session
 
 from campaigns.db import upsert
@@ -60,36 +60,26 @@ def upsert_orders(session: Session, rows: list[dict]) -> None:
         session.execute(upsert(session, Order.__table__, ["order_id"], ["customer_id", "ordered_at", "amount"]), rows)
 
 
-def rfm_aggregates(session: Session, since: datetime, until: datetime):
-    """Per customer: days-since-last-order input, order count and spend within the lookback window,
-    computed by the database in one pass (never row by row in Python)."""
-    in_window = (Order.ordered_at >= since) & (Order.ordered_at <= until)
-    stmt = (
-        select(
-            Order.customer_id,
-            func.max(Order.ordered_at).label("last_order"),
-            func.sum(case((in_window, 1), else_=0)).label("orders"),
-            func.coalesce(func.sum(case((in_window, Order.amount), else_=0.0)), 0.0).label("spend"),
-        )
-        .where(Order.ordered_at <= until)
-        .group_by(Order.customer_id)
-    )
-    return session.execute(stmt).all()
+def derive_rfm_segments(
+    session: Session, segment_of: dict[tuple[bool, bool, bool], int], *, until: datetime, since: datetime,
+    recent_since: datetime, frequent_orders: int, high_spend: float,
+) -> None:
+    """Set every customer's segment from their orders in one set-based UPDATE: recent = last order
+    (up to `until`) at or after `recent_since`; frequent / high spend = orders / spend within
+    [since, until]. Correlated subqueries use the order table's customer_id index."""
+    c, o = Customer.__table__, Order.__table__
+    mine = o.c.customer_id == c.c.id
+    in_window = and_(mine, o.c.ordered_at >= since, o.c.ordered_at <= until)
+    last = select(func.max(o.c.ordered_at)).where(mine, o.c.ordered_at <= until).scalar_subquery()
+    orders = select(func.count()).where(in_window).scalar_subquery()
+    spend = select(func.coalesce(func.sum(o.c.amount), 0.0)).where(in_window).scalar_subquery()
+    flags = (func.coalesce(last >= recent_since, False), orders >= frequent_orders, spend >= high_spend)
 
+    def matches(key: tuple[bool, bool, bool]):
+        return and_(*(flag if wanted else not_(flag) for flag, wanted in zip(flags, key, strict=True)))
 
-def all_customer_ids(session: Session) -> list[int]:
-    return list(session.execute(select(Customer.id)).scalars())
-
-
-def set_segments(session: Session, assignments: list[dict]) -> None:
-    """Bulk update: [{"cid": customer id, "sid": segment id}, …] in one executemany."""
-    if assignments:
-        stmt = (
-            update(Customer.__table__)
-            .where(Customer.__table__.c.id == bindparam("cid"))
-            .values(segment_id=bindparam("sid"), updated_at=utcnow())
-        )
-        session.connection().execute(stmt, assignments)
+    segment = case(*[(matches(key), sid) for key, sid in segment_of.items()], else_=segment_of[(False, False, False)])
+    session.execute(update(c).values(segment_id=segment, updated_at=utcnow()))
 
 
 def set_status(session: Session, customer_id: int, status: CustomerStatus) -> None:

@@ -64,16 +64,12 @@ def derive_segments(session: Session, as_of: datetime | None = None) -> dict:
     missing = [name for name, _ in RFM_SEGMENTS.values() if name not in ids]
     if missing:
         raise InvalidInput("segments", f"RFM segments missing from the database: {', '.join(missing)}")
-    stats = {r.customer_id: r for r in repo.rfm_aggregates(session, since, until)}
-    assignments, by_segment = [], {}
-    for cid in repo.all_customer_ids(session):
-        r = stats.get(cid)
-        name = (
-            rfm_segment((until - r.last_order).total_seconds() / 86400, int(r.orders), float(r.spend))
-            if r
-            else rfm_segment(None, 0, 0.0)
-        )
-        assignments.append({"cid": cid, "sid": ids[name]})
-        by_segment[name] = by_segment.get(name, 0) + 1
-    repo.set_segments(session, assignments)
-    return {"as_of": until, "customers": len(assignments), "by_segment": by_segment}
+    # One UPDATE in the database: each customer's segment id from (recent, frequent, high spend);
+    # no Python object per customer, whatever the audience size.
+    segment_of = {key: ids[name] for key, (name, _) in RFM_SEGMENTS.items()}
+    repo.derive_rfm_segments(session, segment_of, until=until, since=since,
+                             recent_since=until - timedelta(days=s.rfm_recent_days),
+                             frequent_orders=s.rfm_frequent_orders, high_spend=s.rfm_high_spend)
+    counts = repo.segment_customer_counts(session)
+    by_segment = {name: counts[ids[name]] for name, _ in RFM_SEGMENTS.values() if counts.get(ids[name])}
+    return {"as_of": until, "customers": sum(by_segment.values()), "by_segment": by_segment}

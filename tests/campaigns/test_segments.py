@@ -80,3 +80,46 @@ def test_thresholds_come_from_settings(monkeypatch):
     assert rfm_segment(31, 2, 50.0) == "cant_lose_them"
     assert rfm_segment(30, 1, 49.0) == "new_or_occasional"
     assert rfm_segment(30, 2, 50.0) == "champions"
+
+
+def test_the_database_derivation_follows_the_rule_for_every_customer(database_url):
+    """`derive_segments` runs as one SQL UPDATE; `rfm_segment` is the rule written out. Random
+    histories (fixed seed) with orders on the thresholds' edges and outside the lookback: every
+    customer must land where the rule says, on SQLite and PostgreSQL."""
+    from datetime import UTC, datetime, timedelta
+
+    import numpy as np
+
+    from campaigns.db import session_scope
+    from campaigns.schemas import CustomerIn, OrderIn
+    from campaigns.services import customers, segments
+
+    as_of = datetime(2026, 6, 1, 12, tzinfo=UTC)
+    rng = np.random.default_rng(11)
+    s = get_settings()
+    edges = [0.0, s.rfm_recent_days - 0.001, s.rfm_recent_days + 0.001, s.rfm_lookback_days - 1,
+             s.rfm_lookback_days + 1, -3.0]  # -3: after as_of, must be ignored
+    people, orders, expected = [], [], {}
+    for i in range(300):
+        ext = f"p{i}"
+        people.append(CustomerIn(external_id=ext, email=f"{ext}@example.com", segment="champions"))
+        history = [(float(rng.choice(edges)) if rng.random() < 0.5 else float(rng.uniform(0, 500)),
+                    float(rng.choice([0.0, s.rfm_high_spend / 4, s.rfm_high_spend, 120.0])))
+                   for _ in range(int(rng.integers(0, 7)))]
+        for k, (days, amount) in enumerate(history):
+            orders.append(OrderIn(order_id=f"{ext}-{k}", customer_external_id=ext,
+                                  ordered_at=as_of - timedelta(days=days), amount=amount))
+        past = [(d, a) for d, a in history if d >= 0]
+        window = [(d, a) for d, a in past if d <= s.rfm_lookback_days]
+        last = min((d for d, _ in past), default=None)
+        expected[ext] = rfm_segment(last, len(window), sum(a for _, a in window))
+    with session_scope() as session:
+        customers.import_customers(session, customers.json_rows(people))
+        customers.import_orders(session, orders)
+    with session_scope() as session:
+        result = segments.derive_segments(session, as_of)
+    with session_scope() as session:
+        got = {ext: customers.get_customer(session, ext)["segment"] for ext in expected}
+    assert got == expected
+    assert result["customers"] == 300 and sum(result["by_segment"].values()) == 300
+    assert len(set(expected.values())) == 8  # the histories reach every segment
