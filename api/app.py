@@ -2,9 +2,12 @@
 
 from fastapi import FastAPI
 
-from api import errors
+from api import errors, idempotency
+from api.deps import Audited
+from api.limits import BodySizeLimit, RateLimit, document_limits
 from api.middleware import RequestObserver
-from api.routers import admin, audience, campaigns, events, ops, tracking, versions, webhooks
+from api.request_id import RequestId
+from api.routers import admin, audience, audit, campaigns, events, ops, privacy, tracking, versions, webhooks
 from campaigns.logging_config import configure_logging
 
 
@@ -14,12 +17,18 @@ def create_app() -> FastAPI:
         title="MAB Campaigns",
         version="0.1.0",
         description="Multi-armed bandit experimentation for email marketing.",
+        dependencies=[Audited],  # the audit log of every call made with an API key (api/deps.py)
     )
     errors.install(app)
-    for module in (admin, audience, campaigns, events, tracking, webhooks, versions):
+    idempotency.install(app)  # replays of an Idempotency-Key
+    for module in (admin, audience, campaigns, events, tracking, webhooks, versions, audit, privacy):
         app.include_router(module.router)
     app.include_router(ops.router)  # /health, /ready, /metrics
-    app.add_middleware(RequestObserver)
+    document_limits(app)  # the 413 and 429 of the middlewares below, in the OpenAPI document
+    app.add_middleware(BodySizeLimit)  # innermost of the three: the rate limit answers first
+    app.add_middleware(RateLimit)
+    app.add_middleware(RequestObserver)  # it also counts the 429s and 413s
+    app.add_middleware(RequestId)  # outermost: every response and log line carries the request's id
 
     return app
 

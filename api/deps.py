@@ -1,15 +1,18 @@
-"""Request dependencies: one session per request (committed here, nowhere else) and API keys."""
+"""Request dependencies: one session per request (committed here, nowhere else), API keys, and the
+audit log of every call made with a key."""
 
+import uuid
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Security
+from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
 from sqlmodel import Session
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from campaigns.db import session_scope
 from campaigns.models import ApiKey, Role
-from campaigns.services import keys
+from campaigns.services import audit, keys
 
 
 def get_session() -> Iterator[Session]:
@@ -25,12 +28,18 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key from `mab create-key`.")
 
 
-def current_key(session: SessionDep, key: Annotated[str | None, Security(api_key_header)]) -> ApiKey:
+def current_key(
+    session: SessionDep, key: Annotated[str | None, Security(api_key_header)], request: Request = None
+) -> ApiKey:
     if not key:
         raise HTTPException(401, "missing API key (send it in the X-API-Key header)")
-    row = keys.authenticate(session, key)
-    if row is None:
+    row = keys.lookup(session, key)
+    if row is None or row.revoked_at is not None:
+        if row is not None and request is not None:
+            request.state.revoked_key = row  # a revoked key still in use: the audit log names it
         raise HTTPException(401, "invalid or revoked API key")
+    if request is not None:
+        request.state.api_key = row
     return row
 
 
@@ -54,3 +63,40 @@ Analyst = require(Role.ANALYST)
 Reader = require(Role.MARKETER, Role.ANALYST)
 Ingest = require(Role.INGEST)
 Admin = require()
+
+
+def audit_call(request: Request, session: SessionDep) -> Iterator[None]:
+    """Audits every call of the app (an app-wide dependency, so a new router cannot forget it).
+
+    It wraps the route and the key checks, inside the request's unit of work: a success is written
+    with the work, in its transaction, after the route returned (`scope="function"`, like the
+    session: before the commit); a 401/403 of a known key is written in a transaction of its own.
+    Calls without a key (health, tracking links, the signed webhook) are never written. Why a
+    dependency and not a middleware: a middleware learns the status only after the commit, so its
+    write could neither roll back with the work nor be refused with it."""
+    route = request.scope.get("route")
+    template = getattr(route, "path_format", None) or getattr(route, "path", "")
+    method = request.method
+    wanted = audit.audits_success(method, template)
+    if wanted:
+        audit.watch_creations(session)
+    try:
+        yield
+    except StarletteHTTPException as exc:
+        key = getattr(request.state, "api_key", None) or getattr(request.state, "revoked_key", None)
+        if exc.status_code in (401, 403) and key is not None:
+            audit.record_refusal(key, _call(request, method, template), exc.status_code, str(exc.detail))
+        raise
+    key = getattr(request.state, "api_key", None)
+    if wanted and key is not None:
+        status = getattr(route, "status_code", None) or 200
+        override = getattr(request.state, "audit_object", None)  # set by a route whose path id changes
+        audit.record_success(session, key, _call(request, method, template), status, override)
+
+
+def _call(request: Request, method: str, template: str) -> audit.Call:
+    request_id = getattr(request.state, "request_id", None) or uuid.uuid4().hex
+    return audit.Call(method, template, dict(request.path_params), request_id)
+
+
+Audited = Depends(audit_call, scope="function")

@@ -245,5 +245,26 @@ def unsubscribe_mail(
             typer.echo(f"{name}: {inbound.process_message(session, raw)}")  # one plain line each
 
 
+@app.command("revoke-key")
+def revoke_key(
+    key_id: Annotated[int, typer.Argument(help="The key's id (`GET /api-keys`, or printed by create-key)")],
+) -> None:
+    """Revoke an API key: every later request with it gets 401. Rotation: create the new key, switch
+    the client over, then revoke the old one. Recorded in the audit log (as an operator's command)."""
+    from campaigns.db import session_scope
+    from campaigns.errors import DomainError
+    from campaigns.services import audit, keys
+
+    _migrate()
+    try:
+        with session_scope() as session:
+            row = keys.revoke_key(session, key_id)
+            audit.record_operator(session, "CLI mab revoke-key", "api_key", row.id, {"name": row.name})
+    except DomainError as exc:
+        console.print(f"[red]{exc.detail}[/]")
+        raise typer.Exit(1) from None
+    console.print(f"{row.role} key #{row.id} ({row.name}) revoked at {row.revoked_at.isoformat()}")
+
+
 if __name__ == "__main__":
     sys.exit(app())

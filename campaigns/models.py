@@ -52,6 +52,7 @@ class CustomerStatus(StrEnum):
     ACTIVE = "active"
     UNSUBSCRIBED = "unsubscribed"
     BOUNCED = "bounced"
+    ERASED = "erased"  # GDPR erasure: personal data removed, never mailed again (only 'active' is selected)
 
 
 class SendStatus(StrEnum):
@@ -300,3 +301,56 @@ class ModelAction(SQLModel, table=True):
     key_name: str  # who: the API key's name and role at the time of the action
     key_role: str
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class IdempotencyKey(SQLModel, table=True):
+    """The first answer to an `Idempotency-Key` of one API key, kept 24 hours. Inserted and filled in
+    the transaction of the work itself: a committed row always has its work committed, and the
+    unique key makes a concurrent second request wait for the first one's commit (or rollback)."""
+
+    __tablename__ = "idempotency_key"
+    __table_args__ = (UniqueConstraint("api_key_id", "key"),)
+    id: int | None = Field(default=None, primary_key=True)
+    api_key_id: int = Field(foreign_key="api_key.id")
+    key: str = Field(max_length=255)
+    request_hash: str  # sha256 of method, path and raw body
+    status: str  # in_progress | completed
+    response_status: int | None = None
+    response_body: str | None = None
+    response_headers: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class AuditLog(SQLModel, table=True):
+    """Who did what through the API: every successful mutating call (in the transaction of the work
+    itself, so a rolled-back request leaves no success entry), every read of one customer's personal
+    data, and every refusal of a known key (403 wrong role, 401 revoked key; in a transaction of its
+    own). Never a request body: it can hold personal data. Customers are named by internal id only."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_object", "object_type", "object_id"),
+        Index("ix_audit_log_key_id", "key_id"),
+    )
+    id: int | None = Field(default=None, sa_column=Column(BigInteger().with_variant(
+        Integer, "sqlite"), primary_key=True, autoincrement=True))
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    key_id: int | None = None  # no foreign key: an entry outlives anything it names
+    key_name: str | None = None  # the key's name and role at the time of the call
+    key_role: str | None = None
+    action: str  # method and route template, e.g. "POST /campaigns/{campaign_id}/start"
+    object_type: str | None = None  # campaign, api_key, segment, customer, order, event
+    object_id: int | None = None  # from the path, or the id the call created
+    status_code: int
+    outcome: str  # success | refused
+    request_id: str | None = None
+    detail: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+# Erasure finds a customer's events by external id (conversions posted by customer id, unsubscribes).
+# Partial: tracked clicks, nearly all rows, carry no external id and stay out of it.
+Index(
+    "ix_event_customer_external_id", Event.__table__.c.customer_external_id,
+    postgresql_where=text("customer_external_id IS NOT NULL"),
+    sqlite_where=text("customer_external_id IS NOT NULL"),
+)

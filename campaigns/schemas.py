@@ -287,3 +287,102 @@ class VersionsPublic(BaseModel):
     campaign_id: int
     segments: list[SegmentModePublic]
     timeline: list[ModelActionPublic] = Field(description="Every action, oldest first.")
+
+
+# --- Keys, the audit log, GDPR export and erasure ----------------------------------------------------
+
+
+class ApiKeyPublic(BaseModel):
+    id: int
+    name: str
+    role: str
+    prefix: str = Field(description="The key's first characters (`mab_` and 6 more): which key you hold.")
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class AuditEntryPublic(BaseModel):
+    id: int
+    at: datetime
+    key_id: int | None = Field(description="The API key that made the call.")
+    key_name: str | None
+    key_role: str | None
+    action: str = Field(description='Method and route template, e.g. "POST /campaigns/{campaign_id}/start".')
+    object_type: str | None = Field(description="campaign, api_key, segment, customer (internal id), order, event.")
+    object_id: int | None
+    status_code: int
+    outcome: Literal["success", "refused"]
+    request_id: str | None = Field(description="The X-Request-ID of the call.")
+    detail: dict = Field(description="Other path parameters, ids the call created, or why it was refused.")
+
+
+class CustomerProfileExport(BaseModel):
+    id: int
+    external_id: str
+    email: str
+    segment: str | None
+    status: str
+    consent: bool
+    attributes: dict
+    created_at: datetime
+    updated_at: datetime
+
+
+class OrderExport(BaseModel):
+    order_id: str
+    ordered_at: datetime
+    amount: float
+
+
+class SendExport(BaseModel):
+    send_id: int
+    campaign_id: int
+    campaign: str | None
+    period: int | None
+    segment: str | None
+    group: Literal["control", "bandit"]
+    arm: int
+    variant: str | None = Field(description="The variant's key; None for the control group (the baseline email).")
+    params: dict | None
+    propensity: float
+    status: str
+    error: str | None
+    message_id: str | None
+    sent_at: datetime | None
+    clicks: int
+    first_click_at: datetime | None
+    conversions: int
+    first_conversion_at: datetime | None
+    revenue: float
+
+
+class EventExport(BaseModel):
+    event_id: str
+    type: str
+    status: str
+    reason: str | None
+    campaign_id: int | None
+    send_id: int | None
+    customer_external_id: str | None
+    revenue: float
+    occurred_at: datetime
+    received_at: datetime
+    user_agent: str | None
+    link: int | None
+
+
+class CustomerExport(BaseModel):
+    exported_at: datetime
+    customer: CustomerProfileExport
+    orders: list[OrderExport]
+    sends: list[SendExport]
+    events: list[EventExport]
+
+
+class ErasureResult(BaseModel):
+    customer_id: int = Field(description="The internal id, kept: the send ledger's rows still point at it.")
+    external_id: str = Field(description="The placeholder that replaced the external id.")
+    status: str
+    orders_deleted: int
+    events_scrubbed: int = Field(description="Events whose customer id and user agent were removed.")
+    sends_kept: int = Field(description="Ledger rows kept (ids, arms, counts, revenue) for the statistics.")

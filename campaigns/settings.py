@@ -136,6 +136,32 @@ class Settings(BaseSettings):
     )
     guard_interval_seconds: float = Field(60.0, gt=0, description="How often beat runs the guard.")
 
+    # Bounds and idempotency (issue 5). See README "Limits". A rate limit of 0 is off.
+    idempotency_ttl_hours: float = Field(
+        24.0, gt=0, description="How long an Idempotency-Key's first response is replayed; older keys are forgotten."
+    )
+    rate_limit_ingest_per_minute: int = Field(
+        6_000, ge=0, description="Requests per API key per minute to POST /events and /events/conversions.csv (0: off)."
+    )
+    rate_limit_mutations_per_minute: int = Field(
+        1_200, ge=0, description="POST/PUT/PATCH/DELETE requests per API key per minute, other routes (0: off)."
+    )
+    rate_limit_webhook_per_minute: int = Field(
+        6_000, ge=0, description="Requests per source IP per minute to POST /webhooks/conversions (0: off)."
+    )
+    max_body_bytes: int = Field(
+        20_000_000, ge=1_000, description="Larger request bodies (JSON and all but the CSV imports) are refused (413)."
+    )
+    max_csv_bytes: int = Field(
+        1_000_000_000, ge=1_000,
+        description="Larger bodies of POST /customers/csv and /events/conversions.csv are refused (413).",
+    )
+    default_page_size: int = Field(100, ge=1, description="Items per page of a list when the request gives no `limit`.")
+    max_page_size: int = Field(1_000, ge=1, description="The largest `limit` a list accepts (422 above).")
+    max_template_bytes: int = Field(
+        100_000, ge=100, description="UTF-8 bytes per template part (subject, html, text); larger is refused (422)."
+    )
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url

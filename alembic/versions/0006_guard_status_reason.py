@@ -13,8 +13,6 @@ import sqlmodel
 
 from alembic import op
 
-
-
 revision: str = '0006'
 down_revision: str | None = '0005'
 branch_labels: str | Sequence[str] | None = None

@@ -1,9 +1,11 @@
 import tempfile
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import Marketer, Reader, SessionDep
+from api.idempotency import IdempotencyDep, StreamedIdempotencyDep
+from api.pagination import PageDep, link_next
 from campaigns.schemas import (
     CustomerPublic,
     CustomersIn,
@@ -13,7 +15,7 @@ from campaigns.schemas import (
     SegmentCreate,
     SegmentPublic,
 )
-from campaigns.services import customers, segments
+from campaigns.services import customers, pages, segments
 
 router = APIRouter(tags=["audience"])
 
@@ -21,8 +23,10 @@ SPOOL_IN_MEMORY = 8 * 1024 * 1024  # larger uploads spill to a temporary file, n
 
 
 @router.get("/segments", response_model=list[SegmentPublic], dependencies=[Reader])
-def list_segments(session: SessionDep):
-    return segments.list_segments(session)
+def list_segments(request: Request, response: Response, session: SessionDep, page: PageDep):
+    items, nxt = pages.segments(session, page.limit, page.cursor)
+    link_next(request, response, nxt)
+    return items
 
 
 @router.post("/segments", status_code=201, response_model=SegmentPublic, dependencies=[Marketer])
@@ -37,8 +41,8 @@ def derive_segments(session: SessionDep):
 
 
 @router.post("/customers", response_model=ImportResult, dependencies=[Marketer])
-def import_customers_json(body: CustomersIn, session: SessionDep):
-    return customers.import_customers(session, customers.json_rows(body.customers))
+def import_customers_json(body: CustomersIn, session: SessionDep, idem: IdempotencyDep):
+    return idem.respond(customers.import_customers(session, customers.json_rows(body.customers)))
 
 
 @router.post(
@@ -47,15 +51,15 @@ def import_customers_json(body: CustomersIn, session: SessionDep):
     dependencies=[Marketer],
     openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}, "required": True}},
 )
-async def import_customers_csv(request: Request, session: SessionDep):
+async def import_customers_csv(request: Request, session: SessionDep, idem: StreamedIdempotencyDep):
     """Streamed CSV: header `external_id,email,segment,…`; extra columns become attributes.
     A bad row refuses the whole file (422 naming its line) and nothing is written."""
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
-        async for chunk in request.stream():
-            spool.write(chunk)
+        await idem.spool(request.stream(), spool)  # hashes the body for an Idempotency-Key on the way
         spool.seek(0)
         lines = customers.decode_lines(iter(lambda: spool.read(1 << 16), b""))
-        return await run_in_threadpool(customers.import_customers, session, customers.csv_rows(lines))
+        result = await run_in_threadpool(customers.import_customers, session, customers.csv_rows(lines))
+        return await idem.arespond(result)
 
 
 @router.get("/customers/{external_id}", response_model=CustomerPublic, dependencies=[Marketer])
@@ -64,5 +68,5 @@ def get_customer(external_id: str, session: SessionDep):
 
 
 @router.post("/orders", dependencies=[Marketer])
-def import_orders(body: OrdersIn, session: SessionDep) -> dict:
-    return customers.import_orders(session, body.orders)
+def import_orders(body: OrdersIn, session: SessionDep, idem: IdempotencyDep) -> dict:
+    return idem.respond(customers.import_orders(session, body.orders))

@@ -4,10 +4,12 @@ import os
 import tempfile
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, BackgroundTasks, Query
+from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, StreamingResponse
 
 from api.deps import Analyst, Marketer, Reader, SessionDep
+from api.idempotency import IdempotencyDep
+from api.pagination import PageDep, WholePageDep, link_next
 from campaigns.db import session_scope
 from campaigns.schemas import (
     CampaignCreate,
@@ -17,25 +19,24 @@ from campaigns.schemas import (
     SnapshotPublic,
     VariantPublic,
 )
-from campaigns.services import campaigns, periods, reports
+from campaigns.services import campaigns, pages, periods, reports
 
 router = APIRouter(prefix="/campaigns", tags=["campaigns"])
 
 
 @router.post("", status_code=201, response_model=CampaignPublic, dependencies=[Marketer])
-def create_campaign(body: CampaignCreate, session: SessionDep):
-    return campaigns.to_public(session, campaigns.create(session, body))
+def create_campaign(body: CampaignCreate, session: SessionDep, idem: IdempotencyDep):
+    return idem.respond(campaigns.to_public(session, campaigns.create(session, body)), 201)
 
 
 @router.get("", response_model=list[CampaignPublic], dependencies=[Reader])
 def list_campaigns(
-    session: SessionDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    request: Request, response: Response, session: SessionDep, page: PageDep,
+    offset: Annotated[int, Query(ge=0, description="Skip this many (prefer `cursor`).")] = 0,
 ):
-    from campaigns.repositories import campaigns as repo
-
-    return [campaigns.to_public(session, c) for c in repo.list_campaigns(session, offset, limit)]
+    items, nxt = pages.campaigns(session, page.limit, page.cursor, offset)
+    link_next(request, response, nxt)
+    return items
 
 
 @router.get("/{campaign_id}", response_model=CampaignPublic, dependencies=[Reader])
@@ -49,19 +50,24 @@ def update_campaign(campaign_id: int, body: CampaignUpdate, session: SessionDep)
 
 
 @router.get("/{campaign_id}/variants", response_model=list[VariantPublic], dependencies=[Reader])
-def list_variants(campaign_id: int, session: SessionDep):
-    return campaigns.list_variants(session, campaign_id)
+def list_variants(campaign_id: int, request: Request, response: Response, session: SessionDep, page: WholePageDep):
+    """The campaign's variants by arm; the default page is the largest (MAB_MAX_PAGE_SIZE)."""
+    items, nxt = pages.variants(session, campaign_id, page.limit, page.cursor)
+    link_next(request, response, nxt)
+    return items
 
 
 @router.post("/{campaign_id}/periods", status_code=202, response_model=PeriodPublic, dependencies=[Marketer])
-def start_period(campaign_id: int, session: SessionDep):
+def start_period(campaign_id: int, session: SessionDep, idem: IdempotencyDep):
     """Start the next send period now; a worker allocates, assigns, renders and delivers it."""
-    return periods.public(periods.start_period(session, campaign_id))
+    return idem.respond(periods.public(periods.start_period(session, campaign_id)), 202)
 
 
 @router.get("/{campaign_id}/periods", response_model=list[PeriodPublic], dependencies=[Reader])
-def list_periods(campaign_id: int, session: SessionDep):
-    return [periods.public(p) for p in periods.list_periods(session, campaign_id)]
+def list_periods(campaign_id: int, request: Request, response: Response, session: SessionDep, page: PageDep):
+    items, nxt = pages.periods(session, campaign_id, page.limit, page.cursor)
+    link_next(request, response, nxt)
+    return items
 
 
 @router.get("/{campaign_id}/periods/{number}", response_model=PeriodPublic, dependencies=[Reader])
@@ -115,9 +121,12 @@ def export_period_parquet(campaign_id: int, number: int, session: SessionDep, ba
 
 
 @router.get("/{campaign_id}/allocations", response_model=list[SnapshotPublic], dependencies=[Reader])
-def list_allocations(campaign_id: int, session: SessionDep):
-    """Every allocation snapshot: weights, seed and the counts they were computed from."""
-    return periods.list_snapshots(session, campaign_id)
+def list_allocations(campaign_id: int, request: Request, response: Response, session: SessionDep, page: PageDep):
+    """Every allocation snapshot (by period, then segment): weights, seed and the counts they were
+    computed from."""
+    items, nxt = pages.snapshots(session, campaign_id, page.limit, page.cursor)
+    link_next(request, response, nxt)
+    return items
 
 
 @router.get("/{campaign_id}/report", dependencies=[Analyst])

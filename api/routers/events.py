@@ -1,10 +1,10 @@
 import tempfile
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import Ingest, SessionDep
+from api.idempotency import IdempotencyDep, StreamedIdempotencyDep
 from campaigns.errors import InvalidInput
 from campaigns.schemas import EventsAccepted, EventsIn
 from campaigns.services import customers, events
@@ -17,28 +17,27 @@ CSV_BODY = {"requestBody": {"content": {"text/csv": {"schema": {"type": "string"
 
 
 @router.post("/events", status_code=202, response_model=EventsAccepted, dependencies=[Ingest])
-def ingest_events(body: EventsIn):
+def ingest_events(body: EventsIn, idem: IdempotencyDep):
     """Clicks and conversions in bulk. Checked here, queued through Redis, folded in by a worker;
     an event id delivered many times counts once."""
     cap = get_settings().max_events_per_request
     if len(body.events) > cap:
         raise InvalidInput("events", f"{len(body.events)} events exceed the cap of {cap} per request")
     events.validate_events(body.events)
-    return JSONResponse({"accepted": events.enqueue(body.events)}, status_code=202)
+    return idem.respond({"accepted": events.enqueue(body.events)}, 202)
 
 
 @router.post("/events/conversions.csv", status_code=202, response_model=EventsAccepted, dependencies=[Ingest],
              openapi_extra=CSV_BODY)
-async def import_conversions_csv(request: Request, session: SessionDep):
+async def import_conversions_csv(request: Request, session: SessionDep, idem: StreamedIdempotencyDep):
     """Offline conversions, streamed: header `event_id,campaign_id,customer_external_id,revenue,occurred_at`.
     A bad row refuses the whole file (422 naming its line) and nothing is queued."""
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
-        async for chunk in request.stream():
-            spool.write(chunk)
+        await idem.spool(request.stream(), spool)  # hashes the body for an Idempotency-Key on the way
 
         def lines():
             spool.seek(0)
             return customers.decode_lines(iter(lambda: spool.read(1 << 16), b""))
 
         accepted = await run_in_threadpool(events.import_conversions_csv, session, lines)
-    return JSONResponse({"accepted": accepted}, status_code=202)
+    return await idem.arespond({"accepted": accepted}, 202)

@@ -3,12 +3,13 @@ per segment of a campaign (or `all` of them), each recorded with who and why."""
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request, Response
 
 from api.deps import Marketer, Reader, SessionDep
+from api.pagination import PageDep, link_next
 from campaigns.models import ApiKey
 from campaigns.schemas import ModelActionPublic, PromoteIn, ResumeIn, RollbackIn, VersionsPublic
-from campaigns.services import versions
+from campaigns.services import pages, versions
 
 router = APIRouter(prefix="/campaigns/{campaign_id}", tags=["model versions"])
 
@@ -38,8 +39,11 @@ def resume(campaign_id: int, segment: SegmentName, body: ResumeIn, session: Sess
 
 
 @router.get("/versions", response_model=VersionsPublic, dependencies=[Reader])
-def list_versions(campaign_id: int, session: SessionDep):
+def list_versions(campaign_id: int, request: Request, response: Response, session: SessionDep, page: PageDep):
     """Every model action (time, who, role, action, segment, detail, reason), oldest first, and each
-    segment's current mode: learning, promoted (an arm), pinned (to a period) or uniform."""
-    return versions.versions(session, campaign_id)
+    segment's current mode: learning, promoted (an arm), pinned (to a period) or uniform. The
+    timeline is paginated (`limit`, `cursor`, X-Next-Cursor); the segments' modes are always whole."""
+    body, nxt = pages.versions(session, campaign_id, page.limit, page.cursor)
+    link_next(request, response, nxt)
+    return body
 

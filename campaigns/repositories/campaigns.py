@@ -26,10 +26,6 @@ def get_campaign(session: Session, campaign_id: int, *, for_update: bool = False
     return session.execute(stmt).scalars().first()
 
 
-def list_campaigns(session: Session, offset: int, limit: int) -> list[Campaign]:
-    return list(session.execute(select(Campaign).order_by(Campaign.id).offset(offset).limit(limit)).scalars())
-
-
 def campaign_segments(session: Session, campaign_id: int) -> list[Segment]:
     stmt = (
         select(Segment)

@@ -79,8 +79,12 @@ def derive_rfm_segments(
         return and_(*(flag if wanted else not_(flag) for flag, wanted in zip(flags, key, strict=True)))
 
     segment = case(*[(matches(key), sid) for key, sid in segment_of.items()], else_=segment_of[(False, False, False)])
-    session.execute(update(c).values(segment_id=segment, updated_at=utcnow()))
+    # erased customers keep no segment: they are out of every audience for good
+    live = c.c.status != CustomerStatus.ERASED
+    session.execute(update(c).where(live).values(segment_id=segment, updated_at=utcnow()))
 
 
 def set_status(session: Session, customer_id: int, status: CustomerStatus) -> None:
-    session.execute(update(Customer).where(Customer.id == customer_id).values(status=status, updated_at=utcnow()))
+    # an old unsubscribe link of an erased customer must not turn `erased` back into something else
+    session.execute(update(Customer).where(Customer.id == customer_id, Customer.status != CustomerStatus.ERASED)
+                    .values(status=status, updated_at=utcnow()))

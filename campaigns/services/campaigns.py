@@ -13,6 +13,7 @@ from campaigns.rendering import static_links, validate_templates
 from campaigns.repositories import campaigns as repo
 from campaigns.repositories import customers as customer_repo
 from campaigns.schemas import CampaignCreate, CampaignUpdate
+from campaigns.services import limits
 from campaigns.settings import get_settings
 
 CADENCE = {"hourly": timedelta(hours=1), "daily": timedelta(days=1), "weekly": timedelta(weeks=1)}
@@ -43,6 +44,7 @@ def to_public(session: Session, campaign: Campaign) -> dict:
 
 def _validated_design(session: Session, data: CampaignCreate) -> tuple[list[dict], dict[str, int], dict]:
     """Everything about a new campaign that needs checking, before anything is written."""
+    limits.check_template(data.template)  # size first: nothing oversized gets compiled
     design.validate_factors(data.factors)
     known = customer_repo.segments_by_name(session)
     for i, name in enumerate(data.segments):
@@ -118,6 +120,7 @@ def update(session: Session, campaign_id: int, data: CampaignUpdate) -> Campaign
     campaign = get(session, campaign_id, for_update=True)
     if campaign.status != CampaignStatus.DRAFT:
         raise Conflict(f"campaign {campaign_id} is {campaign.status}: only drafts can be edited")
+    limits.check_template(data.template)
     changes = data.model_dump(exclude_unset=True, exclude_none=True)
     if "template" in changes:
         variants = [v.params for v in repo.variants(session, campaign_id)]
@@ -165,6 +168,3 @@ def transition(session: Session, campaign_id: int, action: str) -> Campaign:
     return campaign
 
 
-def list_variants(session: Session, campaign_id: int) -> list[Variant]:
-    get(session, campaign_id)
-    return repo.variants(session, campaign_id)

@@ -308,19 +308,6 @@ def start_due_periods(now: datetime | None = None) -> list[int]:
     return started
 
 
-def list_periods(session: Session, campaign_id: int) -> list[SendPeriod]:
-    campaign_service.get(session, campaign_id)
-    return repo.periods(session, campaign_id)
-
-
-def list_snapshots(session: Session, campaign_id: int) -> list[dict]:
-    campaign_service.get(session, campaign_id)
-    return [
-        {**snap.model_dump(), "period_number": snap.version, "segment": name}
-        for snap, name in repo.snapshots(session, campaign_id)
-    ]
-
-
 EXPORT_COLUMNS = ["send_id", "customer_external_id", "email", "segment", "arm", "variant", "propensity", "status"]
 
 

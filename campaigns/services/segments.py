@@ -7,7 +7,6 @@ high spend (at least `rfm_high_spend`). Customers without orders are `hibernatin
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -34,12 +33,6 @@ def rfm_segment(days_since_last: float | None, orders: int, spend: float) -> str
     recent = days_since_last is not None and days_since_last <= s.rfm_recent_days
     key = (recent, orders >= s.rfm_frequent_orders, spend >= s.rfm_high_spend)
     return RFM_SEGMENTS[key][0]
-
-
-def list_segments(session: Session) -> list[dict]:
-    counts = repo.segment_customer_counts(session)
-    rows = session.execute(select(Segment).order_by(Segment.id)).scalars()
-    return [{"id": r.id, "name": r.name, "description": r.description, "customers": counts.get(r.id, 0)} for r in rows]
 
 
 def create_segment(session: Session, name: str, description: str) -> dict:

@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 
 from campaigns.db import session_scope
 from campaigns.models import ApiKey, utcnow
+from campaigns.services import keys
 
 try:  # FastAPI >= 0.16x keeps included routers lazily (`_IncludedRouter`); this walks into them.
     from fastapi.routing import iter_route_contexts
@@ -22,6 +23,11 @@ READER = (M, A)
 # A route added to the app without a line here fails test_every_route_is_in_the_table.
 EXPECTED: dict[tuple[str, str], tuple[str, ...]] = {
     ("POST", "/api-keys"): (),
+    ("GET", "/api-keys"): (),
+    ("POST", "/api-keys/{key_id}/revoke"): (),
+    ("GET", "/audit"): (),
+    ("GET", "/customers/{external_id}/export"): (),
+    ("POST", "/customers/{external_id}/erase"): (),
     ("GET", "/segments"): READER,
     ("POST", "/segments"): (M,),
     ("POST", "/segments/derive"): (M,),
@@ -56,7 +62,8 @@ EXPECTED: dict[tuple[str, str], tuple[str, ...]] = {
 # (tests/api/test_webhook.py: an API key does not replace it). /ready and /metrics are for probes and
 # scrapers (/metrics takes an admin key when MAB_METRICS_REQUIRE_KEY is set: tests/api/test_ops.py).
 PUBLIC = {"/health", "/ready", "/metrics", "/t/{token}", "/u/{token}", "/webhooks/conversions"}
-DUMMY = {"action": "start", "external_id": "x"}  # any other path parameter gets 1
+# Any other path parameter gets 1. key_id: a key that does not exist (the admin's own key is #1).
+DUMMY = {"action": "start", "external_id": "x", "key_id": "999999"}
 
 
 def app_routes(app) -> set[tuple[str, str]]:
@@ -121,6 +128,31 @@ def test_role_matrix(api):
     assert r.json() == {"error": "forbidden", "detail": "role 'marketer' may not do this (allowed: admin, analyst)"}
 
 
+def revoked_keys() -> dict[str, str]:
+    """One revoked key per role (revoked in SQL here; the API's revocation is tested below)."""
+    out = {}
+    with session_scope() as s:
+        for role in ROLES:
+            row, plaintext = keys.create_key(s, f"revoked {role}", role)
+            row.revoked_at = utcnow()
+            out[role] = plaintext
+    return out
+
+
+def test_revoked_keys_of_every_role_are_401_everywhere(api):
+    revoked = revoked_keys()
+    routes = app_routes(api.client.app)
+    wrong = []
+    for method, path in sorted(routes):
+        url = concrete(path)
+        for role, key in revoked.items():
+            r = api(method, url, None, headers={"X-API-Key": key})
+            if r.status_code != 401 or r.json() != {"error": "unauthorized", "detail": "invalid or revoked API key"}:
+                wrong.append((method, url, role, r.status_code, r.text))
+    assert wrong == []
+    assert len(routes) * len(ROLES) >= 4 * 30
+
+
 def test_revoked_key_is_401(api):
     assert api("GET", "/campaigns", "marketer").status_code == 200
     with session_scope() as s:
@@ -129,6 +161,80 @@ def test_revoked_key_is_401(api):
     r = api("GET", "/campaigns", "marketer")
     assert r.status_code == 401 and r.json()["detail"] == "invalid or revoked API key"
     assert api("GET", "/campaigns", "analyst").status_code == 200  # other keys unaffected
+
+
+def key_row(name: str) -> ApiKey:
+    with session_scope() as s:
+        return s.execute(select(ApiKey).where(ApiKey.name == name)).scalars().one()
+
+
+def test_admin_revokes_a_key_through_the_api_for_rotation(api):
+    # rotation: create the new key, switch over, revoke the old one
+    r = api("POST", "/api-keys", "admin", json={"name": "ingest v2", "role": "ingest"})
+    new_key, new_id = r.json()["key"], r.json()["id"]
+    old_id = key_row("test ingest").id
+    r = api("POST", f"/api-keys/{old_id}/revoke", "admin")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) == {"id", "name", "role", "prefix", "created_at", "revoked_at"}
+    assert (body["id"], body["name"], body["role"]) == (old_id, "test ingest", "ingest")
+    assert body["revoked_at"] is not None and api.keys["ingest"].startswith(body["prefix"])
+    r = api("POST", "/events", "ingest", json={"events": []})
+    assert r.status_code == 401 and r.json()["detail"] == "invalid or revoked API key"
+    assert api("POST", "/events", None, headers={"X-API-Key": new_key}, json={"events": []}).status_code == 422
+    # twice: nothing changes, the first revocation time stays
+    again = api("POST", f"/api-keys/{old_id}/revoke", "admin").json()
+    assert again["revoked_at"] == body["revoked_at"]
+    assert api("POST", "/api-keys/999999/revoke", "admin").status_code == 404
+    for role in ("marketer", "analyst"):
+        r = api("POST", f"/api-keys/{new_id}/revoke", role)
+        assert r.status_code == 403 and f"role '{role}'" in r.json()["detail"]
+    assert key_row("ingest v2").revoked_at is None
+
+    # the list shows every key and its state, never a hash
+    r = api("GET", "/api-keys", "admin")
+    assert r.status_code == 200
+    listed = {k["id"]: k for k in r.json()}
+    assert listed[old_id]["revoked_at"] == body["revoked_at"] and listed[new_id]["revoked_at"] is None
+    assert "key_hash" not in r.text and key_row("test admin").key_hash not in r.text
+    page = api("GET", "/api-keys", "admin", params={"limit": 2})
+    assert len(page.json()) == 2
+    rest = api("GET", "/api-keys", "admin", params={"cursor": page.headers["X-Next-Cursor"]}).json()
+    assert [k["id"] for k in page.json() + rest] == sorted(listed)
+
+    # recorded: who revoked which key
+    audit = api("GET", "/audit", "admin", params={"action": "POST /api-keys/{key_id}/revoke"}).json()
+    assert [(e["object_type"], e["object_id"], e["key_role"], e["outcome"]) for e in audit] == [
+        ("api_key", new_id, "analyst", "refused"), ("api_key", new_id, "marketer", "refused"),
+        ("api_key", old_id, "admin", "success"), ("api_key", old_id, "admin", "success")]
+
+
+def test_the_last_active_admin_key_cannot_be_revoked(api):
+    admin_id = key_row("test admin").id
+    r = api("POST", f"/api-keys/{admin_id}/revoke", "admin")
+    assert r.status_code == 409 and "last active admin key" in r.json()["detail"]
+    assert api("GET", "/audit", "admin").status_code == 200  # still works
+    r = api("POST", "/api-keys", "admin", json={"name": "admin v2", "role": "admin"})
+    second = r.json()["key"]
+    assert api("POST", f"/api-keys/{admin_id}/revoke", "admin").status_code == 200  # now it may go
+    assert api("GET", "/audit", "admin").status_code == 401
+    assert api("GET", "/audit", None, headers={"X-API-Key": second}).status_code == 200
+
+
+def test_mab_revoke_key_command(api):
+    from typer.testing import CliRunner
+
+    from campaigns.cli import app as cli
+
+    analyst_id = key_row("test analyst").id
+    result = CliRunner().invoke(cli, ["revoke-key", str(analyst_id)])
+    assert result.exit_code == 0, result.output
+    assert f"analyst key #{analyst_id} (test analyst) revoked" in result.output
+    assert api("GET", "/campaigns", "analyst").status_code == 401
+    result = CliRunner().invoke(cli, ["revoke-key", "999999"])
+    assert result.exit_code == 1 and "no API key with id 999999" in result.output
+    entry = api("GET", "/audit", "admin", params={"object_type": "api_key", "object_id": analyst_id}).json()
+    assert [(e["action"], e["key_id"], e["outcome"]) for e in entry] == [("CLI mab revoke-key", None, "success")]
 
 
 def key_count() -> int:

@@ -213,6 +213,13 @@ def test_the_timeline_lists_every_action_in_order_with_who_and_why(api):
     assert modes["champions"]["mode"] == "learning" and modes["champions"]["action_id"] == timeline[3]["id"]
     assert modes["hibernating"]["mode"] == "promoted" and modes["hibernating"]["arm"] == 5
     assert modes["hibernating"]["variant_key"] == "tone=urgent|offer=two_for_one"
+    # the analyst's report carries the same timeline, as JSON and on the HTML page
+    report = api("GET", f"/campaigns/{cid}/report", "analyst").json()
+    assert [a["id"] for a in report["versions"]["timeline"]] == [a["id"] for a in timeline]
+    assert {s["segment"]: s["mode"] for s in report["versions"]["segments"]} == {
+        "champions": "learning", "hibernating": "promoted"}
+    page = api("GET", f"/campaigns/{cid}/report.html", "analyst").text
+    assert "promoted arm 5 (tone=urgent|offer=two_for_one)" in page and "r5" in page
     assert modes["hibernating"]["since"] == timeline[5]["created_at"]
 
     api("POST", f"/campaigns/{cid}/segments/champions/rollback", "marketer", json={"to_period": 1, "reason": "x"})
@@ -295,10 +302,3 @@ def test_bad_input_is_refused_and_writes_nothing(api):
         assert r.status_code == 409 and "completed" in r.json()["detail"], (path, r.text)
     assert action_count() == 1
     assert len(api("GET", f"/campaigns/{cid}/versions", "analyst").json()["timeline"]) == 1
-    # the analyst's report carries the same timeline, as JSON and on the HTML page
-    report = api("GET", f"/campaigns/{cid}/report", "analyst").json()
-    assert [a["id"] for a in report["versions"]["timeline"]] == [a["id"] for a in timeline]
-    assert {s["segment"]: s["mode"] for s in report["versions"]["segments"]} == {
-        "champions": "learning", "hibernating": "promoted"}
-    page = api("GET", f"/campaigns/{cid}/report.html", "analyst").text
-    assert "promoted arm 5 (tone=urgent|offer=two_for_one)" in page and "r5" in page

@@ -161,7 +161,8 @@ def test_unsubscribe_while_the_period_is_in_flight(stack_factory):
                           data={"List-Unsubscribe": "One-Click"}).status_code == 200
         unsubscribed_at[r[1]] = time.time()
     p = wait_for(st, cid, lambda p: p["status"] == "completed", "completion", timeout=180)
-    final = {r.split(",")[1]: r.split(",")[-1] for r in m.get(f"/campaigns/{cid}/periods/1/sends.csv").text.splitlines()[1:]}
+    lines = m.get(f"/campaigns/{cid}/periods/1/sends.csv").text.splitlines()[1:]
+    final = {r.split(",")[1]: r.split(",")[-1] for r in lines}
     suppressed = {c for c in unsubscribed_at if final[c] == "failed"}
     # Whoever was not yet mailed when the unsubscribe committed got nothing; the test unsubscribes the
     # last sends right after planning, so at least most of them must be suppressed.
