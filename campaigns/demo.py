@@ -170,5 +170,7 @@ class Demo:
             f"relative lift {lift['relative_lift']:+.1%} "
             f"(absolute 95% CI {lift['absolute_lift_ci95'][0]:+.4f} … {lift['absolute_lift_ci95'][1]:+.4f})"
         )
-        self.console.print(f"Full report: GET {str(self.http.base_url).rstrip('/')}/campaigns/{cid}/report")
+        base = str(self.http.base_url).rstrip("/")
+        self.console.print(f"Full report: GET {base}/campaigns/{cid}/report (JSON), /report.csv, /report.html "
+                           "(with an analyst or admin key)")
         return report
