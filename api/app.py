@@ -3,7 +3,7 @@
 from fastapi import FastAPI
 
 from api import errors, idempotency
-from api.deps import Audited
+from api.deps import Audited, NoNul
 from api.limits import BodySizeLimit, RateLimit, document_limits
 from api.middleware import RequestObserver
 from api.request_id import RequestId
@@ -17,7 +17,8 @@ def create_app() -> FastAPI:
         title="MAB Campaigns",
         version="0.1.0",
         description="Multi-armed bandit experimentation for email marketing.",
-        dependencies=[Audited],  # the audit log of every call made with an API key (api/deps.py)
+        # the audit log of every call made with an API key; no NUL in a path or query (api/deps.py)
+        dependencies=[Audited, NoNul],
     )
     errors.install(app)
     idempotency.install(app)  # replays of an Idempotency-Key

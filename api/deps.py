@@ -5,13 +5,15 @@ import uuid
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, Security
+from fastapi import Depends, HTTPException, Path, Request, Security
 from fastapi.security import APIKeyHeader
 from sqlmodel import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from campaigns.db import session_scope
+from campaigns.errors import InvalidInput
 from campaigns.models import ApiKey, Role
+from campaigns.schemas import INT_MAX
 from campaigns.services import audit, keys
 
 
@@ -44,6 +46,9 @@ def current_key(
 
 
 CurrentKey = Annotated[ApiKey, Depends(current_key)]
+
+# An id in a path: within its INTEGER column's range (past it, PostgreSQL or the driver overflows: a 500).
+PathId = Annotated[int, Path(ge=1, le=INT_MAX)]
 
 
 def require(*roles: Role):
@@ -100,3 +105,15 @@ def _call(request: Request, method: str, template: str) -> audit.Call:
 
 
 Audited = Depends(audit_call, scope="function")
+
+
+def refuse_nul(request: Request) -> None:
+    """PostgreSQL text cannot hold a NUL character: one in a path or query parameter is bad input
+    (a 422), not a database error (a 500). Bodies are checked by their models (campaigns/schemas.py)."""
+    for where, items in (("path", request.path_params.items()), ("query", request.query_params.multi_items())):
+        for name, value in items:
+            if "\x00" in name or "\x00" in str(value):
+                raise InvalidInput(f"{where}.{name}", "must not contain NUL (\\u0000) characters")
+
+
+NoNul = Depends(refuse_nul)

@@ -33,6 +33,8 @@ PURGE_EVERY_SECONDS = 600.0
 
 KeyHeader = Annotated[str | None, Header(
     alias=service.HEADER,
+    # Documented, checked by the service (its 422 names the header). No space at either end: HTTP strips them.
+    json_schema_extra={"pattern": r"^[!-~]([ -~]{0,253}[!-~])?$"},
     description="Optional, 1–255 printable ASCII characters (e.g. a UUID). The same key and the same "
     "request from this API key within 24 h get the first response again (with `Idempotent-Replayed: true`), "
     "and the work is done once; the same key with another request is refused (422).",

@@ -215,6 +215,9 @@ def document_limits(app) -> None:
                     ok = operation.get("responses", {}).get("200")
                     if ok is not None:
                         ok.setdefault("headers", {}).update(PAGE_HEADERS)
+                    for p in operation.get("parameters", []):
+                        if p.get("name") == "limit":  # a setting, so the document states this service's value
+                            p["schema"]["maximum"] = get_settings().max_page_size
                 if method.upper() not in MUTATING:
                     continue
                 responses = operation.setdefault("responses", {})

@@ -15,7 +15,12 @@ NEXT_CURSOR = "X-Next-Cursor"
 
 Limit = Annotated[int | None, Query(ge=1, description="Items per page (default MAB_DEFAULT_PAGE_SIZE, at most "
                                     "MAB_MAX_PAGE_SIZE).")]
-Cursor = Annotated[str | None, Query(max_length=64, description="The `X-Next-Cursor` header of the previous page.")]
+# The cursors' shapes are documented (an id, or a version.segment pair) so that a client learns which
+# strings can be cursors at all; the services check them (a 422 naming `cursor`).
+Cursor = Annotated[str | None, Query(max_length=64, json_schema_extra={"pattern": r"^[0-9]{1,18}$"},
+                                     description="The `X-Next-Cursor` header of the previous page.")]
+PairCursor = Annotated[str | None, Query(max_length=64, json_schema_extra={"pattern": r"^[0-9]{1,18}\.[0-9]{1,18}$"},
+                                         description="The `X-Next-Cursor` header of the previous page.")]
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,12 @@ def whole_page_params(limit: Limit = None, cursor: Cursor = None) -> Page:
     return _page(limit, cursor, get_settings().max_page_size)
 
 
+def pair_page_params(limit: Limit = None, cursor: PairCursor = None) -> Page:
+    return _page(limit, cursor, get_settings().default_page_size)
+
+
 PageDep = Annotated[Page, Depends(page_params)]
+PairPageDep = Annotated[Page, Depends(pair_page_params)]
 WholePageDep = Annotated[Page, Depends(whole_page_params)]
 
 

@@ -1,18 +1,68 @@
 """Request and response models, named by role (Create / Update / Public)."""
 
+import re
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, HttpUrl, StrictBool, field_validator
 
 Objective = Literal["click", "conversion", "revenue"]
 Cadence = Literal["manual", "hourly", "daily", "weekly"]
 EngineModel = Literal["auto", "independent", "hierarchical", "structured"]
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
+_NUMBER = re.compile(r"\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*")
+
+
+def _iso_datetime(value):
+    # pydantic also reads a number (0.5, "0.5") as Unix seconds; the documented format is an ISO 8601
+    # date-time, and a number there is a client's mistake, not a time in January 1970.
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
+        raise ValueError("Input should be a valid datetime: an ISO 8601 date-time, not a number")
+    return value
+
+
+def _not_bool(value):
+    # pydantic reads JSON true/false as 1/0; a number field takes numbers (and, from a CSV row, their text).
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not true/false")
+    return value
+
+
+IsoDatetime = Annotated[datetime, BeforeValidator(_iso_datetime)]
+
+# The columns' integer ranges (INTEGER ids and counts; BIGINT sends, events and audit entries, and
+# SQLite's one 64-bit INTEGER): a larger number in a request is refused (422) instead of overflowing
+# the driver or PostgreSQL (a 500); JSON true/false are not numbers.
+INT_MAX = 2**31 - 1
+BIGINT_MAX = 2**63 - 1
+Id = Annotated[int, BeforeValidator(_not_bool), Field(ge=1, le=INT_MAX)]
+BigId = Annotated[int, BeforeValidator(_not_bool), Field(ge=1, le=BIGINT_MAX)]
+Count = Annotated[int, BeforeValidator(_not_bool), Field(ge=0, le=INT_MAX)]
+Number = Annotated[float, BeforeValidator(_not_bool)]
+
+
+def has_nul(value) -> bool:
+    """A NUL character anywhere in a string, a list or a dict (keys too): PostgreSQL text cannot hold one."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(has_nul(v) for v in value)
+    return False
 
 
 class Strict(BaseModel):
+    """Every request body: unknown fields refused, and no NUL characters (a 500 from PostgreSQL else)."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_nul(cls, value):
+        if has_nul(value):
+            raise ValueError("must not contain NUL (\\u0000) characters")
+        return value
 
 
 class TemplateIn(Strict):
@@ -36,15 +86,15 @@ class CampaignCreate(Strict):
     exclusions: list[ExclusionRule] = []
     segments: Annotated[list[str], Field(min_length=1)]
     objective: Objective = "conversion"
-    holdout_share: Annotated[float, Field(ge=0.0, le=0.5)] = 0.1
+    holdout_share: Annotated[Number, Field(ge=0.0, le=0.5)] = 0.1
     baseline: dict[str, str] | None = Field(
         None, description="The control group's message: a level per factor (default: each first level)."
     )
     cadence: Cadence = "weekly"
     landing_url: HttpUrl
     template: TemplateIn
-    exploration_floor: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None
-    burn_in_min_sends: Annotated[int, Field(ge=0)] | None = None
+    exploration_floor: Annotated[Number, Field(ge=0.0, lt=1.0)] | None = None
+    burn_in_min_sends: Count | None = None
     model: EngineModel = Field(
         "auto",
         description="Posterior model: `auto` (structured over the factor levels, the simulations' best), "
@@ -56,7 +106,7 @@ class CampaignUpdate(Strict):
     """Editable while the campaign is a draft; status only changes through lifecycle actions."""
 
     name: ShortText | None = None
-    holdout_share: Annotated[float, Field(ge=0.0, le=0.5)] | None = None
+    holdout_share: Annotated[Number, Field(ge=0.0, le=0.5)] | None = None
     cadence: Cadence | None = None
     landing_url: HttpUrl | None = None
     template: TemplateIn | None = None
@@ -108,7 +158,7 @@ class CustomerIn(Strict):
     email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=320)]
     segment: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     attributes: dict[str, str | int | float | bool | None] = {}
-    consent: bool | None = Field(
+    consent: StrictBool | None = Field(
         None, description="Marketing consent; omitted: new customers consent, known ones keep theirs."
     )
 
@@ -134,8 +184,8 @@ class CustomerPublic(BaseModel):
 class OrderIn(Strict):
     order_id: Annotated[str, Field(min_length=1, max_length=200)]
     customer_external_id: Annotated[str, Field(min_length=1, max_length=200)]
-    ordered_at: datetime
-    amount: Annotated[float, Field(ge=0)]
+    ordered_at: IsoDatetime
+    amount: Annotated[Number, Field(ge=0)]
 
 
 class OrdersIn(Strict):
@@ -154,15 +204,15 @@ USER_AGENT_MAX = 512  # the tracking link truncates longer ones; /events refuses
 class EventIn(Strict):
     event_id: Annotated[str, Field(min_length=1, max_length=200)]
     type: Literal["click", "conversion", "complaint"]
-    send_id: int | None = None
-    campaign_id: int | None = None
+    send_id: BigId | None = None
+    campaign_id: Id | None = None
     customer_external_id: Annotated[str, Field(min_length=1, max_length=200)] | None = None
-    revenue: Annotated[float, Field(ge=0)] = 0.0
-    occurred_at: datetime | None = None
+    revenue: Annotated[Number, Field(ge=0)] = 0.0
+    occurred_at: IsoDatetime | None = None
     user_agent: Annotated[str, Field(max_length=USER_AGENT_MAX)] | None = Field(
         None, description="A click's User-Agent: known scanners and bots are excluded from the rewards."
     )
-    link: Annotated[int, Field(ge=0)] | None = Field(
+    link: Count | None = Field(
         None, description="Which link of the email was clicked (0: the landing URL); used to detect bursts."
     )
 
@@ -239,7 +289,7 @@ class ActionIn(Strict):
 
 
 class PromoteIn(ActionIn):
-    arm: Annotated[int, Field(ge=0)] | None = Field(None, description="The arm to send (or give `variant_key`).")
+    arm: Count | None = Field(None, description="The arm to send (or give `variant_key`).")
     variant_key: Annotated[str, Field(min_length=1, max_length=2_000)] | None = Field(
         None, description="The variant's key, e.g. `tone=urgent|offer=free_drink` (or give `arm`)."
     )
@@ -247,7 +297,7 @@ class PromoteIn(ActionIn):
 
 
 class RollbackIn(ActionIn):
-    to_period: Annotated[int, Field(ge=1)] | None = Field(
+    to_period: Id | None = Field(
         None, description="Pin the weights of this period's allocation snapshot (or give `to`)."
     )
     to: Literal["uniform"] | None = Field(None, description="`uniform`: equal weights over the eligible variants.")

@@ -1,6 +1,6 @@
 from fastapi import APIRouter, Request, Response
 
-from api.deps import Admin, SessionDep
+from api.deps import Admin, PathId, SessionDep
 from api.pagination import PageDep, link_next
 from campaigns.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic
 from campaigns.services import keys
@@ -23,7 +23,7 @@ def list_api_keys(request: Request, response: Response, session: SessionDep, pag
 
 
 @router.post("/{key_id}/revoke", response_model=ApiKeyPublic, dependencies=[Admin])
-def revoke_api_key(key_id: int, session: SessionDep):
+def revoke_api_key(key_id: PathId, session: SessionDep):
     """Every later request with the key is refused (401). Rotation: create the new key, switch the
     client over, then revoke the old one. Revoking twice changes nothing; the last active admin
     key cannot be revoked (409)."""

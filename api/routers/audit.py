@@ -1,6 +1,5 @@
 """The audit log, for admins: who called what, on which object, with what outcome."""
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
@@ -8,7 +7,7 @@ from fastapi import APIRouter, Query, Request, Response
 from api.deps import Admin, SessionDep
 from api.pagination import PageDep, link_next
 from campaigns.repositories.audit import Filters
-from campaigns.schemas import AuditEntryPublic
+from campaigns.schemas import AuditEntryPublic, IsoDatetime
 from campaigns.services import audit
 
 router = APIRouter(tags=["admin"])
@@ -25,8 +24,8 @@ def audit_log(
     object_type: Annotated[str | None, Query(max_length=64, description="campaign, api_key, customer …")] = None,
     object_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     outcome: Annotated[Literal["success", "refused"] | None, Query()] = None,
-    since: Annotated[datetime | None, Query(description="From this time on (inclusive; no offset: UTC).")] = None,
-    until: Annotated[datetime | None, Query(description="Before this time (exclusive).")] = None,
+    since: Annotated[IsoDatetime | None, Query(description="From this time on (inclusive; no offset: UTC).")] = None,
+    until: Annotated[IsoDatetime | None, Query(description="Before this time (exclusive).")] = None,
 ):
     """Entries newest first: successful mutating calls, reads of a customer's personal data, and
     refusals (403, revoked keys). Paged: the next page's cursor is in `X-Next-Cursor`."""

@@ -7,11 +7,12 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, StreamingResponse
 
-from api.deps import Analyst, Marketer, Reader, SessionDep
+from api.deps import Analyst, Marketer, PathId, Reader, SessionDep
 from api.idempotency import IdempotencyDep
-from api.pagination import PageDep, WholePageDep, link_next
+from api.pagination import PageDep, PairPageDep, WholePageDep, link_next
 from campaigns.db import session_scope
 from campaigns.schemas import (
+    BIGINT_MAX,
     CampaignCreate,
     CampaignPublic,
     CampaignUpdate,
@@ -22,6 +23,7 @@ from campaigns.schemas import (
 from campaigns.services import campaigns, pages, periods, reports
 
 router = APIRouter(prefix="/campaigns", tags=["campaigns"])
+LifecycleAction = Literal["start", "pause", "resume", "complete"]
 
 
 @router.post("", status_code=201, response_model=CampaignPublic, dependencies=[Marketer])
@@ -32,7 +34,7 @@ def create_campaign(body: CampaignCreate, session: SessionDep, idem: Idempotency
 @router.get("", response_model=list[CampaignPublic], dependencies=[Reader])
 def list_campaigns(
     request: Request, response: Response, session: SessionDep, page: PageDep,
-    offset: Annotated[int, Query(ge=0, description="Skip this many (prefer `cursor`).")] = 0,
+    offset: Annotated[int, Query(ge=0, le=BIGINT_MAX, description="Skip this many (prefer `cursor`).")] = 0,
 ):
     items, nxt = pages.campaigns(session, page.limit, page.cursor, offset)
     link_next(request, response, nxt)
@@ -40,17 +42,17 @@ def list_campaigns(
 
 
 @router.get("/{campaign_id}", response_model=CampaignPublic, dependencies=[Reader])
-def get_campaign(campaign_id: int, session: SessionDep):
+def get_campaign(campaign_id: PathId, session: SessionDep):
     return campaigns.to_public(session, campaigns.get(session, campaign_id))
 
 
 @router.patch("/{campaign_id}", response_model=CampaignPublic, dependencies=[Marketer])
-def update_campaign(campaign_id: int, body: CampaignUpdate, session: SessionDep):
+def update_campaign(campaign_id: PathId, body: CampaignUpdate, session: SessionDep):
     return campaigns.to_public(session, campaigns.update(session, campaign_id, body))
 
 
 @router.get("/{campaign_id}/variants", response_model=list[VariantPublic], dependencies=[Reader])
-def list_variants(campaign_id: int, request: Request, response: Response, session: SessionDep, page: WholePageDep):
+def list_variants(campaign_id: PathId, request: Request, response: Response, session: SessionDep, page: WholePageDep):
     """The campaign's variants by arm; the default page is the largest (MAB_MAX_PAGE_SIZE)."""
     items, nxt = pages.variants(session, campaign_id, page.limit, page.cursor)
     link_next(request, response, nxt)
@@ -58,20 +60,20 @@ def list_variants(campaign_id: int, request: Request, response: Response, sessio
 
 
 @router.post("/{campaign_id}/periods", status_code=202, response_model=PeriodPublic, dependencies=[Marketer])
-def start_period(campaign_id: int, session: SessionDep, idem: IdempotencyDep):
+def start_period(campaign_id: PathId, session: SessionDep, idem: IdempotencyDep):
     """Start the next send period now; a worker allocates, assigns, renders and delivers it."""
     return idem.respond(periods.public(periods.start_period(session, campaign_id)), 202)
 
 
 @router.get("/{campaign_id}/periods", response_model=list[PeriodPublic], dependencies=[Reader])
-def list_periods(campaign_id: int, request: Request, response: Response, session: SessionDep, page: PageDep):
+def list_periods(campaign_id: PathId, request: Request, response: Response, session: SessionDep, page: PageDep):
     items, nxt = pages.periods(session, campaign_id, page.limit, page.cursor)
     link_next(request, response, nxt)
     return items
 
 
 @router.get("/{campaign_id}/periods/{number}", response_model=PeriodPublic, dependencies=[Reader])
-def get_period(campaign_id: int, number: int, session: SessionDep):
+def get_period(campaign_id: PathId, number: PathId, session: SessionDep):
     return periods.public(periods.get_period(session, campaign_id, number))
 
 
@@ -81,7 +83,7 @@ def get_period(campaign_id: int, number: int, session: SessionDep):
     response_class=StreamingResponse,
     responses={200: {"content": {"text/csv": {}}}},
 )
-def export_period(campaign_id: int, number: int, session: SessionDep):
+def export_period(campaign_id: PathId, number: PathId, session: SessionDep):
     """The period's assignments (send id, customer, segment, arm, variant, propensity, status) as
     CSV, streamed: for sending through a CRM/ESP, or for an analyst's own checks."""
     periods.get_period(session, campaign_id, number)  # a 404 before the response starts streaming
@@ -109,7 +111,7 @@ def export_period(campaign_id: int, number: int, session: SessionDep):
     response_class=FileResponse,
     responses={200: {"content": {"application/vnd.apache.parquet": {}}}},
 )
-def export_period_parquet(campaign_id: int, number: int, session: SessionDep, background: BackgroundTasks):
+def export_period_parquet(campaign_id: PathId, number: PathId, session: SessionDep, background: BackgroundTasks):
     """The same assignments as Parquet, for loading into a CRM/ESP or a warehouse."""
     periods.get_period(session, campaign_id, number)
     tmp = tempfile.NamedTemporaryFile(suffix=".parquet", delete=False)  # noqa: SIM115 (removed after sending)
@@ -121,7 +123,7 @@ def export_period_parquet(campaign_id: int, number: int, session: SessionDep, ba
 
 
 @router.get("/{campaign_id}/allocations", response_model=list[SnapshotPublic], dependencies=[Reader])
-def list_allocations(campaign_id: int, request: Request, response: Response, session: SessionDep, page: PageDep):
+def list_allocations(campaign_id: PathId, request: Request, response: Response, session: SessionDep, page: PairPageDep):
     """Every allocation snapshot (by period, then segment): weights, seed and the counts they were
     computed from."""
     items, nxt = pages.snapshots(session, campaign_id, page.limit, page.cursor)
@@ -130,7 +132,7 @@ def list_allocations(campaign_id: int, request: Request, response: Response, ses
 
 
 @router.get("/{campaign_id}/report", dependencies=[Analyst])
-def lift_report(campaign_id: int, session: SessionDep) -> dict:
+def lift_report(campaign_id: PathId, session: SessionDep) -> dict:
     """Lift against the holdout, leaderboard, factor effects, allocation over time, learning curve,
     off-policy estimates and health checks (see the `methods` field)."""
     return reports.lift_report(session, campaign_id)
@@ -142,7 +144,7 @@ def lift_report(campaign_id: int, session: SessionDep) -> dict:
     response_class=StreamingResponse,
     responses={200: {"content": {"text/csv": {}}}},
 )
-def lift_report_csv(campaign_id: int, session: SessionDep):
+def lift_report_csv(campaign_id: PathId, session: SessionDep):
     """The report as tidy CSV: one row per segment × arm × metric (and the control and the bandit)."""
     report = reports.lift_report(session, campaign_id)  # aggregated in SQL: small, a 404 before streaming
 
@@ -163,12 +165,12 @@ def lift_report_csv(campaign_id: int, session: SessionDep):
 
 
 @router.get("/{campaign_id}/report.html", dependencies=[Analyst], response_class=HTMLResponse)
-def lift_report_html(campaign_id: int, session: SessionDep):
+def lift_report_html(campaign_id: PathId, session: SessionDep):
     """The report as a self-contained HTML page with inline SVG charts (no external scripts)."""
     return HTMLResponse(reports.render_html(reports.lift_report(session, campaign_id)))
 
 
 # Registered last: its path would otherwise shadow POST /{campaign_id}/periods.
 @router.post("/{campaign_id}/{action}", response_model=CampaignPublic, dependencies=[Marketer])
-def lifecycle(campaign_id: int, action: Literal["start", "pause", "resume", "complete"], session: SessionDep):
+def lifecycle(campaign_id: PathId, action: LifecycleAction, session: SessionDep):
     return campaigns.to_public(session, campaigns.transition(session, campaign_id, action))

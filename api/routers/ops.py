@@ -43,7 +43,8 @@ def metrics_access(key: Annotated[str | None, Security(api_key_header)]) -> None
 
 
 @router.get("/metrics", response_class=Response, dependencies=[Depends(metrics_access)],
-            responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."}})
+            responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."}},
+            openapi_extra={"security": [{}]})  # appended to the key's requirement: the key is optional
 def scrape():
     """Prometheus metrics of every API and worker process on this host (multiprocess mode), plus
     queue depth and allocation entropy read at scrape time."""

@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
 
-from api.deps import Marketer, Reader, SessionDep
+from api.deps import Marketer, PathId, Reader, SessionDep
 from api.pagination import PageDep, link_next
 from campaigns.models import ApiKey
 from campaigns.schemas import ModelActionPublic, PromoteIn, ResumeIn, RollbackIn, VersionsPublic
@@ -19,27 +19,27 @@ SegmentName = Annotated[str, Path(
 
 
 @router.post("/segments/{segment}/promote", status_code=201, response_model=list[ModelActionPublic])
-def promote(campaign_id: int, segment: SegmentName, body: PromoteIn, session: SessionDep, actor: Actor):
+def promote(campaign_id: PathId, segment: SegmentName, body: PromoteIn, session: SessionDep, actor: Actor):
     """From the next period on, the segment's non-holdout customers all get this variant (weight 1.0);
     the holdout keeps its share. Refused (422) for an arm that does not exist or is excluded there."""
     return versions.promote(session, campaign_id, segment, body, actor)
 
 
 @router.post("/segments/{segment}/rollback", status_code=201, response_model=list[ModelActionPublic])
-def rollback(campaign_id: int, segment: SegmentName, body: RollbackIn, session: SessionDep, actor: Actor):
+def rollback(campaign_id: PathId, segment: SegmentName, body: RollbackIn, session: SessionDep, actor: Actor):
     """Pin the segment's weights to those stored in period `to_period`'s allocation snapshot, or
     `"to": "uniform"` for equal weights over its eligible variants, from the next period on."""
     return versions.rollback(session, campaign_id, segment, body, actor)
 
 
 @router.post("/segments/{segment}/resume", status_code=201, response_model=list[ModelActionPublic])
-def resume(campaign_id: int, segment: SegmentName, body: ResumeIn, session: SessionDep, actor: Actor):
+def resume(campaign_id: PathId, segment: SegmentName, body: ResumeIn, session: SessionDep, actor: Actor):
     """Back to the bandit's own allocation from the next period on."""
     return versions.resume(session, campaign_id, segment, body.reason, actor)
 
 
 @router.get("/versions", response_model=VersionsPublic, dependencies=[Reader])
-def list_versions(campaign_id: int, request: Request, response: Response, session: SessionDep, page: PageDep):
+def list_versions(campaign_id: PathId, request: Request, response: Response, session: SessionDep, page: PageDep):
     """Every model action (time, who, role, action, segment, detail, reason), oldest first, and each
     segment's current mode: learning, promoted (an arm), pinned (to a period) or uniform. The
     timeline is paginated (`limit`, `cursor`, X-Next-Cursor); the segments' modes are always whole."""

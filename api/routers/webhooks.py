@@ -23,7 +23,9 @@ SIGNED_BODY = {
 }
 
 
-@router.post("/webhooks/conversions", status_code=202, response_model=EventsAccepted, openapi_extra=SIGNED_BODY)
+@router.post("/webhooks/conversions", status_code=202, response_model=EventsAccepted, openapi_extra=SIGNED_BODY,
+             responses={401: {"description": "Signature missing, wrong, stale or replayed"},
+                        503: {"description": "The webhook is off (MAB_WEBHOOK_SECRETS is empty)"}})
 async def conversion_webhook(request: Request):
     """Conversions pushed by a shop or POS: `{"events": [...]}` as in POST /events, conversions only.
     401 when the signature is missing, wrong, stale or replayed; 422 on bad events; 202 when queued."""

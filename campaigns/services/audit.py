@@ -187,7 +187,8 @@ def entries(session: Session, filters: repo.Filters, limit: int, cursor: str | N
     """A page of entries, newest first, and the cursor of the next page (None: the last page)."""
     before = None
     if cursor is not None:
-        before = _int(cursor)
+        # Any id-shaped cursor (the documented shape): one past the newest id reads from the start.
+        before = int(cursor) if cursor.isascii() and cursor.isdigit() and len(cursor) <= 18 else None
         if before is None:
             raise InvalidInput("cursor", "not a cursor of this list (use the X-Next-Cursor of the previous page)")
     since, until = _utc("since", filters.since), _utc("until", filters.until)

@@ -12,6 +12,7 @@ from sqlmodel import Session
 from campaigns.errors import Conflict, InvalidInput, NotFound
 from campaigns.models import ApiKey, Role, utcnow
 from campaigns.repositories import keys as repo
+from campaigns.schemas import INT_MAX
 
 
 def hash_key(key: str) -> str:
@@ -49,7 +50,7 @@ def list_keys(session: Session, cursor: str | None, limit: int) -> tuple[list[di
     """A page of keys in id order, and the cursor of the next page (None: this was the last)."""
     if cursor is not None and not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
         raise InvalidInput("cursor", "not a cursor of this list (use the X-Next-Cursor of the previous page)")
-    rows = repo.page(session, int(cursor or 0), limit + 1)
+    rows = repo.page(session, min(int(cursor or 0), INT_MAX), limit + 1)  # INTEGER ids: clamp, never overflow
     return [public(r) for r in rows[:limit]], (str(rows[limit - 1].id) if len(rows) > limit else None)
 
 

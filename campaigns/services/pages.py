@@ -7,6 +7,7 @@ from sqlmodel import Session
 
 from campaigns.errors import InvalidInput
 from campaigns.repositories import pages as repo
+from campaigns.schemas import INT_MAX
 from campaigns.services import campaigns as campaign_service
 from campaigns.services import periods as period_service
 from campaigns.services import versions as version_service
@@ -20,7 +21,7 @@ def _int_cursor(cursor: str | None) -> int | None:
         return None
     if not INT_CURSOR.fullmatch(cursor):
         raise InvalidInput("cursor", "not a cursor of this list (use the X-Next-Cursor of the previous page)")
-    return int(cursor)
+    return min(int(cursor), INT_MAX)  # past every id (INTEGER columns): the end, never an overflow
 
 
 def _split(rows: list, limit: int, key) -> tuple[list, str | None]:
@@ -65,7 +66,7 @@ def snapshots(session: Session, campaign_id: int, limit: int, cursor: str | None
         m = PAIR_CURSOR.fullmatch(cursor)
         if m is None:
             raise InvalidInput("cursor", "not a cursor of this list (use the X-Next-Cursor of the previous page)")
-        after = (int(m[1]), int(m[2]))
+        after = (min(int(m[1]), INT_MAX), min(int(m[2]), INT_MAX))
     rows = repo.snapshots(session, campaign_id, after, limit + 1)
     rows, nxt = _split(rows, limit, lambda r: f"{r[0].version}.{r[0].segment_id}")
     return [{**snap.model_dump(), "period_number": snap.version, "segment": name} for snap, name in rows], nxt
