@@ -1,6 +1,6 @@
 """Queries over feedback events and their effect on the send ledger."""
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, select, text, update
 from sqlmodel import Session
 
 from campaigns.db import insert_ignoring_conflicts
@@ -49,10 +49,13 @@ def insert_new_events(session: Session, rows: list[dict]) -> set[str]:
 
 
 def lock_sends(session: Session, ids: list[int]) -> None:
-    """Row-lock sends in id order, so the click history read next includes every click another worker
-    committed for them. SQLite needs nothing: the insert before it already holds the writer lock."""
+    """Row-lock sends in id order (the ids as one array). Two workers folding overlapping batches then
+    take their locks in the same order and wait for each other instead of deadlocking, and the click
+    history read next includes every click another worker committed. SQLite needs nothing: the
+    insert before it already holds the writer lock."""
     if ids and session.get_bind().dialect.name != "sqlite":
-        session.execute(select(Send.id).where(Send.id.in_(ids)).order_by(Send.id).with_for_update()).all()
+        session.execute(text("SELECT id FROM send WHERE id = ANY(CAST(:ids AS BIGINT[])) ORDER BY id FOR UPDATE"),
+                        {"ids": sorted(ids)}).all()
 
 
 def sends_with_links_clicked(session: Session, ids: list[int], at_least: int) -> list[int]:

@@ -309,6 +309,10 @@ def process_events(session: Session, events: list[dict]) -> dict:
                 r.update(status=EventStatus.EXCLUDED, reason=reason)
     new_ids = repo.insert_new_events(session, rows)
     new_rows = [r for r in rows if r["event_id"] in new_ids]
+    # Every send this batch may update, locked in id order before any UPDATE: the updates below run
+    # in batch order, so without it two workers with overlapping batches could deadlock (PostgreSQL).
+    repo.lock_sends(session, list({r["send_id"] for r in new_rows
+                                   if r["send_id"] and r["type"] in (EventType.CLICK, EventType.CONVERSION)}))
     _fold(session, new_rows, _exclude_bursts(session, new_rows, rules))
     on_commit(session, lambda: metrics.observe_events_folded(events, new_rows))  # counted once it holds
     status = Counter(r["status"] for r in new_rows)

@@ -304,3 +304,33 @@ def test_the_click_time_decides_fast_not_the_worker_clock(database_url, redis_se
         s.execute(update(Send).where(Send.id == send.id).values(sent_at=datetime.now(UTC) - timedelta(hours=1)))
     fold([click("late-fold", send, 2, link=0)])
     assert stored("late-fold")["late-fold"] == ("excluded", "bot:fast")
+
+
+def test_two_workers_folding_overlapping_batches_in_opposite_orders_never_deadlock(database_url, redis_server):
+    """Each batch updates the same 150 sends, one in ascending and one in descending order. Without
+    the id-ordered lock taken first, PostgreSQL aborts one of them ("deadlock detected")."""
+    import threading
+
+    _, sends = run_one_period(150)
+    ids = [s.id for s in sends]
+    errors: list[BaseException] = []
+
+    def worker(name: str, order: list[int], round_: int) -> None:
+        try:
+            fold([{"event_id": f"{name}-{round_}-{sid}", "type": "conversion", "send_id": sid, "revenue": 1.0,
+                   "occurred_at": None}
+                  for sid in order])
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    for round_ in range(4):
+        threads = [threading.Thread(target=worker, args=("up", ids, round_)),
+                   threading.Thread(target=worker, args=("down", ids[::-1], round_))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
+    with session_scope() as s:
+        totals = s.execute(select(Send.conversions).where(Send.id.in_(ids))).scalars().all()
+    assert set(totals) == {8}  # 2 workers × 4 rounds, every conversion counted once
