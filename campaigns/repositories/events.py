@@ -39,11 +39,31 @@ def sends_of_customers(session: Session, pairs: set[tuple[str, int]]):
     return session.execute(stmt).all()
 
 
+def _pg(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+# PostgreSQL column types of the event row, for the one-array-per-column insert.
+_EVENT_COLUMNS = (("event_id", "TEXT"), ("type", "TEXT"), ("status", "TEXT"), ("campaign_id", "INTEGER"),
+                  ("send_id", "BIGINT"), ("customer_external_id", "TEXT"), ("revenue", "FLOAT8"),
+                  ("occurred_at", "TIMESTAMPTZ"), ("received_at", "TIMESTAMPTZ"), ("reason", "TEXT"),
+                  ("user_agent", "TEXT"), ("link", "INTEGER"))
+_INSERT_EVENTS_PG = text(
+    f"INSERT INTO event ({', '.join(c for c, _ in _EVENT_COLUMNS)}) "  # noqa: S608 (constant columns)
+    f"SELECT * FROM unnest({', '.join(f'CAST(:{c} AS {t}[])' for c, t in _EVENT_COLUMNS)}) "
+    f"AS v({', '.join(c for c, _ in _EVENT_COLUMNS)}) ORDER BY event_id "
+    "ON CONFLICT (event_id) DO NOTHING RETURNING event_id")
+
+
 def insert_new_events(session: Session, rows: list[dict]) -> set[str]:
     """Insert events, skipping ids already stored; returns the ids that were new. Rows go in event id
-    order, so two workers inserting overlapping batches wait on each other instead of deadlocking."""
+    order, so two workers inserting overlapping batches wait on each other instead of deadlocking.
+    PostgreSQL: one statement over one array per column (an executemany of multi-row VALUES made
+    psycopg rewrite 12,000 placeholders per 1,000 rows: two thirds of the worker's fold time)."""
     if not rows:
         return set()
+    if _pg(session):
+        return set(session.execute(_INSERT_EVENTS_PG, {c: [r[c] for r in rows] for c, _ in _EVENT_COLUMNS}).scalars())
     stmt = insert_ignoring_conflicts(session, Event.__table__, ["event_id"]).returning(Event.__table__.c.event_id)
     return set(session.execute(stmt, sorted(rows, key=lambda r: r["event_id"])).scalars())
 
@@ -96,7 +116,13 @@ def mark_excluded(session: Session, event_ids: list[str], reason: str) -> None:
 
 def apply_clicks(session: Session, params: list[dict]) -> None:
     """[{"sid", "n", "at"}]: increments are atomic in SQL, so concurrent workers never lose one."""
-    if params:
+    if params and _pg(session):
+        session.execute(text(
+            "UPDATE send SET clicks = send.clicks + v.n, first_click_at = COALESCE(send.first_click_at, v.at) "
+            "FROM unnest(CAST(:ids AS BIGINT[]), CAST(:n AS INTEGER[]), CAST(:at AS TIMESTAMPTZ[])) AS v(id, n, at) "
+            "WHERE send.id = v.id"),
+            {"ids": [p["sid"] for p in params], "n": [p["n"] for p in params], "at": [p["at"] for p in params]})
+    elif params:
         t = Send.__table__
         stmt = (
             update(t)
@@ -126,8 +152,16 @@ def rebase_clicks(session: Session, params: list[dict]) -> None:
 
 
 def apply_conversions(session: Session, params: list[dict]) -> None:
-    """[{"sid", "n", "rev", "at"}]"""
-    if params:
+    """[{"sid", "n", "rev", "at"}]; PostgreSQL: one UPDATE over arrays, SQLite: an executemany."""
+    if params and _pg(session):
+        session.execute(text(
+            "UPDATE send SET conversions = send.conversions + v.n, revenue = send.revenue + v.rev, "
+            "first_conversion_at = COALESCE(send.first_conversion_at, v.at) "
+            "FROM unnest(CAST(:ids AS BIGINT[]), CAST(:n AS INTEGER[]), CAST(:rev AS FLOAT8[]), "
+            "CAST(:at AS TIMESTAMPTZ[])) AS v(id, n, rev, at) WHERE send.id = v.id"),
+            {"ids": [p["sid"] for p in params], "n": [p["n"] for p in params], "rev": [p["rev"] for p in params],
+             "at": [p["at"] for p in params]})
+    elif params:
         t = Send.__table__
         stmt = (
             update(t)
