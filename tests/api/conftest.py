@@ -1,8 +1,12 @@
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from campaigns.settings import get_settings
 from tests.factories import api_keys
+
+QUEUE = "mab"  # Celery's default queue (worker/app.py), a Redis list
 
 
 class Api:
@@ -23,3 +27,25 @@ class Api:
 def api(database_url, redis_server):
     with TestClient(create_app()) as client:
         yield Api(client, api_keys())
+
+
+@pytest.fixture
+def queue(redis_server):
+    """The Celery queue in Redis, emptied before and after: what a route enqueued, and nothing else."""
+    r = redis.Redis.from_url(redis_server.url)
+    r.delete(QUEUE)
+    yield r
+    r.delete(QUEUE)
+    r.close()
+
+
+@pytest.fixture
+def settings_env(monkeypatch):
+    """Set MAB_* variables for one test; settings are re-read, and restored afterwards."""
+    def set_(**env) -> None:
+        for k, v in env.items():
+            monkeypatch.setenv(k, str(v))
+        get_settings.cache_clear()
+
+    yield set_
+    get_settings.cache_clear()

@@ -3,25 +3,12 @@ streams in chunks), the CSV imports' own larger cap, and the caps on what a camp
 template size per part and variants per campaign."""
 
 import httpx
-import pytest
 from sqlalchemy import func, select
 
 from campaigns.db import session_scope
 from campaigns.models import Campaign, Customer
-from campaigns.settings import get_settings
 from tests.api.test_idempotency import live_server  # noqa: F401 (a fixture)
 from tests.factories import customers, small_campaign_payload
-
-
-@pytest.fixture
-def settings_env(monkeypatch):
-    def set_(**env) -> None:
-        for k, v in env.items():
-            monkeypatch.setenv(k, str(v))
-        get_settings.cache_clear()
-
-    yield set_
-    get_settings.cache_clear()
 
 
 def count(model) -> int:

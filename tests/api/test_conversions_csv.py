@@ -3,7 +3,6 @@ anything is queued (a bad row refuses the file with its line number), queued in 
 customer + campaign by the real task function."""
 
 import pytest
-import redis
 from sqlalchemy import select
 
 from campaigns.db import session_scope
@@ -16,14 +15,6 @@ from tests.api.test_tracking_api import sent_to_many
 HEADER = "event_id,campaign_id,customer_external_id,revenue,occurred_at"
 CSV = {"Content-Type": "text/csv"}
 
-
-@pytest.fixture
-def queue(redis_server):
-    r = redis.Redis.from_url(redis_server.url)
-    r.delete(QUEUE)
-    yield r
-    r.delete(QUEUE)
-    r.close()
 
 
 @pytest.fixture

@@ -6,20 +6,9 @@ import base64
 import json
 
 import pytest
-import redis
 
+from tests.api.conftest import QUEUE  # noqa: F401 (re-exported for the other API tests)
 from tests.factories import small_campaign_payload
-
-QUEUE = "mab"  # Celery's default queue (worker/app.py), a Redis list
-
-
-@pytest.fixture
-def queue(redis_server):
-    r = redis.Redis.from_url(redis_server.url)
-    r.delete(QUEUE)
-    yield r
-    r.delete(QUEUE)
-    r.close()
 
 
 @pytest.fixture

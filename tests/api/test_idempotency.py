@@ -12,7 +12,6 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-import redis
 import uvicorn
 from sqlalchemy import func, select, update
 
@@ -35,14 +34,6 @@ def count(model) -> int:
 def with_key(key: str, **kw) -> dict:
     return {**kw, "headers": {KEY: key, **kw.get("headers", {})}}
 
-
-@pytest.fixture
-def queue(redis_server):
-    r = redis.Redis.from_url(redis_server.url)
-    r.delete(QUEUE)
-    yield r
-    r.delete(QUEUE)
-    r.close()
 
 
 def test_same_key_and_body_replay_the_first_response_and_create_once(api):

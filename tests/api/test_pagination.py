@@ -6,19 +6,7 @@ from sqlalchemy import select
 
 from campaigns.db import session_scope
 from campaigns.models import AllocationSnapshot, ModelAction, Segment, SendPeriod
-from campaigns.settings import get_settings
 from tests.factories import campaign_payload, small_campaign_payload
-
-
-@pytest.fixture
-def settings_env(monkeypatch):
-    def set_(**env) -> None:
-        for k, v in env.items():
-            monkeypatch.setenv(k, str(v))
-        get_settings.cache_clear()
-
-    yield set_
-    get_settings.cache_clear()
 
 
 def walk(api, path: str, limit: int, role: str = "analyst") -> list[list]:

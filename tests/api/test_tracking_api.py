@@ -7,7 +7,6 @@ import email.policy
 import re
 from datetime import timedelta
 
-import pytest
 import redis
 from sqlalchemy import select, update
 
@@ -58,7 +57,6 @@ def test_literal_links_are_tracked_and_redirect_to_the_campaigns_own_urls(api):
 
 
 def test_forged_or_foreign_tokens_record_nothing(api, redis_server):
-    import redis
 
     cid, msg = sent_email(api)
     token = re.search(r"/t/([\w.-]+)", msg.get_body(("html",)).get_content()).group(1)
@@ -127,14 +125,6 @@ def sent_to_many(api, n: int) -> tuple[int, dict[int, list[str]]]:
     assert len(out) == n and all(len(t) == 4 for t in out.values())
     return cid, out
 
-
-@pytest.fixture
-def queue(redis_server):
-    r = redis.Redis.from_url(redis_server.url)
-    r.delete(QUEUE)
-    yield r
-    r.delete(QUEUE)
-    r.close()
 
 
 def age_sends(hours: float = 1.0) -> None:
