@@ -78,9 +78,14 @@ def session_scope() -> Iterator[Session]:
             raise
 
 
+def is_postgres(session: Session) -> bool:
+    """Bulk paths differ by backend (COPY, arrays on PostgreSQL; executemany on SQLite)."""
+    return session.get_bind().dialect.name == "postgresql"
+
+
 def dialect_insert(session: Session):
     """The INSERT construct with ON CONFLICT support for the session's database."""
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    return postgresql.insert if is_postgres(session) else sqlite.insert
 
 
 def insert_ignoring_conflicts(session: Session, table, conflict_cols: list[str]):

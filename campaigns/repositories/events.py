@@ -3,7 +3,7 @@
 from sqlalchemy import ARRAY, BigInteger, bindparam, func, select, text, update
 from sqlmodel import Session
 
-from campaigns.db import insert_ignoring_conflicts
+from campaigns.db import insert_ignoring_conflicts, is_postgres
 from campaigns.models import Campaign, Customer, Event, EventStatus, EventType, Send, SendStatus
 
 
@@ -20,9 +20,10 @@ def sends_by_id(session: Session, ids: set[int]):
     parameters cost more to bind than the lookup itself."""
     if not ids:
         return {}
-    where = (Send.id == func.any(bindparam("ids", type_=ARRAY(BigInteger)))) if _pg(session) else Send.id.in_(ids)
+    pg = is_postgres(session)
+    where = Send.id == func.any(bindparam("ids", type_=ARRAY(BigInteger))) if pg else Send.id.in_(ids)
     stmt = select(Send.id, Send.campaign_id, Send.sent_at).where(where, Send.status == SendStatus.SENT)
-    return {r.id: r for r in session.execute(stmt, {"ids": list(ids)} if _pg(session) else {}).all()}
+    return {r.id: r for r in session.execute(stmt, {"ids": list(ids)} if pg else {}).all()}
 
 
 def sends_of_customers(session: Session, pairs: set[tuple[str, int]]):
@@ -44,10 +45,6 @@ def sends_of_customers(session: Session, pairs: set[tuple[str, int]]):
     return session.execute(stmt).all()
 
 
-def _pg(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
 # PostgreSQL column types of the event row, for the one-array-per-column insert.
 _EVENT_COLUMNS = (("event_id", "TEXT"), ("type", "TEXT"), ("status", "TEXT"), ("campaign_id", "INTEGER"),
                   ("send_id", "BIGINT"), ("customer_external_id", "TEXT"), ("revenue", "FLOAT8"),
@@ -67,7 +64,7 @@ def insert_new_events(session: Session, rows: list[dict]) -> set[str]:
     psycopg rewrite 12,000 placeholders per 1,000 rows: two thirds of the worker's fold time)."""
     if not rows:
         return set()
-    if _pg(session):
+    if is_postgres(session):
         return set(session.execute(_INSERT_EVENTS_PG, {c: [r[c] for r in rows] for c, _ in _EVENT_COLUMNS}).scalars())
     stmt = insert_ignoring_conflicts(session, Event.__table__, ["event_id"]).returning(Event.__table__.c.event_id)
     return set(session.execute(stmt, sorted(rows, key=lambda r: r["event_id"])).scalars())
@@ -78,7 +75,7 @@ def lock_sends(session: Session, ids: list[int]) -> None:
     take their locks in the same order and wait for each other instead of deadlocking, and the click
     history read next includes every click another worker committed. SQLite needs nothing: the
     insert before it already holds the writer lock."""
-    if ids and session.get_bind().dialect.name != "sqlite":
+    if ids and is_postgres(session):
         session.execute(text("SELECT id FROM send WHERE id = ANY(CAST(:ids AS BIGINT[])) ORDER BY id FOR UPDATE"),
                         {"ids": sorted(ids)}).all()
 
@@ -121,7 +118,7 @@ def mark_excluded(session: Session, event_ids: list[str], reason: str) -> None:
 
 def apply_clicks(session: Session, params: list[dict]) -> None:
     """[{"sid", "n", "at"}]: increments are atomic in SQL, so concurrent workers never lose one."""
-    if params and _pg(session):
+    if params and is_postgres(session):
         session.execute(text(
             "UPDATE send SET clicks = send.clicks + v.n, first_click_at = COALESCE(send.first_click_at, v.at) "
             "FROM unnest(CAST(:ids AS BIGINT[]), CAST(:n AS INTEGER[]), CAST(:at AS TIMESTAMPTZ[])) AS v(id, n, at) "
@@ -158,7 +155,7 @@ def rebase_clicks(session: Session, params: list[dict]) -> None:
 
 def apply_conversions(session: Session, params: list[dict]) -> None:
     """[{"sid", "n", "rev", "at"}]; PostgreSQL: one UPDATE over arrays, SQLite: an executemany."""
-    if params and _pg(session):
+    if params and is_postgres(session):
         session.execute(text(
             "UPDATE send SET conversions = send.conversions + v.n, revenue = send.revenue + v.rev, "
             "first_conversion_at = COALESCE(send.first_conversion_at, v.at) "

@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy import delete, select, update
 from sqlmodel import Session
 
-from campaigns.db import dialect_insert
+from campaigns.db import dialect_insert, is_postgres
 from campaigns.models import IdempotencyKey
 
 IN_PROGRESS = "in_progress"
@@ -46,7 +46,7 @@ def purge_expired(session: Session, cutoff: datetime, batch: int) -> int:
     """Delete up to `batch` rows older than `cutoff`. On PostgreSQL rows another transaction holds are
     skipped, so a purge never waits behind a request."""
     ids = select(IdempotencyKey.id).where(IdempotencyKey.created_at < cutoff).order_by(IdempotencyKey.id).limit(batch)
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgres(session):
         ids = ids.with_for_update(skip_locked=True)
     result = session.execute(
         delete(IdempotencyKey).where(IdempotencyKey.id.in_(ids.scalar_subquery())),

@@ -8,11 +8,8 @@ import numpy as np
 from sqlalchemy import and_, bindparam, case, func, select, text, update
 from sqlmodel import Session
 
+from campaigns.db import is_postgres
 from campaigns.models import Customer, Send, SendPeriod, SendStatus
-
-
-def _is_pg(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
 
 
 def _driver_connection(session: Session):
@@ -46,7 +43,7 @@ def eligible_customer_ids(
                                   WHERE p.completed_at IS NULL OR p.completed_at >= %(since)s)
               AND s.status = 'sent' AND s.sent_at >= %(since)s
             GROUP BY s.customer_id HAVING count(*) >= %(cap_limit)s)"""
-    pg = _is_pg(session)
+    pg = is_postgres(session)
     sql = f"""
         SELECT {"CAST(c.id AS BIGINT)" if pg else "c.id"} FROM customer c
         WHERE c.segment_id = %(segment_id)s AND c.status = 'active' AND c.consent = TRUE
@@ -95,7 +92,7 @@ def claim_sends(
         return
     fixed = (campaign_id, period_id, segment_id, SendStatus.QUEUED.value, 0, 0, 0.0)
     cols = ", ".join(CLAIM_COLUMNS)
-    if _is_pg(session):
+    if is_postgres(session):
         prefix = "\t".join(str(v) for v in fixed) + "\t"
         with _driver_connection(session).cursor() as cur, cur.copy(f"COPY send ({cols}) FROM STDIN") as copy:
             for start in range(0, len(customer_ids), 50_000):  # bounded memory per write
@@ -119,7 +116,7 @@ def refresh_statistics(session: Session) -> None:
     """PostgreSQL: re-sample the ledger's statistics right after a bulk claim (inside the plan's
     transaction), so the queries that follow are planned on the real row counts, not on the
     ones autovacuum saw before millions of rows arrived. A sample: cheap at any size."""
-    if _is_pg(session):
+    if is_postgres(session):
         session.execute(text("ANALYZE send"))
 
 
@@ -174,7 +171,7 @@ def record_results(session: Session, results: list[dict]) -> None:
     failed = [r for r in results if r["new_status"] != SendStatus.SENT] if len(sent) < len(results) else []
     t = Send.__table__
     queued = and_(t.c.id == bindparam("sid"), t.c.status == SendStatus.QUEUED)
-    if sent and _is_pg(session):
+    if sent and is_postgres(session):
         session.execute(_MARK_SENT_PG, {"ids": [r["sid"] for r in sent], "mids": [r["mid"] for r in sent],
                                         "ats": [r["at"] for r in sent]})
     elif sent:
