@@ -25,6 +25,7 @@ def create_app() -> FastAPI:
     for module in (admin, audience, campaigns, events, tracking, webhooks, versions, audit, privacy):
         app.include_router(module.router)
     app.include_router(ops.router)  # /health, /ready, /metrics
+    tracking.add_click_route(app)  # outside the app-wide dependencies: see its docstring
     document_limits(app)  # the 413 and 429 of the middlewares below, in the OpenAPI document
     app.add_middleware(BodySizeLimit)  # innermost of the three: the rate limit answers first
     app.add_middleware(RateLimit)

@@ -408,12 +408,14 @@ class Service:
             shutil.rmtree(self.home, ignore_errors=True)
             shutil.rmtree(self.outbox, ignore_errors=True)
 
-    def queue_depth(self) -> tuple[int, int]:
-        """(tasks waiting in the `mab` list, tasks taken but not acknowledged)."""
+    def queue_depth(self) -> tuple[int, int, int]:
+        """(tasks waiting in the `mab` list, tasks taken but not acknowledged, clicks not yet folded)."""
         import redis
 
+        from campaigns.services.clicks import STREAM
+
         r = redis.Redis.from_url(self.redis_url)
-        return r.llen("mab"), r.hlen("unacked")
+        return r.llen("mab"), r.hlen("unacked"), r.xlen(STREAM)
 
     def metrics_text(self) -> str:
         import httpx
@@ -526,9 +528,9 @@ def check_click_token(outbox: Path, campaign_id: int, send_id: int) -> bool:
 
     from campaigns import signing
 
-    eml = next(outbox.glob(f"campaign-{campaign_id}/period-*/{send_id}.eml"), None)
+    eml = next(outbox.glob(f"campaign-{campaign_id}/period-*/**/{send_id}.eml"), None)
     if eml is None:
         return False
     msg = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
     text = msg.get_body(("plain",)).get_content()  # quoted-printable decoded
-    return f"/t/{signing.sign('click', send_id)}" in text
+    return f"/t/{signing.sign_click(0, send_id, campaign_id)}" in text

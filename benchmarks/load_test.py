@@ -215,7 +215,7 @@ def wait_drained(svc: Service, expected_events: int, events_before: int, period_
         if out["period_done_after"] is not None and out["events_done_after"] is not None:
             break
         time.sleep(1)
-    waiting, unacked = svc.queue_depth()
+    waiting, unacked, _ = svc.queue_depth()
     # still settle a moment, so a late duplicate or an extra row would show up in the count
     time.sleep(2)
     out.update(waiting=waiting, unacked=unacked, waited=time.monotonic() - t)
@@ -322,7 +322,7 @@ def main() -> None:
             customer_of = dict(s.execute(text(
                 "SELECT s.id, c.external_id FROM send s JOIN customer c ON c.id = s.customer_id "
                 "WHERE s.period_id = :p"), {"p": pa}).all())
-        tokens = [signing.sign("click", sid) for sid in random.Random(6).sample(sends, min(20_000, len(sends)))]
+        tokens = [signing.sign_click(0, sid, a) for sid in random.Random(6).sample(sends, min(20_000, len(sends)))]
         n_bodies = int(args.seconds / args.event_interval) + 1
         bodies = event_bodies(n_bodies, args.batch, sends, a, customer_of, run=str(os.getpid()))
         eligible = scalar(

@@ -100,8 +100,8 @@ def _type_of(event) -> str:
 
 
 def observe_events_received(events: Iterable) -> None:
-    """Events accepted at the edge (`events.enqueue_payload`, which every route goes through):
-    EventIn models or dicts with a `type`."""
+    """Events accepted at the edge (`events.enqueue_payload`, which every route goes through, and
+    the click redirect, `tracking.click`): EventIn models or dicts with a `type`."""
     for type_, n in Counter(_type_of(e) for e in events).items():
         EVENTS_RECEIVED.labels(type_).inc(n)
 
@@ -153,28 +153,34 @@ def redis_client(url: str):
     return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
 
 
-def queue_depth(client, queue: str = QUEUE) -> tuple[int, int]:
-    """(messages waiting in the queue, messages delivered to a worker but not yet acknowledged)."""
+def queue_depth(client, queue: str = QUEUE) -> tuple[int, int, int]:
+    """(messages waiting in the queue, messages delivered to a worker but not yet acknowledged,
+    clicks in the click stream not yet folded)."""
+    from campaigns.services.clicks import STREAM  # late: the services import this module
+
     keys = [queue, *(f"{queue}{PRIORITY_SEPARATOR}{p}" for p in PRIORITY_STEPS)]
     pipe = client.pipeline(transaction=False)
     for key in keys:
         pipe.llen(key)
     pipe.hlen("unacked")
-    *lengths, unacked = pipe.execute()
-    return sum(lengths), unacked
+    pipe.xlen(STREAM)
+    *lengths, unacked, clicks = pipe.execute()
+    return sum(lengths), unacked, clicks
 
 
 def _queue_families(up: dict) -> list:
-    waiting = GaugeMetricFamily("mab_queue_messages", "Tasks waiting in the Celery queue (Redis).", labels=["queue"])
+    waiting = GaugeMetricFamily("mab_queue_messages", "Tasks waiting in the Celery queue (Redis); clicks waiting "
+                                "to be folded (queue=\"clicks\", the click stream).", labels=["queue"])
     unacked = GaugeMetricFamily("mab_queue_unacked_messages",
                                 "Tasks a worker has taken and not yet acknowledged (running or prefetched).")
     try:
-        n, u = queue_depth(redis_client(broker_url()))
+        n, u, c = queue_depth(redis_client(broker_url()))
     except Exception as exc:
         log.warning("metrics: queue depth unreadable: %s", type(exc).__name__)
         up["queue"] = False
         return []
     waiting.add_metric([QUEUE], n)
+    waiting.add_metric(["clicks"], c)
     unacked.add_metric([], u)
     up["queue"] = True
     return [waiting, unacked]

@@ -69,6 +69,15 @@ class Settings(BaseSettings):
     )
     beat_interval_seconds: float = Field(30.0, gt=0, description="How often beat looks for due periods.")
     max_events_per_request: int = Field(10_000, ge=1, description="Events per POST /events request.")
+    click_fold_batch: int = Field(
+        5_000, ge=1, le=100_000, description="Clicks per transaction when workers fold the click stream."
+    )
+    click_claim_idle_seconds: float = Field(
+        120.0, gt=0, description="Seconds before clicks read by a worker that never folded them are folded by another."
+    )
+    click_sweep_seconds: float = Field(
+        30.0, gt=0, description="How often beat folds the click stream (clicks normally schedule their own fold)."
+    )
     max_customers_per_request: int = Field(1_000_000, ge=1, description="Row cap of one import call.")
     max_variants_per_campaign: int = Field(
         2_000, ge=1, description="Variants (the factor grid minus exclusions) per campaign."

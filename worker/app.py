@@ -28,6 +28,10 @@ def make_celery() -> Celery:
                 "task": "worker.tasks.start_due_periods",
                 "schedule": settings.beat_interval_seconds,
             },
+            "fold-clicks": {
+                "task": "worker.tasks.fold_clicks",
+                "schedule": settings.click_sweep_seconds,
+            },
             "guard-campaigns": {
                 "task": "worker.tasks.guard_campaigns",
                 "schedule": settings.guard_interval_seconds,

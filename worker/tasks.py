@@ -3,11 +3,12 @@
 import logging
 
 from celery.exceptions import MaxRetriesExceededError
+from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError
 
 from campaigns.db import session_scope
 from campaigns.delivery import DeliveryError
-from campaigns.services import events, guard, periods, sending
+from campaigns.services import clicks, events, guard, periods, sending
 from campaigns.settings import get_settings
 from worker.app import celery_app
 
@@ -52,6 +53,15 @@ def process_events(self, payload: list[dict]) -> dict:
         with session_scope() as session:
             return events.process_events(session, payload)
     except OperationalError as exc:  # database busy or restarting: the events wait in the queue
+        raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from exc
+
+
+@celery_app.task(bind=True, **RETRY)
+def fold_clicks(self) -> dict:
+    """Scheduled by the first click after a fold, and by beat (campaigns/services/clicks.py)."""
+    try:
+        return clicks.fold()
+    except (OperationalError, RedisError) as exc:  # the batch stays pending and is read back first
         raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from exc
 
 

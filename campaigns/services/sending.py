@@ -74,17 +74,19 @@ class ChunkContext:
         # literal links of the template -> their number in tracking tokens (0 is landing_url)
         self.links = {url: i + 1 for i, url in enumerate(campaign.links)}
         self.period_seed = period.seed
+        self.campaign_id = campaign.id
 
     def email_for(self, row):
         unsub_token = signing.sign("unsub", row.id)
         unsubscribe_url = f"{self.base}/u/{unsub_token}"
-        landing_url = f"{self.base}/t/{signing.sign('click', row.id)}"
+        landing_url = f"{self.base}/t/{signing.sign_click(0, row.id, self.campaign_id)}"
         customer = {"external_id": row.external_id, "email": row.email, **(row.attributes or {})}
         subject, html, text = render_limited(
             lambda: self.compiled.render(self.params[row.arm], customer, landing_url, unsubscribe_url),
             self.settings.render_timeout_seconds,
         )
-        html = rewrite_links(html, self.links, lambda i: f"{self.base}/t/{signing.sign(f'click-{i}', row.id)}")
+        html = rewrite_links(html, self.links,
+                             lambda i: f"{self.base}/t/{signing.sign_click(i, row.id, self.campaign_id)}")
         msg = build_message(
             sender=self.settings.mail_from, to=row.email, subject=subject, html=html, text=text,
             # the mailto carries the signed token back in its subject (campaigns/services/inbound.py)

@@ -3,6 +3,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from campaigns.services import clicks
 from campaigns.settings import get_settings
 from tests.factories import api_keys
 
@@ -31,11 +32,12 @@ def api(database_url, redis_server):
 
 @pytest.fixture
 def queue(redis_server):
-    """The Celery queue in Redis, emptied before and after: what a route enqueued, and nothing else."""
+    """The Celery queue in Redis (and the click stream), emptied before and after: what a route
+    enqueued, and nothing else."""
     r = redis.Redis.from_url(redis_server.url)
-    r.delete(QUEUE)
+    r.delete(QUEUE, clicks.STREAM, clicks.FOLD_SCHEDULED)
     yield r
-    r.delete(QUEUE)
+    r.delete(QUEUE, clicks.STREAM, clicks.FOLD_SCHEDULED)
     r.close()
 
 

@@ -23,8 +23,8 @@ def conversion(event_id: str, campaign_id: int, customer: str = "c1", **extra) -
             "customer_external_id": customer, **extra}
 
 
-def queued_tasks(queue) -> list[tuple[str, list]]:
-    """(task name, first argument) of every queued Celery message, oldest first."""
+def queued_tasks(queue) -> list[tuple[str, list | None]]:
+    """(task name, first argument or None) of every queued Celery message, oldest first."""
     out = []
     for raw in reversed(queue.lrange(QUEUE, 0, -1)):  # kombu LPUSHes: newest first
         msg = json.loads(raw)
@@ -32,19 +32,21 @@ def queued_tasks(queue) -> list[tuple[str, list]]:
         if msg["properties"].get("body_encoding") == "base64":
             body = base64.b64decode(body)
         args, _kwargs, _embed = json.loads(body)
-        out.append((msg["headers"]["task"], args[0]))
+        out.append((msg["headers"]["task"], args[0] if args else None))
     return out
 
 
 def run_worker(queue) -> list[dict]:
-    """Take every queued message off the list and run its task (worker.tasks.process_events) in this
-    process, oldest first: what a Celery worker does, minus the process boundary."""
-    from worker.tasks import process_events
+    """Take every queued message off the list and run its task (worker.tasks.process_events, or
+    fold_clicks for the click stream) in this process, oldest first: what a Celery worker does, minus
+    the process boundary."""
+    from worker.tasks import fold_clicks, process_events
 
     tasks = queued_tasks(queue)
     queue.delete(QUEUE)
-    assert all(name == "worker.tasks.process_events" for name, _ in tasks)
-    return [process_events.apply(args=(payload,)).get() for _, payload in tasks]
+    assert all(name in ("worker.tasks.process_events", "worker.tasks.fold_clicks") for name, _ in tasks)
+    return [fold_clicks.apply().get() if payload is None else process_events.apply(args=(payload,)).get()
+            for _, payload in tasks]
 
 
 def test_valid_batch_is_accepted_and_queued_once_per_request(api, queue, campaign_id):

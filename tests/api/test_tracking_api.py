@@ -7,12 +7,12 @@ import email.policy
 import re
 from datetime import timedelta
 
-import redis
 from sqlalchemy import select, update
 
+from campaigns import signing
 from campaigns.db import session_scope
 from campaigns.models import Customer, Event, Send, utcnow
-from campaigns.services import events, periods
+from campaigns.services import clicks, events, periods
 from campaigns.settings import get_settings
 from tests.api.test_events_api import QUEUE, queued_tasks, run_worker
 from tests.factories import small_campaign_payload
@@ -56,19 +56,37 @@ def test_literal_links_are_tracked_and_redirect_to_the_campaigns_own_urls(api):
         "location"] == "https://menu.example.com/?a=1&b=2"
 
 
-def test_forged_or_foreign_tokens_record_nothing(api, redis_server):
-
+def test_forged_or_foreign_tokens_record_nothing(api, queue):
     cid, msg = sent_email(api)
     token = re.search(r"/t/([\w.-]+)", msg.get_body(("html",)).get_content()).group(1)
-    purpose, send_id, mac = token.split(".")
-    queue = redis.Redis.from_url(redis_server.url)
-    queue.delete("mab")
-    for forged in (f"{purpose}.{int(send_id) + 1}.{mac}", f"click-7.{send_id}.{mac}", f"unsub.{send_id}.{mac}",
-                   f"{purpose}.{send_id}.{'0' * 32}", "garbage", f"click-99.{send_id}.{mac}"):
+    purpose, send_id, campaign_id, mac = token.split(".")
+    assert int(campaign_id) == cid  # signed in: the redirect needs no database read
+    queue.delete(QUEUE)
+    for forged in (f"{purpose}.{int(send_id) + 1}.{campaign_id}.{mac}", f"{purpose}.{send_id}.{cid + 1}.{mac}",
+                   f"{purpose}.{send_id}.{mac}", f"click-7.{send_id}.{campaign_id}.{mac}",
+                   f"unsub.{send_id}.{campaign_id}.{mac}", f"{purpose}.{send_id}.{campaign_id}.{'0' * 32}",
+                   "garbage", f"click-99.{send_id}.{campaign_id}.{mac}", f"{purpose}.{send_id}.{campaign_id}.{mac}%00",
+                   f"click-01.{send_id}.{campaign_id}.{mac}", f"{purpose}.0{send_id}.{campaign_id}.{mac}"):
         assert api.client.get(f"/t/{forged}", follow_redirects=False).status_code == 404, forged
-    assert queue.llen("mab") == 0  # nothing was queued as a click
+    assert queue.llen(QUEUE) == 0 and queue.xlen(clicks.STREAM) == 0  # nothing was recorded as a click
     assert api.client.get(f"/t/{token}", follow_redirects=False).status_code == 307
-    assert queue.llen("mab") == 1
+    assert queue.xlen(clicks.STREAM) == 1
+    assert [name for name, _ in queued_tasks(queue)] == ["worker.tasks.fold_clicks"]  # one fold scheduled
+
+
+def test_click_tokens_mailed_before_campaign_ids_were_signed_in_still_work(api, queue):
+    cid, msg = sent_email(api)
+    with session_scope() as s:
+        send_id = s.execute(select(Send.id).where(Send.campaign_id == cid)).scalar_one()
+    queue.delete(QUEUE)  # the period's own task
+    age_sends()  # a click seconds after delivery would be judged a scanner's
+    old = signing.sign("click-1", send_id)  # the token format of emails already mailed
+    r = api.client.get(f"/t/{old}", follow_redirects=False)
+    assert r.status_code == 307 and r.headers["location"] == "https://menu.example.com/?a=1&b=2"
+    run_worker(queue)
+    with session_scope() as s:
+        assert s.execute(select(Event.send_id, Event.link, Event.status)).all() == [(send_id, 1, "applied")]
+        assert s.get(Send, send_id).clicks == 1
 
 
 def test_one_click_unsubscribe(api):
@@ -139,7 +157,8 @@ def test_a_click_carries_its_user_agent_link_and_time_to_the_worker(api, queue):
     before = utcnow()
     r = api.client.get(f"/t/{links[2]}", headers={"User-Agent": BROWSER + "x" * 600}, follow_redirects=False)
     assert r.status_code == 307 and r.headers["location"] == "https://b.example.com/"
-    [(_, [event])] = queued_tasks(queue)
+    [(_, fields)] = queue.xrange(clicks.STREAM)
+    event = clicks._event(fields)
     assert event["send_id"] == send_id and event["link"] == 2 and event["type"] == "click"
     assert event["user_agent"] == (BROWSER + "x" * 600)[:512]  # truncated, never refused: the redirect works
     from datetime import datetime

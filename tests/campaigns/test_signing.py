@@ -35,12 +35,27 @@ def test_tampered_and_foreign_tokens_fail(secrets):
 def test_rotation_keeps_mailed_links_working_during_the_grace_period(secrets):
     secrets("old")
     mailed = signing.sign("unsub", 7)
-    mailed_click = signing.sign("click-2", 7)
+    mailed_click = signing.sign("click-2", 7)  # a click token mailed before campaign ids were signed in
+    mailed_click_now = signing.sign_click(2, 7, 3)
     secrets("new", previous="older, old")  # rotated: new links use "new", old ones still verify
     assert signing.verify("unsub", mailed) == 7
-    assert signing.verify_click(mailed_click) == (7, 2)
+    assert signing.verify_click(mailed_click) == (7, 2, None)
+    assert signing.verify_click(mailed_click_now) == (7, 2, 3)
     fresh = signing.sign("unsub", 7)
     assert fresh != mailed and signing.verify("unsub", fresh) == 7
     secrets("new")  # grace period over: the old secret is dropped
     assert signing.verify("unsub", mailed) is None
+    assert signing.verify_click(mailed_click) is None and signing.verify_click(mailed_click_now) is None
     assert signing.verify("unsub", fresh) == 7
+
+
+def test_click_tokens_name_their_campaign_and_refuse_any_change(secrets):
+    secrets("current")
+    token = signing.sign_click(0, 42, 5)
+    assert token.startswith("click.42.5.") and signing.verify_click(token) == (42, 0, 5)
+    assert signing.verify_click(signing.sign_click(3, 42, 5)) == (42, 3, 5)
+    purpose, send_id, campaign_id, mac = token.split(".")
+    for forged in (f"click.42.6.{mac}", f"click.43.5.{mac}", f"click-1.42.5.{mac}", f"click.42.{mac}",
+                   f"click.042.5.{mac}", f"click-01.42.5.{mac}", f"click-².42.5.{mac}", f"unsub.42.5.{mac}",
+                   f"click.42.5.{mac.upper()}", f"click.42.5.5.{mac}", token + "0", "click..5." + mac):
+        assert signing.verify_click(forged) is None, forged

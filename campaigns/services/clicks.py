@@ -1,0 +1,164 @@
+"""Clicks from tracking links: recorded in a Redis stream by the redirect, folded in batches by workers.
+
+Why not one Celery task per click, like the other events: a click is the hot path (a newsletter
+landing brings hundreds per second), and publishing a task costs about a millisecond of the API's CPU,
+more than the rest of the redirect. An `XADD` to a stream costs a tenth of that, and one `fold_clicks`
+task folds everything waiting in batches of up to MAB_CLICK_FOLD_BATCH through the same
+`events.process_events` as every other event (deduplication, bot rules, attribution).
+
+Nothing accepted is lost:
+- a click is accepted once `XADD` returned (the redirect answers only then; with Redis down it is a
+  503, as for every other event);
+- the folder reads through a consumer group: an entry read but not yet folded stays pending, and is
+  removed (`XACK` + `XDEL`) only after its batch committed. A worker that dies mid-batch leaves its
+  entries pending; the next fold claims them once they have been idle MAB_CLICK_CLAIM_IDLE_SECONDS
+  (`XAUTOCLAIM`). Folding a batch twice is harmless: event ids are unique in the database.
+- who folds: the redirect that finds no fold scheduled (`SET NX` on a flag) sends one `fold_clicks`
+  task, delayed a little so that clicks gather into a batch; the task clears the flag before it reads,
+  so a click recorded while it runs schedules the next one. Beat also runs `fold_clicks` every
+  MAB_CLICK_SWEEP_SECONDS, for the entries of a task that was lost with its worker.
+"""
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from datetime import datetime
+
+import redis
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from campaigns.db import session_scope
+from campaigns.services import events
+from campaigns.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+STREAM = "mab:clicks"
+GROUP = "folders"
+FOLD_SCHEDULED = "mab:clicks:fold-scheduled"
+FOLD_DELAY_SECONDS = 1.0  # clicks gather this long into one fold's first batch
+FORGET_CONSUMER_MS = 3_600_000  # a consumer with nothing pending and idle this long is forgotten
+
+
+def _url() -> str:
+    return get_settings().redis_url or "redis://127.0.0.1:6379/0"
+
+
+# Append the click and claim the right to schedule the fold, in one round trip. A script, not a
+# pipeline: redis-py's asyncio pipeline costs twice the CPU of one command, on the hottest path.
+RECORD_SCRIPT = """
+redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+return redis.call('SET', KEYS[2], 1, 'NX', 'EX', ARGV[1])
+"""
+_async_scripts: dict[tuple[int, str], object] = {}
+
+
+def _record_script():
+    """One client (and connection pool) per event loop and Redis URL: uvicorn has one loop, every
+    TestClient its own."""
+    key = (id(asyncio.get_running_loop()), _url())
+    script = _async_scripts.get(key)
+    if script is None:
+        client = aioredis.Redis.from_url(key[1], socket_timeout=2, socket_connect_timeout=2)
+        script = _async_scripts[key] = client.register_script(RECORD_SCRIPT)
+    return script
+
+
+async def record(send_id: int, link: int, user_agent: str | None, occurred_at: datetime) -> bool:
+    """Append one click to the stream. True when no fold was scheduled: the caller schedules one.
+    Raises redis errors when Redis is unavailable (nothing was recorded)."""
+    flag_seconds = max(int(get_settings().click_sweep_seconds * 2), 10)  # a lost fold task: beat's sweep
+    args = [flag_seconds, "event_id", f"click-{uuid.uuid4().hex}", "send_id", send_id, "link", link,
+            "occurred_at", occurred_at.isoformat(), "user_agent", user_agent or ""]
+    return await _record_script()(keys=[STREAM, FOLD_SCHEDULED], args=args) is not None
+
+
+def schedule_fold() -> None:
+    from worker.tasks import fold_clicks  # late import: the worker imports services
+
+    fold_clicks.apply_async(countdown=FOLD_DELAY_SECONDS)
+
+
+def _event(fields: dict[bytes, bytes]) -> dict:
+    """A stream entry as `process_events` takes it (what EventIn.model_dump(mode="json") gives)."""
+    f = {k.decode(): v.decode() for k, v in fields.items()}
+    return {"event_id": f["event_id"], "type": "click", "send_id": int(f["send_id"]), "link": int(f["link"]),
+            "occurred_at": f["occurred_at"], "user_agent": f["user_agent"] or None,
+            "campaign_id": None, "customer_external_id": None, "revenue": 0.0}
+
+
+def consumer_name() -> str:
+    """Stable for a worker process: its own pending entries are read back first after a retry."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _ensure_group(client: redis.Redis) -> None:
+    try:  # from id 0: clicks recorded before any folder existed are folded too
+        client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def _next_batch(client: redis.Redis, consumer: str, batch: int, own_pending: bool) -> list:
+    """This consumer's own pending entries (after a failed fold), then entries idle in a dead
+    consumer's hands, then new ones."""
+    if own_pending:
+        [(_, entries)] = client.xreadgroup(GROUP, consumer, {STREAM: "0"}, count=batch) or [(None, [])]
+        if entries:
+            return entries
+    idle_ms = int(get_settings().click_claim_idle_seconds * 1000)
+    _, claimed, *_ = client.xautoclaim(STREAM, GROUP, consumer, min_idle_time=idle_ms, start_id="0-0", count=batch)
+    if claimed:
+        return claimed
+    got = client.xreadgroup(GROUP, consumer, {STREAM: ">"}, count=batch)
+    return got[0][1] if got else []
+
+
+def fold(consumer: str | None = None) -> dict:
+    """Fold every click waiting in the stream, batch by batch; each batch commits before its entries
+    leave the stream. Returns counts for the task's log."""
+    consumer = consumer or consumer_name()
+    settings = get_settings()
+    client = redis.Redis.from_url(_url(), socket_timeout=10, socket_connect_timeout=5)
+    try:
+        _ensure_group(client)
+        client.delete(FOLD_SCHEDULED)  # from now on a new click schedules the next fold
+        folded, batches, own_pending = 0, 0, True
+        while entries := _next_batch(client, consumer, settings.click_fold_batch, own_pending):
+            own_pending = False
+            ids = [entry_id for entry_id, fields in entries if fields is not None]
+            deleted = [entry_id for entry_id, fields in entries if fields is None]  # trimmed meanwhile
+            payload = [_event(fields) for _, fields in entries if fields is not None]
+            if payload:
+                with session_scope() as session:
+                    events.process_events(session, payload)
+            pipe = client.pipeline(transaction=False)
+            pipe.xack(STREAM, GROUP, *ids, *deleted)
+            if ids:
+                pipe.xdel(STREAM, *ids)
+            pipe.execute()
+            folded += len(payload)
+            batches += 1
+        _forget_idle_consumers(client, consumer)
+        return {"clicks": folded, "batches": batches}
+    finally:
+        client.close()
+
+
+def _forget_idle_consumers(client: redis.Redis, me: str) -> None:
+    """Every worker process is a consumer of the group; the ones long gone, with nothing pending,
+    are removed so the group does not grow with every restart."""
+    for c in client.xinfo_consumers(STREAM, GROUP):
+        name = c["name"].decode() if isinstance(c["name"], bytes) else c["name"]
+        if name != me and c["pending"] == 0 and c["idle"] >= FORGET_CONSUMER_MS:
+            client.xgroup_delconsumer(STREAM, GROUP, name)
+
+
+def waiting(client: redis.Redis) -> int:
+    """Clicks recorded and not yet folded (new and pending): the stream's length, since folded
+    entries are deleted."""
+    return client.xlen(STREAM)
