@@ -24,6 +24,7 @@ import logging
 import os
 import socket
 import uuid
+import weakref
 from datetime import datetime
 
 import redis
@@ -53,18 +54,18 @@ RECORD_SCRIPT = """
 redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
 return redis.call('SET', KEYS[2], 1, 'NX', 'EX', ARGV[1])
 """
-_async_scripts: dict[tuple[int, str], object] = {}
+_async_scripts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop -> {url: script}
 
 
 def _record_script():
     """One client (and connection pool) per event loop and Redis URL: uvicorn has one loop, every
-    TestClient its own."""
-    key = (id(asyncio.get_running_loop()), _url())
-    script = _async_scripts.get(key)
-    if script is None:
-        client = aioredis.Redis.from_url(key[1], socket_timeout=2, socket_connect_timeout=2)
-        script = _async_scripts[key] = client.register_script(RECORD_SCRIPT)
-    return script
+    TestClient its own (an asyncio connection belongs to the loop that opened it)."""
+    per_url = _async_scripts.setdefault(asyncio.get_running_loop(), {})
+    url = _url()
+    if url not in per_url:
+        client = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        per_url[url] = client.register_script(RECORD_SCRIPT)
+    return per_url[url]
 
 
 async def record(send_id: int, link: int, user_agent: str | None, occurred_at: datetime) -> bool:
