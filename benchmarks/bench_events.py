@@ -44,6 +44,7 @@ import inspect
 import json
 import os
 import random
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -695,8 +696,15 @@ def main() -> None:
     print(f"bench_events: {args.customers:,} customers, {args.events:,} events, batch {args.batch:,}, "
           f"{args.clients} clients, redirect {args.rate:.0f}/s x {args.seconds:.0f} s; Celery concurrency "
           f"{args.celery_concurrency}; request log {'on' if args.log_requests else 'off'}")
-    for backend in args.backends.split(","):
-        run(backend.strip(), args)
+    backends = [b.strip() for b in args.backends.split(",")]
+    if len(backends) > 1:  # one process per backend: Celery's app keeps the first broker it published to
+        for backend in backends:
+            argv = sys.argv[1:]
+            others = [a for i, a in enumerate(argv)
+                      if not a.startswith("--backends") and not (i and argv[i - 1] == "--backends")]
+            subprocess.run([sys.executable, __file__, *others, f"--backends={backend}"], check=False)
+    else:
+        run(backends[0], args)
     print(f"\nwhole run {time.monotonic() - started:.0f} s")
 
 

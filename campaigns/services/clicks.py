@@ -41,6 +41,7 @@ STREAM = "mab:clicks"
 GROUP = "folders"
 FOLD_SCHEDULED = "mab:clicks:fold-scheduled"
 FOLD_DELAY_SECONDS = 1.0  # clicks gather this long into one fold's first batch
+REDIS_CONNECTIONS = 32  # per API process: a click holds one for a single round trip
 FORGET_CONSUMER_MS = 3_600_000  # a consumer with nothing pending and idle this long is forgotten
 
 
@@ -63,8 +64,12 @@ def _record_script():
     per_url = _async_scripts.setdefault(asyncio.get_running_loop(), {})
     url = _url()
     if url not in per_url:
-        client = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        per_url[url] = client.register_script(RECORD_SCRIPT)
+        # A bounded pool that makes a request wait for a connection: when Redis stalls for a moment,
+        # an unbounded pool opens one connection per waiting click until Redis refuses new clients,
+        # turning a pause into a burst of 503s.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=REDIS_CONNECTIONS, timeout=2, socket_timeout=2, socket_connect_timeout=2)
+        per_url[url] = aioredis.Redis(connection_pool=pool).register_script(RECORD_SCRIPT)
     return per_url[url]
 
 

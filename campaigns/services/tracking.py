@@ -75,6 +75,7 @@ async def click(token: str, user_agent: str | None) -> str:
     try:
         schedule = await clicks.record(send_id, link, user_agent, utcnow())
     except (RedisError, OSError) as exc:  # nothing was recorded: the reader may retry the link
+        log.warning("click not recorded, Redis unavailable: %s: %s", type(exc).__name__, exc)
         raise Unavailable(f"the event queue is unavailable, retry later ({type(exc).__name__})") from exc
     metrics.observe_events_received(CLICK)
     if schedule:
