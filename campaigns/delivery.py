@@ -6,6 +6,7 @@ overwrites the same file instead of mailing twice.
 
 import os
 import smtplib
+import uuid
 from pathlib import Path
 from typing import Protocol
 
@@ -29,25 +30,36 @@ class Backend(Protocol):
 
 
 class OutboxBackend:
+    """One `.eml` file per send, named by the send id, written under a temporary name and renamed
+    into place (atomic: a reader never sees half an email). Both calls name the file relative to
+    the directory, held open (one path component to resolve instead of the whole path, twice). The
+    temporary name is one per backend (a backend serves one chunk at a time, in one process), so
+    12M sends leave no 12M stale names in the directory cache, and a crash leaves at most one
+    `.tmp` file per worker."""
+
     def __init__(self, directory: Path):
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
-        self._prefix = f"{directory}{os.sep}"
+        self._dir_fd: int | None = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        self._tmp = f".{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp"
 
     def deliver(self, send_id: int, message: OutgoingEmail) -> None:
-        final = f"{self._prefix}{send_id}.eml"  # plain strings and os calls: a hot path
-        tmp = f"{self._prefix}{send_id}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        tmp, dir_fd = self._tmp, self._dir_fd  # plain strings and os calls: a hot path
+        if dir_fd is None:
+            raise RuntimeError("the outbox backend is closed")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=dir_fd)
         try:
             data = memoryview(message.raw)
             while data:  # a regular file takes it all at once; loop anyway rather than assume
                 data = data[os.write(fd, data):]
         finally:
             os.close(fd)
-        os.replace(tmp, final)  # atomic: a reader never sees half an email
+        os.replace(tmp, f"{send_id}.eml", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
     def close(self) -> None:
-        pass
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
 
 
 class SmtpBackend:

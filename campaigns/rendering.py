@@ -11,15 +11,14 @@ import binascii
 import re
 import time
 import uuid
-from dataclasses import dataclass
-from email.header import Header
+from dataclasses import dataclass, field
 from email.utils import formataddr, formatdate, parseaddr
 from functools import lru_cache
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
 
 from campaigns.errors import InvalidInput
-from campaigns.sandbox import BoundedSandbox, render
+from campaigns.sandbox import BoundedSandbox, TemplateSet, render
 
 TEMPLATE_PARTS = ("subject", "html", "text")
 # Names every template may use besides the campaign's factor names.
@@ -240,6 +239,8 @@ def static_links(html_source: str) -> list[str]:
 
 def rewrite_links(html: str, links: dict[str, int], tracked) -> str:
     """Replace each known literal link with `tracked(index)`; anything else is left alone."""
+    if not links:  # nothing to track: no regex pass over the HTML
+        return html
     return STATIC_HREF.sub(lambda m: f'href="{tracked(links[m.group(1)])}"' if m.group(1) in links else m.group(0),
                            html)
 
@@ -252,15 +253,19 @@ class CompiledCampaign:
     subject: object
     html: object
     text: object
+    parts: TemplateSet = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "parts", TemplateSet((self.subject, self.html, self.text)))
 
     @classmethod
     def compile(cls, name: str, templates: dict[str, str]) -> "CompiledCampaign":
         return cls(name, *(ENVIRONMENTS[p].from_string(templates[p]) for p in TEMPLATE_PARTS))
 
     def render(self, params, customer, landing_url, unsubscribe_url) -> tuple[str, str, str]:
-        ctx = _context(params, customer, self.name, landing_url, unsubscribe_url)
-        subject = " ".join(render(self.subject, ctx).split())  # no header injection via newlines
-        return subject, render(self.html, ctx), render(self.text, ctx)
+        # one context build for the three parts (campaigns.sandbox.TemplateSet)
+        subject, html, text = self.parts.render(_context(params, customer, self.name, landing_url, unsubscribe_url))
+        return " ".join(subject.split()), html, text  # no header injection via newlines
 
 
 @dataclass(frozen=True)
@@ -273,7 +278,22 @@ class OutgoingEmail:
 
 def _header(value: str) -> str:
     """RFC 2047-encode a header value only when it is not plain ASCII."""
-    return value if value.isascii() else Header(value, "utf-8").encode()
+    return value if value.isascii() else _encoded_words(value)
+
+
+def _encoded_words(value: str) -> str:
+    """`=?utf-8?b?…?=` words of at most 42 bytes of UTF-8 each (68 characters, so a folded line stays
+    under 78), never splitting a character, folded with CRLF + space. `email.header.Header` does the
+    same ~50 times slower (110 µs for one subject: a Python loop per character)."""
+    data = value.encode("utf-8")
+    words, start, size = [], 0, len(data)
+    while start < size:
+        end = min(start + 42, size)
+        while end < size and 0x80 <= data[end] < 0xC0:  # a UTF-8 continuation byte: cut before its character
+            end -= 1
+        words.append(f"=?utf-8?b?{binascii.b2a_base64(data[start:end], newline=False).decode('ascii')}?=")
+        start = end
+    return "\r\n ".join(words)
 
 
 @lru_cache(maxsize=16)
@@ -284,44 +304,69 @@ def _sender(value: str) -> tuple[str, str]:
 
 
 def _qp(text: str) -> bytes:
-    # binascii's C encoder; normalise newlines to CRLF as SMTP wants them.
-    return binascii.b2a_qp(text.replace("\r\n", "\n").encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
+    # binascii's C encoder; every line end (CRLF, LF, a lone CR, which b2a_qp would let through and
+    # SMTP servers refuse as a "bare CR") becomes CRLF as SMTP wants it.
+    text = text.replace("\r\n", "\n")
+    if "\r" in text:
+        text = text.replace("\r", "\n")
+    return binascii.b2a_qp(text.encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
+
+
+class MessageWriter:
+    """Writes multipart/alternative emails (text + HTML, quoted-printable) with RFC 8058 headers.
+
+    Written directly rather than through `email.message.EmailMessage`, whose header registry made
+    building a message ~40x slower than rendering it; the tests parse the result with the `email`
+    package and compare it with what `EmailMessage` builds. One writer serves a whole chunk: what does
+    not depend on the customer (the From header, the MIME boundary and part headers) is formatted
+    once, and the Date header once per second.
+
+    One boundary for many messages is safe: it starts with `=_`, which quoted-printable output can
+    never contain (it writes `=` only as `=3D`, a soft line break, or `=` + two hex digits).
+    """
+
+    def __init__(self, sender: str, domain: str):
+        self.from_header, self.envelope = _sender(sender)
+        self.domain = domain
+        boundary = f"=_{uuid.uuid4().hex}"
+        part = ("--{b}\r\nContent-Type: text/{kind}; charset=utf-8\r\n"
+                "Content-Transfer-Encoding: quoted-printable\r\n\r\n")
+        self._mime = ("MIME-Version: 1.0\r\n"
+                      f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'
+                      + part.format(b=boundary, kind="plain")).encode("ascii")
+        self._html = ("\r\n" + part.format(b=boundary, kind="html")).encode("ascii")
+        self._end = f"\r\n--{boundary}--\r\n".encode("ascii")
+        self._second, self._date = -1, ""
+
+    def _now(self) -> str:
+        second = int(time.time())
+        if second != self._second:
+            self._second, self._date = second, formatdate(second, localtime=False)
+        return self._date
+
+    def build(self, *, to: str, subject: str, html: str, text: str, unsubscribe_url: str,
+              unsubscribe_mailto: str = "", message_id: str | None = None) -> OutgoingEmail:
+        message_id = message_id or f"<{uuid.uuid4().hex}@{self.domain}>"
+        unsubscribe = f"<{unsubscribe_url}>, <mailto:{unsubscribe_mailto}>" if unsubscribe_mailto else \
+            f"<{unsubscribe_url}>"
+        head = (
+            f"From: {self.from_header}\r\n"
+            f"To: {to}\r\n"
+            f"Subject: {subject if subject.isascii() else _encoded_words(subject)}\r\n"
+            f"Date: {self._now()}\r\n"
+            f"Message-ID: {message_id}\r\n"
+            f"List-Unsubscribe: {unsubscribe}\r\n"
+            "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+        ).encode("ascii")
+        raw = b"".join((head, self._mime, _qp(text), self._html, _qp(html), self._end))
+        return OutgoingEmail(sender=self.envelope, to=to, message_id=message_id, raw=raw)
 
 
 def build_message(
     *, sender: str, to: str, subject: str, html: str, text: str, unsubscribe_url: str, domain: str,
     unsubscribe_mailto: str = "", message_id: str | None = None,
 ) -> OutgoingEmail:
-    """A multipart/alternative email (text + HTML, quoted-printable) with RFC 8058 headers.
-
-    Written directly rather than through `email.message.EmailMessage`, whose header registry made
-    building a message ~40x slower than rendering it; the tests parse the result with the `email`
-    package to prove it is well formed.
-    """
-    message_id = message_id or f"<{uuid.uuid4().hex}@{domain}>"
-    unsubscribe = f"<{unsubscribe_url}>" + (f", <mailto:{unsubscribe_mailto}>" if unsubscribe_mailto else "")
-    boundary = f"=_{uuid.uuid4().hex}"
-    head = (
-        f"From: {_sender(sender)[0]}\r\n"
-        f"To: {to}\r\n"
-        f"Subject: {_header(subject)}\r\n"
-        f"Date: {formatdate(localtime=False)}\r\n"
-        f"Message-ID: {message_id}\r\n"
-        f"List-Unsubscribe: {unsubscribe}\r\n"
-        "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
-        "MIME-Version: 1.0\r\n"
-        f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'
-    ).encode("ascii")
-    part = (
-        "--{b}\r\nContent-Type: text/{kind}; charset=utf-8\r\n"
-        "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
-    )
-    raw = b"".join(
-        [
-            head,
-            part.format(b=boundary, kind="plain").encode("ascii"), _qp(text), b"\r\n",
-            part.format(b=boundary, kind="html").encode("ascii"), _qp(html), b"\r\n",
-            f"--{boundary}--\r\n".encode("ascii"),
-        ]
-    )
-    return OutgoingEmail(sender=_sender(sender)[1], to=to, message_id=message_id, raw=raw)
+    """One message from a writer of its own (a worker keeps one `MessageWriter` per chunk)."""
+    return MessageWriter(sender, domain).build(
+        to=to, subject=subject, html=html, text=text, unsubscribe_url=unsubscribe_url,
+        unsubscribe_mailto=unsubscribe_mailto, message_id=message_id)

@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlmodel import Session
 
-from campaigns.models import ChunkStatus, SendChunk, SendPeriod, utcnow
+from campaigns.models import Campaign, ChunkStatus, SendChunk, SendPeriod, utcnow
 
 
 def create(session: Session, period_id: int, ranges: list[tuple[int, int]]) -> None:
@@ -78,3 +78,9 @@ def unfinished_ids(session: Session, period_id: int) -> list[int]:
 def count_unfinished(session: Session, period_id: int) -> int:
     stmt = select(func.count()).where(SendChunk.period_id == period_id, SendChunk.status != ChunkStatus.DONE)
     return session.execute(stmt).scalar_one()
+
+
+def campaign_status(session: Session, campaign_id: int) -> str | None:
+    """Just the status, read before every delivery batch (a pause must stop the chunk): loading the
+    whole campaign row, with its templates and JSON columns, into an ORM object cost more."""
+    return session.execute(select(Campaign.status).where(Campaign.id == campaign_id)).scalar_one_or_none()

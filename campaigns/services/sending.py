@@ -17,7 +17,7 @@ from campaigns import metrics, signing
 from campaigns.db import on_commit, session_scope
 from campaigns.delivery import DeliveryError, make_backend
 from campaigns.models import CampaignStatus, ChunkStatus, PeriodStatus, SendStatus, utcnow
-from campaigns.rendering import CompiledCampaign, build_message, rewrite_links
+from campaigns.rendering import CompiledCampaign, MessageWriter, rewrite_links
 from campaigns.repositories import campaigns as repo
 from campaigns.repositories import chunks as chunk_repo
 from campaigns.repositories import sends as send_repo
@@ -75,6 +75,9 @@ class ChunkContext:
         self.links = {url: i + 1 for i, url in enumerate(campaign.links)}
         self.period_seed = period.seed
         self.campaign_id = campaign.id
+        self.writer = MessageWriter(settings.mail_from, self.domain)  # headers and MIME skeleton, once
+        self.render_timeout = settings.render_timeout_seconds
+        self.max_bytes = settings.max_message_bytes
 
     def email_for(self, row):
         unsub_token = signing.sign("unsub", row.id)
@@ -83,20 +86,19 @@ class ChunkContext:
         customer = {"external_id": row.external_id, "email": row.email, **(row.attributes or {})}
         subject, html, text = render_limited(
             lambda: self.compiled.render(self.params[row.arm], customer, landing_url, unsubscribe_url),
-            self.settings.render_timeout_seconds,
+            self.render_timeout,
         )
         html = rewrite_links(html, self.links,
                              lambda i: f"{self.base}/t/{signing.sign_click(i, row.id, self.campaign_id)}")
-        msg = build_message(
-            sender=self.settings.mail_from, to=row.email, subject=subject, html=html, text=text,
+        msg = self.writer.build(
+            to=row.email, subject=subject, html=html, text=text,
             # the mailto carries the signed token back in its subject (campaigns/services/inbound.py)
             unsubscribe_url=unsubscribe_url, unsubscribe_mailto=f"{self.mailto}?subject={unsub_token}",
-            domain=self.domain,
             # the same send always carries the same Message-ID, so a redelivery is recognisable
             message_id=f"<send-{row.id}.{self.period_seed}@{self.domain}>",
         )
-        if len(msg.raw) > self.settings.max_message_bytes:
-            raise RenderLimitExceeded(f"message is {len(msg.raw)} bytes (cap {self.settings.max_message_bytes})")
+        if len(msg.raw) > self.max_bytes:
+            raise RenderLimitExceeded(f"message is {len(msg.raw)} bytes (cap {self.max_bytes})")
         return msg
 
 
@@ -155,7 +157,7 @@ def _deliver_rows(ctx: ChunkContext, rows, backend, limiter) -> list[dict]:
                 raise _Interrupted(results, exc) from exc
             result["err"] = str(exc)[:500]
             continue
-        result.update(new_status=SendStatus.SENT, mid=msg.message_id, at=utcnow())
+        result.update(new_status=SendStatus.SENT, mid=msg.message_id, at=time.time())  # epoch: see record_results
     return results
 
 
@@ -202,7 +204,7 @@ def deliver_chunk(chunk_id: int) -> str:
         while cursor <= last:
             upper = min(cursor + batch - 1, last)  # a slice of the chunk's id range
             with session_scope() as session:
-                status = repo.get_campaign(session, campaign_id).status
+                status = chunk_repo.campaign_status(session, campaign_id)
                 if status != CampaignStatus.ACTIVE:
                     chunk_repo.release(session, chunk_id)
                     return f"waiting: campaign is {status}"
