@@ -31,6 +31,7 @@ def make_celery() -> Celery:
             "fold-clicks": {
                 "task": "worker.tasks.fold_clicks",
                 "schedule": settings.click_sweep_seconds,
+                "kwargs": {"chain": False},  # a sweep: it must not start a second chain
             },
             "guard-campaigns": {
                 "task": "worker.tasks.guard_campaigns",

@@ -57,10 +57,11 @@ def process_events(self, payload: list[dict]) -> dict:
 
 
 @celery_app.task(bind=True, **RETRY)
-def fold_clicks(self) -> dict:
-    """Scheduled by the first click after a fold, and by beat (campaigns/services/clicks.py)."""
+def fold_clicks(self, chain: bool = True) -> dict:
+    """A link of the chain that folds clicks while they flow, or (chain=False) beat's sweep: see
+    campaigns/services/clicks.py."""
     try:
-        return clicks.fold()
+        return clicks.fold(chain=chain)
     except (OperationalError, RedisError) as exc:  # the batch stays pending and is read back first
         raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from exc
 

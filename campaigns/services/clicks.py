@@ -13,10 +13,14 @@ Nothing accepted is lost:
   removed (`XACK` + `XDEL`) only after its batch committed. A worker that dies mid-batch leaves its
   entries pending; the next fold claims them once they have been idle MAB_CLICK_CLAIM_IDLE_SECONDS
   (`XAUTOCLAIM`). Folding a batch twice is harmless: event ids are unique in the database.
-- who folds: the redirect that finds no fold scheduled (`SET NX` on a flag) sends one `fold_clicks`
-  task, delayed a little so that clicks gather into a batch; the task clears the flag before it reads,
-  so a click recorded while it runs schedules the next one. Beat also runs `fold_clicks` every
-  MAB_CLICK_SWEEP_SECONDS, for the entries of a task that was lost with its worker.
+- who folds: a chain of `fold_clicks` tasks, one every FOLD_DELAY_SECONDS while clicks flow. A
+  flag in Redis says a chain is alive. The redirect sets it with `SET NX` in the same round trip as
+  its `XADD`, and only the click that found no chain sends the first task. Each fold that found
+  clicks keeps the flag and schedules the next fold from the worker, so under steady traffic the API
+  publishes no task at all (a Celery publish in the API process stalled its event loop for up to
+  40 ms). A fold that found nothing clears the flag and looks once more, for a click that arrived
+  meanwhile and trusted the chain. Beat also folds every MAB_CLICK_SWEEP_SECONDS, without starting
+  a chain, for the clicks of a chain that died with its worker (the flag expires on its own).
 """
 
 import asyncio
@@ -76,10 +80,15 @@ def _record_script():
 async def record(send_id: int, link: int, user_agent: str | None, occurred_at: datetime) -> bool:
     """Append one click to the stream. True when no fold was scheduled: the caller schedules one.
     Raises redis errors when Redis is unavailable (nothing was recorded)."""
-    flag_seconds = max(int(get_settings().click_sweep_seconds * 2), 10)  # a lost fold task: beat's sweep
-    args = [flag_seconds, "event_id", f"click-{uuid.uuid4().hex}", "send_id", send_id, "link", link,
+    args = [flag_seconds(), "event_id", f"click-{uuid.uuid4().hex}", "send_id", send_id, "link", link,
             "occurred_at", occurred_at.isoformat(), "user_agent", user_agent or ""]
     return await _record_script()(keys=[STREAM, FOLD_SCHEDULED], args=args) is not None
+
+
+def flag_seconds() -> int:
+    """How long the flag outlives the last fold that set it: a chain that died with its worker
+    leaves its clicks to beat's sweep for this long at most, then the next click starts a new one."""
+    return max(int(get_settings().click_sweep_seconds * 2), 10)
 
 
 def schedule_fold() -> None:
@@ -109,50 +118,76 @@ def _ensure_group(client: redis.Redis) -> None:
             raise
 
 
-def _next_batch(client: redis.Redis, consumer: str, batch: int, own_pending: bool) -> list:
-    """This consumer's own pending entries (after a failed fold), then entries idle in a dead
-    consumer's hands, then new ones."""
+def _next_batch(client: redis.Redis, consumer: str, batch: int, own_pending: bool) -> tuple[list, bool]:
+    """(entries, whether they are new): this consumer's own pending entries (after a failed fold),
+    then entries idle in a dead consumer's hands, then new ones."""
     if own_pending:
         [(_, entries)] = client.xreadgroup(GROUP, consumer, {STREAM: "0"}, count=batch) or [(None, [])]
         if entries:
-            return entries
+            return entries, False
     idle_ms = int(get_settings().click_claim_idle_seconds * 1000)
     _, claimed, *_ = client.xautoclaim(STREAM, GROUP, consumer, min_idle_time=idle_ms, start_id="0-0", count=batch)
     if claimed:
-        return claimed
+        return claimed, False
     got = client.xreadgroup(GROUP, consumer, {STREAM: ">"}, count=batch)
-    return got[0][1] if got else []
+    return (got[0][1] if got else []), True
 
 
-def fold(consumer: str | None = None) -> dict:
-    """Fold every click waiting in the stream, batch by batch; each batch commits before its entries
-    leave the stream. Returns counts for the task's log."""
+def fold(consumer: str | None = None, *, chain: bool = True) -> dict:
+    """Fold the clicks waiting in the stream, batch by batch; each batch commits before its entries
+    leave the stream. With `chain` (the tasks the clicks scheduled), keep the chain going while
+    clicks flow; beat's sweep folds without it. Returns counts for the task's log."""
     consumer = consumer or consumer_name()
-    settings = get_settings()
     client = redis.Redis.from_url(_url(), socket_timeout=10, socket_connect_timeout=5)
     try:
         _ensure_group(client)
-        client.delete(FOLD_SCHEDULED)  # from now on a new click schedules the next fold
-        folded, batches, own_pending = 0, 0, True
-        while entries := _next_batch(client, consumer, settings.click_fold_batch, own_pending):
-            own_pending = False
-            ids = [entry_id for entry_id, fields in entries if fields is not None]
-            deleted = [entry_id for entry_id, fields in entries if fields is None]  # trimmed meanwhile
-            payload = [_event(fields) for _, fields in entries if fields is not None]
-            if payload:
-                with session_scope() as session:
-                    events.process_events(session, payload)
-            pipe = client.pipeline(transaction=False)
-            pipe.xack(STREAM, GROUP, *ids, *deleted)
-            if ids:
-                pipe.xdel(STREAM, *ids)
-            pipe.execute()
-            folded += len(payload)
-            batches += 1
+        folded, batches = _fold_waiting(client, consumer)
+        if chain and folded:  # clicks are flowing: the worker, not the API, schedules the next fold
+            client.set(FOLD_SCHEDULED, 1, ex=flag_seconds())
+            schedule_fold()
+        elif chain:
+            client.delete(FOLD_SCHEDULED)
+            # a click recorded after the read above found the flag still set and scheduled nothing
+            more, more_batches = _fold_waiting(client, consumer)
+            folded, batches = folded + more, batches + more_batches
+            if more and client.set(FOLD_SCHEDULED, 1, nx=True, ex=flag_seconds()):
+                schedule_fold()
         _forget_idle_consumers(client, consumer)
         return {"clicks": folded, "batches": batches}
     finally:
         client.close()
+
+
+def _fold_waiting(client: redis.Redis, consumer: str) -> tuple[int, int]:
+    """(clicks folded, batches). It stops after a batch of new clicks that was not full: the clicks
+    that trickle in meanwhile are the next fold's, one transaction for a whole delay's worth,
+    instead of a transaction for every few."""
+    size = get_settings().click_fold_batch
+    folded, batches, own_pending = 0, 0, True
+    while True:
+        entries, new = _next_batch(client, consumer, size, own_pending)
+        own_pending = False
+        if not entries:
+            return folded, batches
+        _fold_batch(client, entries)
+        folded += sum(1 for _, fields in entries if fields is not None)
+        batches += 1
+        if new and len(entries) < size:
+            return folded, batches
+
+
+def _fold_batch(client: redis.Redis, entries: list) -> None:
+    ids = [entry_id for entry_id, fields in entries if fields is not None]
+    deleted = [entry_id for entry_id, fields in entries if fields is None]  # trimmed meanwhile
+    payload = [_event(fields) for _, fields in entries if fields is not None]
+    if payload:
+        with session_scope() as session:
+            events.process_events(session, payload)
+    pipe = client.pipeline(transaction=False)
+    pipe.xack(STREAM, GROUP, *ids, *deleted)
+    if ids:
+        pipe.xdel(STREAM, *ids)
+    pipe.execute()
 
 
 def _forget_idle_consumers(client: redis.Redis, me: str) -> None:

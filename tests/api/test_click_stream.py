@@ -36,21 +36,73 @@ def clicked(api, queue):
     return tokens
 
 
-def test_many_clicks_schedule_one_fold_which_folds_them_all_in_batches(clicked, queue, settings_env):
-    assert [name for name, _ in queued_tasks(queue)] == ["worker.tasks.fold_clicks"]
+FOLD = "worker.tasks.fold_clicks"
+
+
+def test_many_clicks_start_one_chain_of_folds_that_ends_when_they_stop(api, clicked, queue, settings_env):
+    assert [name for name, _ in queued_tasks(queue)] == [FOLD]  # 20 clicks, one task
     settings_env(MAB_CLICK_FOLD_BATCH=7)
     assert run_worker(queue) == [{"clicks": 20, "batches": 3}]
     assert stored_clicks() == (20, 20)
     assert queue.xlen(clicks.STREAM) == 0  # folded entries leave the stream
     assert queue.xpending(clicks.STREAM, clicks.GROUP)["pending"] == 0
-
-
-def test_a_click_during_a_fold_schedules_the_next_one(api, clicked, queue):
-    run_worker(queue)  # the fold cleared the flag before reading
+    # It found clicks: the worker scheduled the next fold, and a new click leaves that to the chain.
+    assert [name for name, _ in queued_tasks(queue)] == [FOLD] and queue.exists(clicks.FOLD_SCHEDULED)
     click_all(api, {0: next(iter(clicked.values()))}, link=2)
-    assert [name for name, _ in queued_tasks(queue)] == ["worker.tasks.fold_clicks"]
+    assert [name for name, _ in queued_tasks(queue)] == [FOLD]  # the API published nothing
+    assert run_worker(queue) == [{"clicks": 1, "batches": 1}]
+    assert run_worker(queue) == [{"clicks": 0, "batches": 0}]  # nothing left: the chain ends
+    assert queued_tasks(queue) == [] and not queue.exists(clicks.FOLD_SCHEDULED)
+    click_all(api, {0: list(clicked.values())[1]}, link=2)  # the next click starts a new chain
+    assert [name for name, _ in queued_tasks(queue)] == [FOLD]
     run_worker(queue)
+    assert stored_clicks() == (22, 22)
+
+
+def test_a_click_arriving_during_a_fold_is_folded_by_the_next_link_of_the_chain(api, clicked, queue, monkeypatch):
+    queue.delete(QUEUE)  # the task the 20 clicks scheduled: folded by hand below
+    fold_events = events.process_events
+    late = next(iter(clicked.values()))[3]
+
+    def with_a_click_meanwhile(session, payload):
+        r = api.client.get(f"/t/{late}", headers={"User-Agent": BROWSER}, follow_redirects=False)
+        assert r.status_code == 307
+        return fold_events(session, payload)
+
+    monkeypatch.setattr(events, "process_events", with_a_click_meanwhile)
+    assert clicks.fold("worker-1") == {"clicks": 20, "batches": 1}  # a batch that was not full: done
+    monkeypatch.setattr(events, "process_events", fold_events)
+    assert queue.xlen(clicks.STREAM) == 1
+    assert [name for name, _ in queued_tasks(queue)] == [FOLD]  # the chain's next link
+    run_worker(queue)
+    assert stored_clicks() == (21, 21) and queue.xlen(clicks.STREAM) == 0
+
+
+def test_a_click_that_trusted_an_ending_chain_is_folded_and_continues_it(api, clicked, queue, monkeypatch):
+    run_worker(queue)  # the 20 clicks; the chain's next link is queued
+    queue.delete(QUEUE)
+    fold_waiting = clicks._fold_waiting
+    calls = []
+
+    def click_after_the_empty_read(client, consumer):
+        calls.append(1)
+        got = fold_waiting(client, consumer)
+        if len(calls) == 1:  # the link found nothing; a click arrives before the flag is cleared
+            click_all(api, {0: next(iter(clicked.values()))}, link=2)
+        return got
+
+    monkeypatch.setattr(clicks, "_fold_waiting", click_after_the_empty_read)
+    assert clicks.fold("worker-1") == {"clicks": 1, "batches": 1}  # the second look found it
     assert stored_clicks() == (21, 21)
+    # one task: the click saw the flag still set and published nothing; the fold started the chain again
+    assert [name for name, _ in queued_tasks(queue)] == [FOLD] and queue.exists(clicks.FOLD_SCHEDULED)
+
+
+def test_beats_sweep_folds_without_starting_a_chain(clicked, queue):
+    queue.delete(QUEUE, clicks.FOLD_SCHEDULED)  # as if the chain had died with its worker
+    assert clicks.fold("sweeper", chain=False) == {"clicks": 20, "batches": 1}
+    assert stored_clicks() == (20, 20)
+    assert queued_tasks(queue) == [] and not queue.exists(clicks.FOLD_SCHEDULED)
 
 
 def test_a_worker_dying_mid_batch_loses_nothing(clicked, queue, settings_env):
