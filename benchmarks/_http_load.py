@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from campaigns.stack import Stack, free_port, wait_for  # noqa: E402 (light: httpx, redis only)
+from campaigns.stack import Stack, api_workers_option, free_port, wait_for  # noqa: E402 (light: httpx, redis, settings)
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 SEGMENTS = ["champions", "loyal_regulars", "big_spenders", "new_or_occasional",
@@ -362,7 +362,8 @@ class Service:
             self.bare_port = free_port()
             # the same command line as Stack.start_services gives the API: only the app differs
             self.stack._spawn("bare", [sys.executable, "-m", "uvicorn", "bare_app:app", "--app-dir", str(self.home),
-                                       "--host", "127.0.0.1", "--port", str(self.bare_port)], "bare.log")
+                                       "--host", "127.0.0.1", "--port", str(self.bare_port),
+                                       *api_workers_option(self.stack.env)], "bare.log")
             import httpx
 
             wait_for(lambda: httpx.get(f"http://127.0.0.1:{self.bare_port}/docs", timeout=2).status_code == 200,

@@ -543,7 +543,7 @@ def profile_redirect(svc: Service, tokens: list[str], n: int) -> None:
 
 def run(backend: str, args) -> dict:
     print(f"\n=== {backend} — load average at start {loadavg()} (1/5/15 min), {os.cpu_count()} cores ===")
-    env = {"MAB_LOG_REQUESTS": "true" if args.log_requests else "false"}
+    env = {"MAB_LOG_REQUESTS": "true" if args.log_requests else "false", "MAB_API_WORKERS": str(args.api_workers)}
     svc = Service(backend, tmp=args.tmp, outbox_root=args.outbox_root, celery_concurrency=args.celery_concurrency,
                   env=env, bare=True)
     result = {"backend": backend, "load_start": os.getloadavg()}
@@ -680,6 +680,7 @@ def main() -> None:
                    help="a second, shorter redirect measurement at a rate the API can serve (0: skip)")
     p.add_argument("--low-seconds", type=float, default=10.0)
     p.add_argument("--celery-concurrency", type=int, default=2)
+    p.add_argument("--api-workers", type=int, default=1, help="API processes (uvicorn --workers), the bare app too")
     p.add_argument("--log-requests", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--fold-timeout", type=float, default=240.0)
@@ -695,7 +696,8 @@ def main() -> None:
     started = time.monotonic()
     print(f"bench_events: {args.customers:,} customers, {args.events:,} events, batch {args.batch:,}, "
           f"{args.clients} clients, redirect {args.rate:.0f}/s x {args.seconds:.0f} s; Celery concurrency "
-          f"{args.celery_concurrency}; request log {'on' if args.log_requests else 'off'}")
+          f"{args.celery_concurrency}; API processes {args.api_workers}; "
+          f"request log {'on' if args.log_requests else 'off'}")
     backends = [b.strip() for b in args.backends.split(",")]
     if len(backends) > 1:  # one process per backend: Celery's app keeps the first broker it published to
         for backend in backends:

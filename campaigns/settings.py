@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     )
     beat_interval_seconds: float = Field(30.0, gt=0, description="How often beat looks for due periods.")
     max_events_per_request: int = Field(10_000, ge=1, description="Events per POST /events request.")
+    api_workers: int = Field(
+        1, ge=1, le=64, description="API processes `mab up` starts (uvicorn --workers); the compose file sets its own."
+    )
     click_fold_batch: int = Field(
         5_000, ge=1, le=100_000, description="Clicks per transaction when workers fold the click stream."
     )

@@ -18,6 +18,8 @@ from pathlib import Path
 import httpx
 import redis
 
+from campaigns.settings import get_settings
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -78,7 +80,8 @@ class Stack:
                                f"--concurrency={concurrency}", "-n", f"mab-{os.getpid()}@%h"], "worker.log")
         self._spawn("beat", [py, "-m", "celery", "-A", "worker.app", "beat", "--loglevel=INFO",
                              "--schedule", str((self.var_dir / "celerybeat-schedule").resolve())], "beat.log")
-        self._spawn("api", [py, "-m", "uvicorn", "api.app:app", "--host", host, "--port", str(port)], "api.log")
+        self._spawn("api", [py, "-m", "uvicorn", "api.app:app", "--host", host, "--port", str(port),
+                            *api_workers_option(self.env)], "api.log")
         wait_for(lambda: httpx.get(f"http://{host}:{port}/health", timeout=2).status_code == 200, "the API", 60,
                  self.check_alive)
 
@@ -98,6 +101,13 @@ class Stack:
                     proc.kill()
                     proc.wait()
         self.children.clear()
+
+
+def api_workers_option(env: dict[str, str]) -> list[str]:
+    """`--workers N` for uvicorn when MAB_API_WORKERS (in the stack's environment, else the
+    settings) asks for more than one API process."""
+    workers = int(env.get("MAB_API_WORKERS") or get_settings().api_workers)
+    return ["--workers", str(workers)] if workers > 1 else []
 
 
 def wait_for(probe, what: str, timeout: float, check=None) -> None:

@@ -78,7 +78,7 @@ def _record_script():
 
 
 async def record(send_id: int, link: int, user_agent: str | None, occurred_at: datetime) -> bool:
-    """Append one click to the stream. True when no fold was scheduled: the caller schedules one.
+    """Append one click to the stream. True when no fold chain was running: the caller starts one.
     Raises redis errors when Redis is unavailable (nothing was recorded)."""
     args = [flag_seconds(), "event_id", f"click-{uuid.uuid4().hex}", "send_id", send_id, "link", link,
             "occurred_at", occurred_at.isoformat(), "user_agent", user_agent or ""]

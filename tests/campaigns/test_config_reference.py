@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from campaigns import config_reference as reference
 from campaigns.cli import app
-from campaigns.settings import Settings
+from campaigns.settings import Settings, get_settings
 
 
 def test_docs_configuration_md_is_up_to_date_with_the_settings():
@@ -70,3 +70,16 @@ def test_the_cli_writes_the_reference_and_checks_it(tmp_path):
     assert fresh.exit_code == 0 and "up to date" in fresh.output
     out.write_text(out.read_text(encoding="utf-8").replace("MAB_SEND_CHUNK_SIZE", "MAB_SEND_CHUNKS"))
     assert runner.invoke(app, ["config-reference", "--check", "--output", str(out)]).exit_code == 1
+
+
+def test_mab_up_starts_as_many_api_processes_as_mab_api_workers_says(monkeypatch):
+    from campaigns.stack import api_workers_option
+
+    monkeypatch.delenv("MAB_API_WORKERS", raising=False)
+    get_settings.cache_clear()
+    assert api_workers_option({}) == []  # one process: uvicorn's default, no supervisor
+    assert api_workers_option({"MAB_API_WORKERS": "3"}) == ["--workers", "3"]
+    monkeypatch.setenv("MAB_API_WORKERS", "2")
+    get_settings.cache_clear()
+    assert api_workers_option({}) == ["--workers", "2"]
+    get_settings.cache_clear()
