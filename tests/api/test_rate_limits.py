@@ -9,27 +9,19 @@ import redis
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from campaigns.settings import get_settings
 from campaigns.stack import free_port
 from tests.factories import small_campaign_payload
 
 
 @pytest.fixture
-def settings_env(monkeypatch, redis_server):
-    """Set MAB_ variables for this test (settings re-read at once and after); rate-limit counters of
-    earlier tests are cleared so every test starts with a fresh window."""
+def settings_env(settings_env, redis_server):
+    """The shared settings_env (tests/api/conftest.py), with the rate-limit counters of earlier
+    tests cleared so every test starts with a fresh window."""
     r = redis.Redis.from_url(redis_server.url)
     for key in r.scan_iter("mab:ratelimit:*"):
         r.delete(key)
-
-    def set_(**env) -> None:
-        for k, v in env.items():
-            monkeypatch.setenv(k, str(v))
-        get_settings.cache_clear()
-
-    yield set_
-    get_settings.cache_clear()
     r.close()
+    return settings_env
 
 
 def new_segment(api, role: str, name: str):
