@@ -260,12 +260,19 @@ class CompiledCampaign:
 
     @classmethod
     def compile(cls, name: str, templates: dict[str, str]) -> "CompiledCampaign":
-        return cls(name, *(ENVIRONMENTS[p].from_string(templates[p]) for p in TEMPLATE_PARTS))
+        return cls(name, *(_compiled(p, templates[p]) for p in TEMPLATE_PARTS))
 
     def render(self, params, customer, landing_url, unsubscribe_url) -> tuple[str, str, str]:
         # one context build for the three parts (campaigns.sandbox.TemplateSet)
         subject, html, text = self.parts.render(_context(params, customer, self.name, landing_url, unsubscribe_url))
         return " ".join(subject.split()), html, text  # no header injection via newlines
+
+
+@lru_cache(maxsize=256)
+def _compiled(part: str, source: str):
+    """A template part compiled once per process, not once per chunk: a worker delivers many
+    chunks of the same campaign. Compiled templates are never changed after compilation."""
+    return ENVIRONMENTS[part].from_string(source)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ A tampered or foreign token fails verification and records nothing. The comparis
 import hashlib
 import hmac
 import re
+from functools import lru_cache
 
 from campaigns.settings import get_settings
 
@@ -16,9 +17,18 @@ from campaigns.settings import get_settings
 CLICK_TOKEN = re.compile(r"(click(?:-([1-9][0-9]{0,5}))?)\.([0-9]{1,18})(?:\.([0-9]{1,18}))?\.([0-9a-f]{32})")
 
 
+@lru_cache(maxsize=16)
+def _keyed(secret: str) -> hmac.HMAC:
+    """HMAC-SHA256 with the key already absorbed; copied per token. Two or more tokens per email,
+    millions of emails per period: a copy costs about 0.6 of a one-shot `hmac.digest`, which
+    re-derives the inner and outer key blocks every time."""
+    return hmac.new(secret.encode(), digestmod=hashlib.sha256)
+
+
 def _mac(purpose: str, subject: int | str, secret: str) -> str:
-    # hmac.digest: the one-shot C path (three tokens per email, millions of emails per period)
-    return hmac.digest(secret.encode(), f"{purpose}.{subject}".encode(), hashlib.sha256).hex()[:32]
+    h = _keyed(secret).copy()
+    h.update(f"{purpose}.{subject}".encode())
+    return h.hexdigest()[:32]
 
 
 def sign(purpose: str, send_id: int) -> str:

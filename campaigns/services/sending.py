@@ -36,23 +36,25 @@ def _on_alarm(signum, frame):
 
 
 _alarm_installed = False
+_MAIN_THREAD_ID = threading.main_thread().ident
+setitimer, ITIMER_REAL = signal.setitimer, signal.ITIMER_REAL
 
 
-def render_limited(render, timeout: float):
-    """Run `render()` under a wall-clock cap. The cap needs SIGALRM, i.e. the main thread (where
+def render_limited(render, timeout: float, *args):
+    """Run `render(*args)` under a wall-clock cap. The cap needs SIGALRM, i.e. the main thread (where
     Celery's prefork workers run tasks); elsewhere the sandbox's own limits still apply. The handler
     is installed once per process; each message only arms and disarms the timer (a hot path)."""
     global _alarm_installed
-    if threading.current_thread() is not threading.main_thread():
-        return render()
+    if threading.get_ident() != _MAIN_THREAD_ID:
+        return render(*args)
     if not _alarm_installed:
         signal.signal(signal.SIGALRM, _on_alarm)
         _alarm_installed = True
-    signal.setitimer(signal.ITIMER_REAL, timeout)
+    setitimer(ITIMER_REAL, timeout)
     try:
-        return render()
+        return render(*args)
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        setitimer(ITIMER_REAL, 0)
 
 
 class ChunkContext:
@@ -85,9 +87,7 @@ class ChunkContext:
         landing_url = f"{self.base}/t/{signing.sign_click(0, row.id, self.campaign_id)}"
         customer = {"external_id": row.external_id, "email": row.email, **(row.attributes or {})}
         subject, html, text = render_limited(
-            lambda: self.compiled.render(self.params[row.arm], customer, landing_url, unsubscribe_url),
-            self.render_timeout,
-        )
+            self.compiled.render, self.render_timeout, self.params[row.arm], customer, landing_url, unsubscribe_url)
         html = rewrite_links(html, self.links,
                              lambda i: f"{self.base}/t/{signing.sign_click(i, row.id, self.campaign_id)}")
         msg = self.writer.build(

@@ -59,3 +59,20 @@ def test_click_tokens_name_their_campaign_and_refuse_any_change(secrets):
                    f"click.042.5.{mac}", f"click-01.42.5.{mac}", f"click-².42.5.{mac}", f"unsub.42.5.{mac}",
                    f"click.42.5.{mac.upper()}", f"click.42.5.5.{mac}", token + "0", "click..5." + mac):
         assert signing.verify_click(forged) is None, forged
+
+
+def test_tokens_are_hmac_sha256_of_purpose_and_subject_so_mailed_links_keep_working(secrets):
+    """The MAC is computed from a cached keyed HMAC (a copy per token); the tokens must stay
+    byte-for-byte what a one-shot HMAC-SHA256 gives, or every link already mailed would break.
+    Switching secrets between tokens must not reuse the previous secret's key."""
+    import hashlib
+    import hmac
+
+    def expected(secret: str, message: str) -> str:
+        return hmac.digest(secret.encode(), message.encode(), hashlib.sha256).hex()[:32]
+
+    for secret in ("first-secret", "second-secret", "first-secret"):
+        secrets(secret)
+        assert signing.sign("unsub", 42) == f"unsub.42.{expected(secret, 'unsub.42')}"
+        assert signing.sign_click(3, 42, 7) == f"click-3.42.7.{expected(secret, 'click-3.42.7')}"
+        assert signing.verify_click(signing.sign_click(0, 42, 7)) == (42, 0, 7)
