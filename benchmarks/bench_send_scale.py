@@ -130,7 +130,7 @@ def plan_child(period_id: int, campaign_id: int, ready, go, results, profile: bo
         from campaigns.services import campaigns, periods
 
         timers = Timers()
-        timers.wrap(periods, "_snapshots", "allocation (8 segments × 200 arms)")
+        timers.wrap(periods, "_snapshots", ALLOCATION)
         timers.wrap(send_repo, "eligible_customer_ids", "select eligible customers")
         timers.wrap(bandit, "assign", "assign arms (numpy)")
         timers.wrap(send_repo, "claim_sends", "ledger claim (COPY / executemany)")
@@ -522,6 +522,17 @@ def one_run(backend: Backend, ctx, n: int, workers: int, run_no: int, outbox: Pa
 
 CLAIM = "ledger claim (COPY / executemany)"
 RENDER = "render (Jinja2, 3 templates)"
+ALLOCATION = "allocation (8 segments × 200 arms)"
+
+
+def minutes_at_target(r: dict, n: int) -> tuple[float, float]:
+    """12M extrapolated: (everything × 12M/N; the same with the allocation counted once). The
+    allocation (the engine's weights for 8 segments × 200 arms) reads arm statistics, not
+    customers: its cost does not grow with the audience."""
+    scale = TARGET_N / n
+    linear = (r["plan_s"] + r["deliver_s"]) * scale
+    allocation = r["plan_breakdown"].get(ALLOCATION, 0.0)
+    return linear / 60, (linear - allocation * (scale - 1)) / 60
 
 
 def stage_ratios(r: dict) -> tuple[float, float, float]:
@@ -564,8 +575,9 @@ def report(r: dict) -> None:
     worker_us, db_us = sum(r["worker_cpu"]) / n * 1e6, r["deliver_db_cpu"] / n * 1e6
     print(f"    CPU per email while delivering: workers {worker_us:.0f} µs + {r['backend']} server {db_us:.0f} µs"
           f" = {worker_us + db_us:.0f} µs  (12M in 8 min on 2 cores needs ≤ 80)")
+    linear, once = minutes_at_target(r, n)
     print(f"  period end to end (plan + deliver):    {period:8.2f} s {n / period:11,.0f} customers/s"
-          f"   → 12M at this rate: {period * TARGET_N / n / 60:.1f} min")
+          f"   → 12M at this rate: {linear:.1f} min ({once:.1f} min with the allocation counted once)")
     print(f"  peak RSS: plan process {r['plan_rss_mb']:.0f} MB; delivery workers "
           f"{', '.join(f'{x:.0f}' for x in r['worker_rss_mb'])} MB (each {r['idle_rss_mb']:.0f} MB after imports)")
     c = r["checks"]
@@ -583,7 +595,8 @@ def report(r: dict) -> None:
 def table(runs: list[dict]) -> str:
     head = ("| backend | customers | W | plan c/s | bare insert r/s | plan/bare | ledger/bare (unique only, "
             "with indexes) | deliver c/s (per worker) | bare render/s | per-worker/bare | render stage/bare "
-            "| period | 12M extrapolated | CPU µs/email worker + db | peak RSS plan / worker | check |")
+            "| period | 12M extrapolated (allocation once) "
+            "| CPU µs/email worker + db | peak RSS plan / worker | check |")
     rows = [head, "|" + " --- |" * 3 + " ---: |" * 13]
     for r in runs:
         n, w = r["n"], r["workers"]
@@ -594,7 +607,7 @@ def table(runs: list[dict]) -> str:
             f"| {r['bare_insert_s'] / r['plan_s']:.2f} | {ledger_u:.2f}, {ledger_i:.2f} "
             f"| {n / r['deliver_s']:,.0f} ({n / r['deliver_s'] / w:,.0f}) "
             f"| {n / r['bare_render_s']:,.0f} | {r['bare_render_s'] * n / r['deliver_s'] / w / n:.2f} | {render:.2f} "
-            f"| {period:,.1f} s | {period * TARGET_N / n / 60:.1f} min "
+            f"| {period:,.1f} s | {minutes_at_target(r, n)[0]:.1f} min ({minutes_at_target(r, n)[1]:.1f}) "
             f"| {sum(r['worker_cpu']) / n * 1e6:.0f} + {r['deliver_db_cpu'] / n * 1e6:.0f} "
             f"| {r['plan_rss_mb']:.0f} / {max(r['worker_rss_mb']):.0f} MB "
             f"| {'OK' if r['checks']['ok'] else 'FAILED'} |")
@@ -668,9 +681,10 @@ def main() -> None:
     pg2 = [r for r in runs if r["backend"] == "postgresql" and r["workers"] == 2 and r["n"] == n]
     if pg2:
         r = pg2[0]
-        minutes = (r["plan_s"] + r["deliver_s"]) * TARGET_N / n / 60
-        print(f"\n12M customers with 2 workers on PostgreSQL (linear): {minutes:.1f} min "
-              f"(target < 10 min: {'met' if minutes < 10 else 'NOT met'})")
+        linear, once = minutes_at_target(r, n)
+        print(f"\n12M customers with 2 workers on PostgreSQL: {linear:.1f} min linear "
+              f"(target < 10 min: {'met' if linear < 10 else 'NOT met'}); {once:.1f} min with the allocation "
+              f"counted once ({'met' if once < 10 else 'NOT met'})")
     print(f"finished {datetime.now().isoformat(timespec='seconds')}; load average {os.getloadavg()}")
 
 
