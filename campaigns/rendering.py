@@ -310,17 +310,27 @@ def _sender(value: str) -> tuple[str, str]:
     return (formataddr((name, addr), charset="utf-8") if name else addr), addr
 
 
-def _qp(text: str) -> bytes:
-    # binascii's C encoder; every line end (CRLF, LF, a lone CR, which b2a_qp would let through and
-    # SMTP servers refuse as a "bare CR") becomes CRLF as SMTP wants it.
+MAX_7BIT_LINE = 998  # RFC 5322 2.1.1: characters per line, CRLF excluded
+
+
+def _body(text: str, boundary: str) -> tuple[bytes, bool]:
+    """A part's body as it goes on the wire, and whether it is plain 7bit. Every line end (CRLF,
+    LF, a lone CR, which SMTP servers refuse as a "bare CR") becomes CRLF. ASCII text whose lines
+    fit the 998-character limit goes as is (7bit: what `EmailMessage` also picks for such text,
+    and no encoding pass over every email); anything else — non-ASCII, a NUL, a longer line, or
+    text that contains this writer's boundary — is quoted-printable (binascii's C encoder)."""
     text = text.replace("\r\n", "\n")
     if "\r" in text:
         text = text.replace("\r", "\n")
-    return binascii.b2a_qp(text.encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
+    if (text.isascii() and "\x00" not in text and boundary not in text
+            and max(map(len, text.split("\n"))) <= MAX_7BIT_LINE):
+        return text.encode("ascii").replace(b"\n", b"\r\n"), True
+    return binascii.b2a_qp(text.encode("utf-8"), istext=True).replace(b"\n", b"\r\n"), False
 
 
 class MessageWriter:
-    """Writes multipart/alternative emails (text + HTML, quoted-printable) with RFC 8058 headers.
+    """Writes multipart/alternative emails (text + HTML; each part 7bit when it is ASCII with short
+    enough lines, quoted-printable otherwise) with RFC 8058 headers.
 
     Written directly rather than through `email.message.EmailMessage`, whose header registry made
     building a message ~40x slower than rendering it; the tests parse the result with the `email`
@@ -328,20 +338,23 @@ class MessageWriter:
     not depend on the customer (the From header, the MIME boundary and part headers) is formatted
     once, and the Date header once per second.
 
-    One boundary for many messages is safe: it starts with `=_`, which quoted-printable output can
-    never contain (it writes `=` only as `=3D`, a soft line break, or `=` + two hex digits).
+    One boundary for many messages is safe: quoted-printable output never contains it (it starts
+    with `=_`, and QP writes `=` only as `=3D`, a soft line break, or `=` + two hex digits), and a
+    7bit part is only ever text that does not contain it.
     """
 
     def __init__(self, sender: str, domain: str):
         self.from_header, self.envelope = _sender(sender)
         self.domain = domain
-        boundary = f"=_{uuid.uuid4().hex}"
+        self._boundary = boundary = f"=_{uuid.uuid4().hex}"
         part = ("--{b}\r\nContent-Type: text/{kind}; charset=utf-8\r\n"
-                "Content-Transfer-Encoding: quoted-printable\r\n\r\n")
-        self._mime = ("MIME-Version: 1.0\r\n"
-                      f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'
-                      + part.format(b=boundary, kind="plain")).encode("ascii")
-        self._html = ("\r\n" + part.format(b=boundary, kind="html")).encode("ascii")
+                "Content-Transfer-Encoding: {cte}\r\n\r\n")
+        preamble = f'MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'
+        # (text part header, html part header), indexed by "is 7bit"
+        self._text_head = [(preamble + part.format(b=boundary, kind="plain", cte=cte)).encode("ascii")
+                           for cte in ("quoted-printable", "7bit")]
+        self._html_head = [("\r\n" + part.format(b=boundary, kind="html", cte=cte)).encode("ascii")
+                           for cte in ("quoted-printable", "7bit")]
         self._end = f"\r\n--{boundary}--\r\n".encode("ascii")
         self._second, self._date = -1, ""
 
@@ -365,7 +378,10 @@ class MessageWriter:
             f"List-Unsubscribe: {unsubscribe}\r\n"
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
         ).encode("ascii")
-        raw = b"".join((head, self._mime, _qp(text), self._html, _qp(html), self._end))
+        text_body, text_7bit = _body(text, self._boundary)
+        html_body, html_7bit = _body(html, self._boundary)
+        raw = b"".join((head, self._text_head[text_7bit], text_body, self._html_head[html_7bit], html_body,
+                        self._end))
         return OutgoingEmail(sender=self.envelope, to=to, message_id=message_id, raw=raw)
 
 

@@ -87,6 +87,11 @@ def test_written_message_parses_like_the_standard_librarys(sender, subject, text
     head = msg.raw.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
     assert all(len(line) <= 160 for line in head)  # headers folded (the long ones are URLs)
     assert msg.sender == parseaddr(sender)[1] and msg.to == "bob@example.com"
+    # ASCII with lines of at most 998 characters goes as is (7bit); anything else quoted-printable
+    parts = [p for p in ours.walk() if not p.is_multipart()]
+    for part, body in zip(parts, (text_body, html_body), strict=True):
+        plain = body.isascii() and max(map(len, body.replace("\r\n", "\n").replace("\r", "\n").split("\n"))) <= 998
+        assert part["Content-Transfer-Encoding"] == ("7bit" if plain else "quoted-printable")
 
 
 def test_one_writer_serves_many_messages_and_a_body_cannot_fake_its_boundary():
@@ -103,6 +108,8 @@ def test_one_writer_serves_many_messages_and_a_body_cannot_fake_its_boundary():
         assert parsed["Message-ID"] == f"<send-{i}.1@example.com>"
         body = parts[0].get_content().replace("\r\n", "\n").rstrip("\n")
         assert body == (evil if i else "t")
+        # plain ASCII, but it holds the boundary: encoded, so the boundary cannot appear in it
+        assert parts[0]["Content-Transfer-Encoding"] == ("quoted-printable" if i else "7bit")
     assert len({raw.split(b"\r\n\r\n", 1)[0].split(b"Date: ")[1][:10] for raw in raws}) <= 2
 
 
