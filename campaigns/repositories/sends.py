@@ -1,6 +1,8 @@
 """Queries over the send ledger: audience selection, bulk claims, delivery results, aggregates."""
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import NamedTuple
 
@@ -23,32 +25,62 @@ def _driver_connection(session: Session):
 _COPY_BIGINT_ROW = np.dtype([("fields", ">i2"), ("length", ">i4"), ("value", ">i8")])
 
 
-def eligible_customer_ids(
-    session: Session, segment_id: int, period_id: int, cap: tuple[int, datetime] | None = None
-) -> np.ndarray:
-    """Active, consenting customers of the segment not yet claimed in this period and under the
-    cross-campaign frequency cap (`cap` = (max emails, since when)), in id order (deterministic).
+CAPPED_TABLE = "capped_customer"
 
-    Set-based, and fetched straight into numpy (binary COPY on PostgreSQL): no Python object per
-    customer. The cap only reads sends of periods that can hold mail sent since `since` (periods
-    not completed before it), through the ledger's unique (period_id, customer_id) index."""
-    params: dict = {"segment_id": segment_id, "period_id": period_id}
-    capped = ""
-    if cap is not None:
-        params["cap_limit"], params["since"] = cap
-        capped = """
-          AND c.id NOT IN (
+
+@contextmanager
+def capped_customers(session: Session, cap: tuple[int, datetime] | None) -> Iterator[bool]:
+    """The customers at the cross-campaign frequency cap (`cap` = (max emails, since when)), counted
+    once per plan into a temporary table that every segment's audience query then anti-joins
+    (`eligible_customer_ids(..., capped=True)`). Counted inside each segment's query instead, the
+    window's sends (a whole weekly period of them) were grouped once per segment: 8 times. Only
+    periods that can hold mail sent since `since` are read (not completed before it), through the
+    ledger's unique (period_id, customer_id) index. Yields whether there is a cap; the table goes
+    with the plan's transaction if it fails, and is dropped when the plan is done."""
+    if cap is None:
+        yield False
+        return
+    limit, since = cap
+    pg = is_postgres(session)
+    if not pg:  # the format SQLAlchemy stores SQLite datetimes in (UTC, always with microseconds)
+        since = since.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    mark = (lambda name: f"%({name})s") if pg else (lambda name: f":{name}")
+    cur = _driver_connection(session).cursor()
+    try:
+        # (a table left by a plan whose transaction did not undo it would make CREATE fail)
+        cur.execute(f"DROP TABLE IF EXISTS {CAPPED_TABLE}")
+        cur.execute(f"CREATE TEMPORARY TABLE {CAPPED_TABLE} (customer_id BIGINT NOT NULL)")
+        cur.execute(f"""
+            INSERT INTO {CAPPED_TABLE} (customer_id)
             SELECT s.customer_id FROM send s
             WHERE s.period_id IN (SELECT p.id FROM send_period p
-                                  WHERE p.completed_at IS NULL OR p.completed_at >= %(since)s)
-              AND s.status = 'sent' AND s.sent_at >= %(since)s
-            GROUP BY s.customer_id HAVING count(*) >= %(cap_limit)s)"""
+                                  WHERE p.completed_at IS NULL OR p.completed_at >= {mark("since")})
+              AND s.status = 'sent' AND s.sent_at >= {mark("since")}
+            GROUP BY s.customer_id HAVING count(*) >= {mark("cap_limit")}""",  # noqa: S608 (placeholders only)
+                    {"since": since, "cap_limit": limit})
+        if pg:
+            cur.execute(f"ANALYZE {CAPPED_TABLE}")  # autovacuum never analyses a temporary table
+    finally:
+        cur.close()
+    yield True
+    session.execute(text(f"DROP TABLE {CAPPED_TABLE}"))
+
+
+def eligible_customer_ids(session: Session, segment_id: int, period_id: int, capped: bool = False) -> np.ndarray:
+    """Active, consenting customers of the segment not yet claimed in this period and, with
+    `capped`, not at the frequency cap (inside `capped_customers`), in id order (deterministic).
+
+    Set-based, and fetched straight into numpy (binary COPY on PostgreSQL): no Python object per
+    customer."""
+    params: dict = {"segment_id": segment_id, "period_id": period_id}
+    capped_clause = (f"AND NOT EXISTS (SELECT 1 FROM {CAPPED_TABLE} k WHERE k.customer_id = c.id)"  # noqa: S608
+                     if capped else "")
     pg = is_postgres(session)
     sql = f"""
         SELECT {"CAST(c.id AS BIGINT)" if pg else "c.id"} FROM customer c
         WHERE c.segment_id = %(segment_id)s AND c.status = 'active' AND c.consent = TRUE
           AND NOT EXISTS (SELECT 1 FROM send s WHERE s.period_id = %(period_id)s AND s.customer_id = c.id)
-          {capped}
+          {capped_clause}
         ORDER BY c.id"""  # noqa: S608 (no values are formatted in: only the optional clause)
     if pg:
         with _driver_connection(session).cursor() as cur:
@@ -59,12 +91,7 @@ def eligible_customer_ids(
         return np.frombuffer(data[19:-2], dtype=_COPY_BIGINT_ROW)["value"].astype(np.int64)
     cur = _driver_connection(session).cursor()
     try:
-        # sqlite3 takes :name placeholders; datetimes are stored as ISO text by the ORM
-        qmarks = sql.replace("%(", ":").replace(")s", "")
-        if "since" in params:
-            # the format SQLAlchemy stores SQLite datetimes in (UTC, always with microseconds)
-            params["since"] = params["since"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-        cur.execute(qmarks, params)
+        cur.execute(sql.replace("%(", ":").replace(")s", ""), params)  # sqlite3 takes :name placeholders
         ids = np.empty(0, dtype=np.int64)
         parts = []
         while block := cur.fetchmany(100_000):

@@ -186,17 +186,18 @@ def plan_period(session: Session, period: SendPeriod, campaign: Campaign) -> lis
         cap = (settings.frequency_cap, now - timedelta(days=settings.frequency_window_days))
     segments = repo.campaign_segments(session, campaign.id)
     snapshots = _snapshots(session, campaign, period, segments)
-    for segment in segments:
-        snap = snapshots[segment.id]
-        customer_ids = send_repo.eligible_customer_ids(session, segment.id, period.id, cap)
-        if not len(customer_ids):
-            continue
-        drawn = bandit.assign(
-            len(customer_ids), np.asarray(snap.weights), snap.holdout_share, segment_seed(period.seed, segment.id, 1)
-        )
-        arm_of = np.asarray(snap.arms, dtype=np.int64)
-        global_arm = np.where(drawn.arm == HOLDOUT, HOLDOUT, arm_of[np.maximum(drawn.arm, 0)])
-        send_repo.claim_sends(session, campaign.id, period.id, segment.id, customer_ids, global_arm, drawn.propensity)
+    with send_repo.capped_customers(session, cap) as capped:
+        for segment in segments:
+            snap = snapshots[segment.id]
+            customer_ids = send_repo.eligible_customer_ids(session, segment.id, period.id, capped)
+            if not len(customer_ids):
+                continue
+            drawn = bandit.assign(len(customer_ids), np.asarray(snap.weights), snap.holdout_share,
+                                  segment_seed(period.seed, segment.id, 1))
+            arm_of = np.asarray(snap.arms, dtype=np.int64)
+            global_arm = np.where(drawn.arm == HOLDOUT, HOLDOUT, arm_of[np.maximum(drawn.arm, 0)])
+            send_repo.claim_sends(session, campaign.id, period.id, segment.id, customer_ids, global_arm,
+                                  drawn.propensity)
     send_repo.refresh_statistics(session)
     period.status = PeriodStatus.RUNNING
     period.started_at = period.started_at or now

@@ -233,6 +233,33 @@ def test_completing_a_campaign_stops_its_period_in_flight_and_says_so(database_u
     assert sends_of(pid) == []
 
 
+def test_a_plan_that_fails_under_a_frequency_cap_leaves_nothing_behind(database_url, redis_server, monkeypatch):
+    """The capped customers are counted once per plan into a temporary table. A plan that fails
+    after counting them rolls everything back and the rerun (on the same pooled connection)
+    counts them again and claims every customer once."""
+    from campaigns.repositories import sends as send_repo
+
+    monkeypatch.setenv("MAB_FREQUENCY_CAP", "2")
+    get_settings.cache_clear()
+    try:
+        cid = setup_campaign(60)
+        pid = new_period(cid)
+        claim = send_repo.claim_sends
+
+        def disk_full(*args, **kwargs):
+            raise OSError("disk full")
+
+        monkeypatch.setattr(send_repo, "claim_sends", disk_full)
+        with pytest.raises(OSError, match="disk full"):
+            periods.run_period(pid)
+        assert sends_of(pid) == []
+        monkeypatch.setattr(send_repo, "claim_sends", claim)
+        assert periods.run_period(pid) == PeriodStatus.COMPLETED
+        assert sorted(Counter(s.customer_id for s in sends_of(pid)).values()) == [1] * 60
+    finally:
+        get_settings.cache_clear()
+
+
 def test_frequency_cap_and_consent_are_honoured_at_selection(database_url, redis_server, monkeypatch):
     """With a cap of 1 email per 7 days across campaigns, customers mailed by campaign A are left
     out of campaign B's period; a send older than the window no longer counts; customers without

@@ -1,0 +1,89 @@
+"""What the cross-campaign frequency cap costs a period's audience selection when last week's
+period mailed everyone (the weekly case: N sends in the window). Usage:
+
+    .venv/bin/python benchmarks/bench_frequency_cap.py --customers 1000000
+
+PostgreSQL (started by `tests.servers`, as in bench_send_scale.py), N customers in 8 segments, one
+completed period of a campaign whose N sends went out a day ago. Then, in one transaction each, the
+plan's selection of every segment's audience for the next period (`capped_customers` +
+`eligible_customer_ids`, as `plan_period` runs them): without a cap (the baseline, same run), with a
+cap of 2 (nobody is at it: one email each) and with a cap of 1 (everybody is at it). Prints seconds
+and the ratio to the baseline; nothing is claimed.
+"""
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import argparse  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from datetime import UTC, datetime, timedelta  # noqa: E402
+
+import bench_send_scale as scale  # noqa: E402
+
+
+def select_audience(segment_ids: list[int], period_id: int, cap) -> tuple[float, int]:
+    from campaigns import db
+    from campaigns.repositories import sends as send_repo
+
+    with db.session_scope() as session:
+        t = time.perf_counter()
+        with send_repo.capped_customers(session, cap) as capped:
+            total = sum(len(send_repo.eligible_customer_ids(session, s, period_id, capped)) for s in segment_ids)
+        return time.perf_counter() - t, total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each case (the best is kept)")
+    args = parser.parse_args()
+    n = args.customers
+    home = Path(tempfile.mkdtemp(prefix="mab-cap-"))
+    backend = scale.Backend("postgresql", home)
+    try:
+        scale.configure(backend.url, home / "outbox", home)
+        from campaigns import db
+        from campaigns.demo import SEGMENTS, demo_campaign
+        from campaigns.migrate import upgrade
+        from campaigns.models import SendPeriod
+        from campaigns.schemas import CampaignCreate
+        from campaigns.services import campaigns
+
+        upgrade(backend.url)
+        seg = dict(backend.sql("SELECT name, id FROM segment")[0])
+        segment_ids = [seg[s] for s in SEGMENTS]
+        backend.load_customers(0, n, segment_ids)
+        with db.session_scope() as s:
+            cid = campaigns.create(s, CampaignCreate(**{**demo_campaign(), "burn_in_min_sends": 0})).id
+            campaigns.transition(s, cid, "start")
+            yesterday = datetime.now(UTC) - timedelta(days=1)
+            last_week = SendPeriod(campaign_id=cid, number=1, seed=1, completed_at=yesterday)
+            this_week = SendPeriod(campaign_id=cid, number=2, seed=2)
+            s.add_all([last_week, this_week])
+            s.flush()
+            old_id, new_id = last_week.id, this_week.id
+        backend.sql(f"""
+            INSERT INTO send (campaign_id, period_id, customer_id, segment_id, arm, propensity, status, clicks,
+                              conversions, revenue, sent_at, message_id)
+            SELECT {cid}, {old_id}, id, segment_id, 0, 0.01, 'sent', 0, 0, 0, now() - interval '1 day', 'm'
+            FROM customer""", "ANALYZE send")  # noqa: S608 (ids only)
+        db.reset_engine()
+        since = datetime.now(UTC) - timedelta(days=7)
+        print(f"bench_frequency_cap: {n:,} customers in 8 segments, last week's period mailed all of them")
+        base = None
+        for label, cap in (("no cap (baseline)", None), ("cap 2 (nobody at it)", (2, since)),
+                           ("cap 1 (everybody at it)", (1, since))):
+            seconds, eligible = min(select_audience(segment_ids, new_id, cap) for _ in range(args.repeat))
+            base = base or seconds
+            print(f"  {label:26s} {seconds:6.2f} s  {seconds / base:4.2f}× the baseline  ({eligible:,} eligible)")
+    finally:
+        backend.stop()
+
+
+if __name__ == "__main__":
+    main()
