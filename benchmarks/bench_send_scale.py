@@ -26,7 +26,9 @@ the application, would otherwise set the delivery rate. The databases stay on di
 CPU per email while delivering = the delivery workers' own CPU time (user + system) plus the
 PostgreSQL server's (the postmaster, its live children and the ones it reaped, from /proc) over the
 deliver stage, divided by N: on a machine whose cores the workers share with the database, this, not
-the workers' wall time, decides the rate (2 cores / 80 µs = 25,000 emails/s).
+the workers' wall time, decides the rate (2 cores / 80 µs = 25,000 emails/s). CPU while planning =
+the plan process's and the server's CPU over the plan, in cores: what the plan leaves idle is what
+delivery could use if it overlapped the plan.
 
 Peak RSS is each child process's own VmHWM (the plan coordinator and each delivery worker): not
 `ru_maxrss`, which on Linux a spawned child inherits from its parent's peak.
@@ -146,17 +148,19 @@ def plan_child(period_id: int, campaign_id: int, ready, go, results, profile: bo
             profiler = cProfile.Profile()
             profiler.enable()
         t0 = time.perf_counter()
+        cpu0 = time.process_time()
         with db.session_scope() as s:
             period = s.get(SendPeriod, period_id)
             chunk_ids = periods.plan_period(s, period, campaigns.get(s, campaign_id))
             t_flushed = time.perf_counter()
         t1 = time.perf_counter()
+        cpu = time.process_time() - cpu0
         if profiler:
             profiler.disable()
         breakdown = dict(timers.seconds)
         breakdown["commit"] = t1 - t_flushed
         breakdown["other (row dicts, period/chunk rows)"] = (t1 - t0) - sum(breakdown.values())
-        results.put({"ok": True, "seconds": t1 - t0, "chunk_ids": chunk_ids, "rss_mb": maxrss_mb(),
+        results.put({"ok": True, "seconds": t1 - t0, "cpu": cpu, "chunk_ids": chunk_ids, "rss_mb": maxrss_mb(),
                      "breakdown": breakdown, "profile": _profile_text(profiler) if profiler else ""})
     except BaseException as exc:  # report, don't hang the parent
         import traceback
@@ -485,7 +489,9 @@ def one_run(backend: Backend, ctx, n: int, workers: int, run_no: int, outbox: Pa
 
     load = [os.getloadavg()[0]]
     # Stage 1: plan, in its own process (the coordinator); then its baseline.
+    pg_cpu0 = backend.cpu_seconds()
     [planned], plan_s, _ = run_children(ctx, plan_child, [(pid, cid)], profile)
+    plan_db_cpu = backend.cpu_seconds() - pg_cpu0
     chunk_ids = planned["chunk_ids"]
     bare_insert_s = backend.bare_insert(n, segment_ids, with_indexes=False)
     bare_insert_idx_s = backend.bare_insert(n, segment_ids, with_indexes=True)
@@ -509,6 +515,7 @@ def one_run(backend: Backend, ctx, n: int, workers: int, run_no: int, outbox: Pa
     return {
         "backend": backend.name, "n": n, "workers": workers, "chunks": len(chunk_ids),
         "plan_s": planned["seconds"], "plan_wall_s": plan_s, "plan_rss_mb": planned["rss_mb"],
+        "plan_cpu": planned["cpu"], "plan_db_cpu": plan_db_cpu,
         "plan_breakdown": planned["breakdown"], "plan_profile": planned["profile"],
         "bare_insert_s": bare_insert_s, "bare_insert_idx_s": bare_insert_idx_s,
         "deliver_s": deliver_s, "worker_rss_mb": [d["rss_mb"] for d in delivered], "idle_rss_mb": idle_rss,
@@ -558,6 +565,9 @@ def report(r: dict) -> None:
           f" {n / r['bare_insert_idx_s']:11,.0f} rows/s   plan/bare-idx = {r['bare_insert_idx_s'] / r['plan_s']:.2f}")
     for k, v in sorted(r["plan_breakdown"].items(), key=lambda kv: -kv[1]):
         print(f"      {k:52s} {v:7.2f} s  {v / r['plan_s']:5.1%}")
+    # how much of the machine the plan keeps busy: what delivery could use if it overlapped the plan
+    print(f"    CPU while planning: plan process {r['plan_cpu']:.2f} s + {r['backend']} server {r['plan_db_cpu']:.2f} s"
+          f" = {(r['plan_cpu'] + r['plan_db_cpu']) / r['plan_s']:.2f} of {os.cpu_count()} cores busy")
     ledger_rate = n / r["plan_breakdown"][CLAIM]
     print(f"    STAGE ledger claim: {ledger_rate:,.0f} rows/s = {ledger_rate / insert_rate:.2f} of bare (unique only),"
           f" {ledger_rate * r['bare_insert_idx_s'] / n:.2f} of bare with send's indexes  (target ≥ 0.50)")
