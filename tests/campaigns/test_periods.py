@@ -235,8 +235,8 @@ def test_completing_a_campaign_stops_its_period_in_flight_and_says_so(database_u
 
 def test_a_plan_that_fails_under_a_frequency_cap_leaves_nothing_behind(database_url, redis_server, monkeypatch):
     """The capped customers are counted once per plan into a temporary table. A plan that fails
-    after counting them rolls everything back and the rerun (on the same pooled connection)
-    counts them again and claims every customer once."""
+    after counting them rolls everything back, table included, and the rerun counts them again and
+    claims every customer once."""
     from campaigns.repositories import sends as send_repo
 
     monkeypatch.setenv("MAB_FREQUENCY_CAP", "2")
