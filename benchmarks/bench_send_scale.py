@@ -182,10 +182,7 @@ def deliver_child(index: int, chunk_ids: list[int], ready, go, results, profile:
         timers.wrap(send_repo, "queued_batch", "db: read queued batch (join customer)")
         timers.wrap(rendering.CompiledCampaign, "render", "render (Jinja2, 3 templates)")
         timers.wrap(sending.ChunkContext, "email_for", "_email_for total")
-        if hasattr(rendering, "MessageWriter"):
-            timers.wrap(rendering.MessageWriter, "build", "build MIME")
-        else:  # the code before the per-chunk message writer (to measure a baseline with this script)
-            timers.wrap(sending, "build_message", "build MIME")
+        timers.wrap(rendering.MessageWriter, "build", "build MIME")
         timers.wrap(sending, "rewrite_links", "rewrite links + sign")
         timers.wrap(delivery.OutboxBackend, "deliver", "outbox write (.eml)")
         timers.wrap(sending, "_record", "db: record results (executemany UPDATE)")

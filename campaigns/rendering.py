@@ -372,7 +372,7 @@ class MessageWriter:
         head = (
             f"From: {self.from_header}\r\n"
             f"To: {to}\r\n"
-            f"Subject: {subject if subject.isascii() else _encoded_words(subject)}\r\n"
+            f"Subject: {_header(subject)}\r\n"
             f"Date: {self._now()}\r\n"
             f"Message-ID: {message_id}\r\n"
             f"List-Unsubscribe: {unsubscribe}\r\n"
@@ -383,13 +383,3 @@ class MessageWriter:
         raw = b"".join((head, self._text_head[text_7bit], text_body, self._html_head[html_7bit], html_body,
                         self._end))
         return OutgoingEmail(sender=self.envelope, to=to, message_id=message_id, raw=raw)
-
-
-def build_message(
-    *, sender: str, to: str, subject: str, html: str, text: str, unsubscribe_url: str, domain: str,
-    unsubscribe_mailto: str = "", message_id: str | None = None,
-) -> OutgoingEmail:
-    """One message from a writer of its own (a worker keeps one `MessageWriter` per chunk)."""
-    return MessageWriter(sender, domain).build(
-        to=to, subject=subject, html=html, text=text, unsubscribe_url=unsubscribe_url,
-        unsubscribe_mailto=unsubscribe_mailto, message_id=message_id)

@@ -6,7 +6,7 @@ import email.policy
 import pytest
 
 from campaigns.errors import InvalidInput
-from campaigns.rendering import CompiledCampaign, build_message, validate_templates
+from campaigns.rendering import CompiledCampaign, MessageWriter, validate_templates
 
 OK = {"subject": "{{ tone }} for {{ customer.first_name | default('you') }}",
       "html": "<p>{{ offer }} {{ customer.note }}</p>", "text": "{{ offer }} {{ landing_url }}"}
@@ -53,8 +53,8 @@ def test_render_escapes_html_but_not_text_and_strips_header_newlines():
 
 
 def test_message_has_both_parts_and_one_click_unsubscribe_headers():
-    msg = build_message(sender="a@example.com", to="b@example.com", subject="s", html="<p>h</p>", text="t",
-                        unsubscribe_url="https://x/u/1", domain="example.com")
+    msg = MessageWriter("a@example.com", "example.com").build(
+        to="b@example.com", subject="s", html="<p>h</p>", text="t", unsubscribe_url="https://x/u/1")
     parsed = email.message_from_bytes(msg.raw, policy=email.policy.default)
     assert msg.message_id == parsed["Message-ID"] and msg.to == "b@example.com"
     assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
@@ -65,9 +65,9 @@ def test_message_has_both_parts_and_one_click_unsubscribe_headers():
 
 
 def test_non_ascii_subject_sender_and_body_survive_encoding():
-    msg = build_message(sender="Café Señor <news@example.com>", to="b@example.com", subject="Olá, 20% off — ça va",
-                        html="<p>crème brûlée " + "x" * 200 + "</p>", text="naïve\nline two",
-                        unsubscribe_url="https://x/u/1", domain="example.com")
+    msg = MessageWriter("Café Señor <news@example.com>", "example.com").build(
+        to="b@example.com", subject="Olá, 20% off — ça va", html="<p>crème brûlée " + "x" * 200 + "</p>",
+        text="naïve\nline two", unsubscribe_url="https://x/u/1")
     parsed = email.message_from_bytes(msg.raw, policy=email.policy.default)
     assert parsed["Subject"] == "Olá, 20% off — ça va"
     assert parsed["From"].addresses[0].display_name == "Café Señor" and msg.sender == "news@example.com"
