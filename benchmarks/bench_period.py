@@ -50,9 +50,7 @@ def main() -> None:
     load = time.perf_counter() - t
 
     t = time.perf_counter()
-    with db.session_scope() as s:
-        period = s.get(SendPeriod, pid)
-        periods.plan_period(s, period, campaigns.get(s, cid))
+    periods.coordinate(pid, enqueue=lambda chunk_ids: None)  # the plan alone; run_period delivers
     plan = time.perf_counter() - t
     t = time.perf_counter()
     status = periods.run_period(pid)

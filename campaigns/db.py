@@ -78,6 +78,21 @@ def session_scope() -> Iterator[Session]:
             raise
 
 
+@contextmanager
+def pinned_session_scope() -> Iterator[Session]:
+    """`session_scope` for work that commits several times on one connection: a `session_scope`
+    session may take another pooled connection after each commit, and a temporary table (the plan's
+    frequency-cap table) exists only on the connection that created it. The caller commits its
+    steps; what is left commits on exit."""
+    with get_engine().connect() as conn, Session(bind=conn, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
 def is_postgres(session: Session) -> bool:
     """Bulk paths differ by backend (COPY, arrays on PostgreSQL; executemany on SQLite)."""
     return session.get_bind().dialect.name == "postgresql"

@@ -174,6 +174,8 @@ class SendPeriod(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     completed_at: datetime | None = None
+    # every segment claimed (the plan commits segment by segment, and delivery starts with the first)
+    planned_at: datetime | None = None
     guard_tripped_at: datetime | None = None  # the guard paused the campaign over this period (once)
 
 
@@ -219,6 +221,7 @@ class AllocationSnapshot(SQLModel, table=True):
     counts: dict = Field(sa_column=Column(JSON, nullable=False))  # sends/clicks/conversions/revenue
     diagnostics: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
+    claimed_at: datetime | None = None  # this segment's customers are in the ledger
 
 
 class Send(SQLModel, table=True):

@@ -248,6 +248,9 @@ class PeriodPublic(BaseModel):
     error: str | None
     created_at: datetime
     started_at: datetime | None
+    planned_at: datetime | None = Field(description="When every segment was claimed. Until then the plan is still "
+                                        "claiming segment by segment (delivery has started), `total` and `chunks` "
+                                        "grow, and there is no ETA.")
     completed_at: datetime | None
 
 

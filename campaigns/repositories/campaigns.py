@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlmodel import Session
 
 from campaigns.models import (
@@ -84,6 +84,14 @@ def snapshot_for(session: Session, period_id: int, segment_id: int) -> Allocatio
         AllocationSnapshot.period_id == period_id, AllocationSnapshot.segment_id == segment_id
     )
     return session.execute(stmt).scalars().first()
+
+
+def mark_claimed(session: Session, snapshot_id: int, now: datetime) -> bool:
+    """Record that the snapshot's segment is being claimed, unless it already was: False means a
+    coordinator before this one claimed it (a rerun skips it)."""
+    t = AllocationSnapshot.__table__
+    result = session.execute(update(t).where(t.c.id == snapshot_id, t.c.claimed_at.is_(None)).values(claimed_at=now))
+    return result.rowcount == 1
 
 
 def snapshots(session: Session, campaign_id: int) -> list[tuple[AllocationSnapshot, str]]:

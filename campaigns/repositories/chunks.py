@@ -2,23 +2,43 @@
 
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlmodel import Session
 
+from campaigns.db import is_postgres
 from campaigns.models import Campaign, ChunkStatus, SendChunk, SendPeriod, utcnow
 
+_PLAN_LOCK_SPACE = 0x4D4142  # "MAB": the first key of the plan's advisory locks, the period id the second
 
-def create(session: Session, period_id: int, ranges: list[tuple[int, int]]) -> None:
-    if ranges:
-        now = utcnow()
-        session.execute(
-            SendChunk.__table__.insert(),
-            [
-                {"period_id": period_id, "number": i + 1, "first_send_id": a, "last_send_id": b,
-                 "status": ChunkStatus.PENDING, "attempts": 0, "sent": 0, "failed": 0, "updated_at": now}
-                for i, (a, b) in enumerate(ranges)
-            ],
-        )
+
+def lock_plan(session: Session, period_id: int) -> None:
+    """Serialise the claims of one period (a redelivered coordinator beside the original) for the
+    rest of the transaction, without touching the period's row, which delivery updates meanwhile.
+    PostgreSQL: a transaction-level advisory lock. SQLite: its one writer lock does it, taken by the
+    claim's first write (`campaigns.mark_claimed`) before the claim reads anything."""
+    if is_postgres(session):
+        session.execute(text("SELECT pg_advisory_xact_lock(:space, :period)"),
+                        {"space": _PLAN_LOCK_SPACE, "period": period_id})
+
+
+def create(session: Session, period_id: int, ranges: list[tuple[int, int]]) -> list[int]:
+    """Chunks for `ranges` of send ids, numbered after the period's existing ones; their ids."""
+    if not ranges:
+        return []
+    t = SendChunk.__table__
+    last = session.execute(select(func.coalesce(func.max(t.c.number), 0)).where(t.c.period_id == period_id))
+    first_number = last.scalar_one() + 1
+    now = utcnow()
+    session.execute(
+        t.insert(),
+        [
+            {"period_id": period_id, "number": first_number + i, "first_send_id": a, "last_send_id": b,
+             "status": ChunkStatus.PENDING, "attempts": 0, "sent": 0, "failed": 0, "updated_at": now}
+            for i, (a, b) in enumerate(ranges)
+        ],
+    )
+    stmt = select(t.c.id).where(t.c.period_id == period_id, t.c.number >= first_number).order_by(t.c.number)
+    return list(session.execute(stmt).scalars())
 
 
 def get(session: Session, chunk_id: int) -> SendChunk | None:

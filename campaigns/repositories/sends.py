@@ -35,8 +35,12 @@ def capped_customers(session: Session, cap: tuple[int, datetime] | None) -> Iter
     (`eligible_customer_ids(..., capped=True)`). Counted inside each segment's query instead, the
     window's sends (a whole weekly period of them) were grouped once per segment: 8 times. Only
     periods that can hold mail sent since `since` are read (not completed before it), through the
-    ledger's unique (period_id, customer_id) index. Yields whether there is a cap; the table goes
-    with the plan's transaction if it fails, and is dropped when the plan is done."""
+    ledger's unique (period_id, customer_id) index. Yields whether there is a cap.
+
+    The plan commits segment by segment, so `session` must keep one connection throughout
+    (`db.pinned_session_scope`): a temporary table belongs to its connection and outlives commits.
+    The table goes with the transaction that counted it if that fails, and is dropped when the plan
+    is done; one left by a crashed plan on a pooled connection is dropped by the next plan there."""
     if cap is None:
         yield False
         return
@@ -112,9 +116,9 @@ def claim_sends(
     """Write one segment's ledger rows in bulk: PostgreSQL `COPY`, SQLite one `executemany` of
     tuples, both inside the caller's transaction.
 
-    Exactly once: the caller holds the period's row lock and selected only customers not yet
+    Exactly once: the caller holds the period's plan lock and selected only customers not yet
     claimed in this period, so nothing can conflict; if anything ever did, the unique
-    (period_id, customer_id) constraint fails the whole plan transaction, which then reruns."""
+    (period_id, customer_id) constraint fails the segment's transaction, which then reruns."""
     if not len(customer_ids):
         return
     fixed = (campaign_id, period_id, segment_id, SendStatus.QUEUED.value, 0, 0, 0.0)
@@ -140,16 +144,26 @@ def claim_sends(
 
 
 def refresh_statistics(session: Session) -> None:
-    """PostgreSQL: re-sample the ledger's statistics right after a bulk claim (inside the plan's
+    """PostgreSQL: re-sample the ledger's statistics right after a bulk claim (inside the segment's
     transaction), so the queries that follow are planned on the real row counts, not on the
     ones autovacuum saw before millions of rows arrived. A sample: cheap at any size."""
     if is_postgres(session):
         session.execute(text("ANALYZE send"))
 
 
-def send_id_range(session: Session, period_id: int) -> tuple[int | None, int | None]:
-    stmt = select(func.min(Send.id), func.max(Send.id)).where(Send.period_id == period_id)
-    return tuple(session.execute(stmt).one())
+def max_send_id(session: Session) -> int:
+    """The ledger's highest send id (the primary key's last entry): where the next claim starts."""
+    return session.execute(select(func.coalesce(func.max(Send.id), 0))).scalar_one()
+
+
+def claimed_since(session: Session, period_id: int, after_id: int) -> tuple[int | None, int | None, int]:
+    """(first id, last id, count) of the period's sends with ids above `after_id`: the rows a claim
+    just wrote when `after_id` was `max_send_id` before it (the caller holds the plan lock, so no
+    other claim of this period ran in between; rows of other periods in the range are skipped by
+    every query that reads a chunk). On the primary key, `period_id + 0` as in `_QUEUED_BATCH`."""
+    row = session.execute(text("SELECT min(id), max(id), count(*) FROM send WHERE id > :after AND period_id + 0 = :p"),
+                          {"after": after_id, "p": period_id}).one()
+    return row[0], row[1], row[2]
 
 
 _QUEUED_BATCH = """
@@ -235,16 +249,12 @@ def add_progress(session: Session, period_id: int, sent: int, failed: int) -> No
     session.execute(update(t).where(t.c.id == period_id).values(sent=t.c.sent + sent, failed=t.c.failed + failed))
 
 
-def count_period(session: Session, period_id: int) -> dict[str, int]:
-    stmt = select(Send.status, func.count()).where(Send.period_id == period_id).group_by(Send.status)
-    return dict(session.execute(stmt).all())
-
-
-def update_period_counts(session: Session, period: SendPeriod) -> None:
-    counts = count_period(session, period.id)
-    period.total = sum(counts.values())
-    period.sent = counts.get(SendStatus.SENT, 0)
-    period.failed = counts.get(SendStatus.FAILED, 0)
+def add_claimed(session: Session, period_id: int, claimed: int, chunks: int) -> None:
+    """A segment's claim adds to the period's total and chunk count (atomic increments, written last
+    in the segment's transaction: the period's row is also where delivery counts its progress)."""
+    t = SendPeriod.__table__
+    session.execute(update(t).where(t.c.id == period_id).values(total=t.c.total + claimed,
+                                                                 chunks=t.c.chunks + chunks))
 
 
 def campaign_period_ids(campaign_id: int):

@@ -1,15 +1,18 @@
 """Send periods: allocate per segment, assign every eligible customer once, fan the sends out.
 
-A period runs in two phases, each safe to rerun after a crash:
-1. plan (`coordinate`, one task, one transaction): an allocation snapshot per segment (seeded,
-   stored, reused on rerun), a ledger row per eligible customer (claimed by the unique
-   (period, customer) constraint), and the ledger cut into chunks of send ids;
+A period runs in two phases that overlap, each safe to rerun after a crash:
+1. plan (`coordinate`, one task): an allocation snapshot per segment (seeded, stored, reused on
+   rerun); then segment by segment, one transaction each, a ledger row per eligible customer
+   (claimed by the unique (period, customer) constraint) and those rows cut into chunks of send
+   ids, handed to the workers as soon as they commit; then the period is marked planned;
 2. deliver (`campaigns.services.sending.deliver_chunk`, one task per chunk, any number of workers):
-   lease a chunk, render and deliver its queued rows in small committed batches.
+   lease a chunk, render and deliver its queued rows in small committed batches. The last chunk to
+   finish completes the period, once it is planned.
 """
 
 import logging
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -18,7 +21,7 @@ from sqlmodel import Session
 
 import bandit
 from campaigns import design
-from campaigns.db import on_commit, session_scope
+from campaigns.db import on_commit, pinned_session_scope, session_scope
 from campaigns.errors import Conflict, NotFound
 from campaigns.models import (
     AllocationSnapshot,
@@ -50,7 +53,7 @@ def enqueue_resume(period_id: int) -> None:
     """After a pause: replan if the period never got planned, and hand out its unfinished chunks."""
     with session_scope() as session:
         chunk_ids = chunk_repo.unfinished_ids(session, period_id)
-        planned = repo.get_period(session, period_id).chunks > 0
+        planned = repo.get_period(session, period_id).planned_at is not None
     if planned:
         enqueue_chunks(chunk_ids)
     else:
@@ -176,41 +179,83 @@ def _snapshots(session: Session, campaign: Campaign, period: SendPeriod, segment
     return existing
 
 
-def plan_period(session: Session, period: SendPeriod, campaign: Campaign) -> list[int]:
-    """Phase 1 (the coordinator): snapshot per segment, assign and claim every eligible customer
-    (set-based), and cut the ledger into chunks. Returns the chunk ids to hand to workers."""
+def _frequency_cap(now: datetime) -> tuple[int, datetime] | None:
     settings = get_settings()
-    now = utcnow()
-    cap = None
-    if settings.frequency_cap:
-        cap = (settings.frequency_cap, now - timedelta(days=settings.frequency_window_days))
-    segments = repo.campaign_segments(session, campaign.id)
-    snapshots = _snapshots(session, campaign, period, segments)
-    with send_repo.capped_customers(session, cap) as capped:
-        for segment in segments:
-            snap = snapshots[segment.id]
-            customer_ids = send_repo.eligible_customer_ids(session, segment.id, period.id, capped)
-            if not len(customer_ids):
-                continue
-            drawn = bandit.assign(len(customer_ids), np.asarray(snap.weights), snap.holdout_share,
-                                  segment_seed(period.seed, segment.id, 1))
-            arm_of = np.asarray(snap.arms, dtype=np.int64)
-            global_arm = np.where(drawn.arm == HOLDOUT, HOLDOUT, arm_of[np.maximum(drawn.arm, 0)])
-            send_repo.claim_sends(session, campaign.id, period.id, segment.id, customer_ids, global_arm,
-                                  drawn.propensity)
+    if not settings.frequency_cap:
+        return None
+    return settings.frequency_cap, now - timedelta(days=settings.frequency_window_days)
+
+
+def _open_plan(period_id: int) -> str | tuple[list[int], list[int]]:
+    """The plan's first step: under the period's row lock, check it may run, store the allocation
+    snapshots (once) and mark the period running. Returns why not, or (the unfinished chunks of
+    segments claimed before — a rerun hands them out again —, the snapshots still to claim)."""
+    with session_scope() as session:
+        # The period's row lock serialises coordinators here: a redelivered `run_period` waits, then
+        # finds the snapshots stored and the claimed segments marked, and skips them.
+        period = chunk_repo.lock_period(session, period_id)
+        if period is None or period.status in (PeriodStatus.COMPLETED, PeriodStatus.FAILED):
+            return period.status if period else "missing"
+        campaign = campaign_service.get(session, period.campaign_id)
+        if campaign.status != CampaignStatus.ACTIVE:
+            return f"waiting: campaign is {campaign.status}"  # resume re-enqueues the period
+        segments = repo.campaign_segments(session, campaign.id)
+        snapshots = _snapshots(session, campaign, period, segments)
+        period.status = PeriodStatus.RUNNING
+        period.started_at = period.started_at or utcnow()
+        todo = [] if period.planned_at else [snapshots[s.id].id for s in segments if snapshots[s.id].claimed_at is None]
+        return chunk_repo.unfinished_ids(session, period_id), todo
+
+
+def _claim_segment(session: Session, period_id: int, snapshot_id: int, capped: bool) -> str | list[int]:
+    """One segment's step of the plan, in the caller's transaction: assign and claim every eligible
+    customer of the segment (set-based) and cut what was claimed into chunks. Returns the new
+    chunks' ids, or why the plan stops here (the period failed, the campaign is paused)."""
+    chunk_repo.lock_plan(session, period_id)
+    period = repo.get_period(session, period_id)
+    session.refresh(period)  # this step's view, not the previous step's
+    if period.status != PeriodStatus.RUNNING:
+        return period.status
+    status = chunk_repo.campaign_status(session, period.campaign_id)
+    if status != CampaignStatus.ACTIVE:
+        return f"waiting: campaign is {status}"  # resume re-enqueues the period, which goes on from here
+    if not repo.mark_claimed(session, snapshot_id, utcnow()):
+        return []  # a coordinator before this one claimed the segment
+    snap = session.get(AllocationSnapshot, snapshot_id)
+    customer_ids = send_repo.eligible_customer_ids(session, snap.segment_id, period_id, capped)
+    if not len(customer_ids):
+        return []
+    drawn = bandit.assign(len(customer_ids), np.asarray(snap.weights), snap.holdout_share,
+                          segment_seed(period.seed, snap.segment_id, 1))
+    arm_of = np.asarray(snap.arms, dtype=np.int64)
+    global_arm = np.where(drawn.arm == HOLDOUT, HOLDOUT, arm_of[np.maximum(drawn.arm, 0)])
+    before = send_repo.max_send_id(session)
+    send_repo.claim_sends(session, period.campaign_id, period_id, snap.segment_id, customer_ids, global_arm,
+                          drawn.propensity)
+    first, last, claimed = send_repo.claimed_since(session, period_id, before)
+    if claimed != len(customer_ids):  # ids are handed out in order; if not, chunks would miss sends
+        raise RuntimeError(f"period {period_id}: claimed {len(customer_ids)} sends, found {claimed} after id {before}")
     send_repo.refresh_statistics(session)
-    period.status = PeriodStatus.RUNNING
-    period.started_at = period.started_at or now
-    if period.chunks == 0:
-        # Ranges of send ids: no scan of the ledger, and a range holds at most `send_chunk_size` rows.
-        first, last = send_repo.send_id_range(session, period.id)
-        size = settings.send_chunk_size
-        ranges = [] if first is None else [(a, min(a + size - 1, last)) for a in range(first, last + 1, size)]
-        chunk_repo.create(session, period.id, ranges)
-        period.chunks = len(ranges)
-        period.total = sum(send_repo.count_period(session, period.id).values())
-    session.flush()
-    return chunk_repo.unfinished_ids(session, period.id)
+    # Ranges of send ids: no scan of the ledger, and a range holds at most `send_chunk_size` rows.
+    size = get_settings().send_chunk_size
+    ranges = [(a, min(a + size - 1, last)) for a in range(first, last + 1, size)]
+    chunk_ids = chunk_repo.create(session, period_id, ranges)
+    send_repo.add_claimed(session, period_id, claimed, len(chunk_ids))
+    return chunk_ids
+
+
+def _close_plan(period_id: int) -> str:
+    """The plan's last step: every segment is claimed, so from now on the last chunk to finish
+    completes the period — or this step does, when they all finished while the plan ran."""
+    with session_scope() as session:
+        period = chunk_repo.lock_period(session, period_id)  # the lock `close_chunk` takes too
+        if period.status != PeriodStatus.RUNNING:
+            return period.status
+        period.planned_at = period.planned_at or utcnow()
+        if chunk_repo.count_unfinished(session, period_id) == 0:
+            finish(session, period, repo.get_campaign(session, period.campaign_id))
+            return PeriodStatus.COMPLETED
+    return "planned"
 
 
 def enqueue_chunks(chunk_ids: list[int]) -> None:
@@ -220,31 +265,34 @@ def enqueue_chunks(chunk_ids: list[int]) -> None:
         deliver_chunk.delay(chunk_id)
 
 
-def _plan(period_id: int) -> tuple[str, list[int]]:
-    """Plan the period (once; a rerun only returns its unfinished chunks), committed on return."""
-    with session_scope() as session:
-        # The period's row lock serialises coordinators: a redelivered `run_period` waits here, then
-        # finds the period planned (its customers claimed) and only hands out unfinished chunks.
-        period = chunk_repo.lock_period(session, period_id)
-        if period is None or period.status in (PeriodStatus.COMPLETED, PeriodStatus.FAILED):
-            return (period.status if period else "missing"), []
-        campaign = campaign_service.get(session, period.campaign_id)
-        if campaign.status != CampaignStatus.ACTIVE:
-            return f"waiting: campaign is {campaign.status}", []  # resume re-enqueues the period
-        chunk_ids = plan_period(session, period, campaign)
-        if not chunk_ids:
-            finish(session, period, campaign)
-            return PeriodStatus.COMPLETED, []
-    return "planned", chunk_ids
-
-
-def coordinate(period_id: int) -> str:
-    """Worker entry point of a period: plan it and fan its chunks out to the workers."""
-    status, chunk_ids = _plan(period_id)
-    if not chunk_ids:
-        return status
-    enqueue_chunks(chunk_ids)  # only now: the plan has committed
-    return f"fanned out {len(chunk_ids)} chunks"
+def coordinate(period_id: int, enqueue: Callable[[list[int]], None] = enqueue_chunks) -> str:
+    """Worker entry point of a period (phase 1): plan it segment by segment, handing each segment's
+    chunks to `enqueue` as soon as its claim commits, so workers deliver while the rest is claimed
+    (the plan alone keeps about 1.25 of 2 cores busy: benchmarks/README.md). Safe to rerun at any
+    point: claimed segments are skipped, unfinished chunks are handed out again (a chunk handed
+    out twice is delivered once: its lease)."""
+    opened = _open_plan(period_id)
+    if isinstance(opened, str):
+        return opened
+    pending, todo = opened
+    if pending:
+        enqueue(pending)
+    fanned = len(pending)
+    if todo:
+        # One connection for the whole plan: the frequency-cap table lives on it across the commits.
+        with pinned_session_scope() as session, send_repo.capped_customers(session, _frequency_cap(utcnow())) as capped:
+            session.commit()
+            for snapshot_id in todo:
+                claimed = _claim_segment(session, period_id, snapshot_id, capped)
+                if isinstance(claimed, str):
+                    session.rollback()
+                    return claimed
+                session.commit()
+                if claimed:
+                    enqueue(claimed)  # only now: the claim has committed
+                fanned += len(claimed)
+    outcome = _close_plan(period_id)
+    return f"fanned out {fanned} chunks" if outcome == "planned" else outcome
 
 
 def run_period(period_id: int) -> str:
@@ -252,15 +300,17 @@ def run_period(period_id: int) -> str:
     turn — what the workers do through `coordinate` and `sending.deliver_chunk`."""
     from campaigns.services import sending
 
-    status, chunk_ids = _plan(period_id)
-    if status != "planned":
-        return status
+    chunk_ids: list[int] = []
+    outcome = coordinate(period_id, chunk_ids.extend)
+    if outcome.startswith("waiting"):
+        return outcome
     for chunk_id in chunk_ids:
-        outcome = sending.deliver_chunk(chunk_id)
-        if outcome.startswith("waiting"):
-            return outcome
+        delivered = sending.deliver_chunk(chunk_id)
+        if delivered.startswith("waiting"):
+            return delivered
     with session_scope() as session:
-        return repo.get_period(session, period_id).status
+        period = repo.get_period(session, period_id)
+        return period.status if period else "missing"
 
 
 def finish(session: Session, period: SendPeriod, campaign: Campaign) -> None:
@@ -281,7 +331,7 @@ def progress(period: SendPeriod) -> dict:
     if period.started_at and done:
         elapsed = ((period.completed_at or utcnow()) - period.started_at).total_seconds()
         rate = done / elapsed if elapsed > 0 else None
-        if rate and period.status != PeriodStatus.COMPLETED:
+        if rate and period.status != PeriodStatus.COMPLETED and period.planned_at:  # total is final
             eta = max(period.total - done, 0) / rate
     return {"rate_per_second": rate, "eta_seconds": eta, "remaining": max(period.total - done, 0)}
 

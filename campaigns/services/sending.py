@@ -224,13 +224,15 @@ def deliver_chunk(chunk_id: int) -> str:
 
 
 def close_chunk(chunk_id: int, period_id: int) -> str:
-    """Mark the chunk done; the last one to finish completes the period (under the period's row
-    lock, so two chunks finishing together cannot both miss it)."""
+    """Mark the chunk done; the last one to finish completes the period once it is planned (under
+    the period's row lock, so two chunks finishing together cannot both miss it, nor miss the end
+    of the plan, which takes the same lock: `periods._close_plan`)."""
     with session_scope() as session:
         period = chunk_repo.lock_period(session, period_id)
         chunk_repo.mark_done(session, chunk_id)
         session.flush()
-        if period.status == PeriodStatus.RUNNING and chunk_repo.count_unfinished(session, period_id) == 0:
+        if (period.status == PeriodStatus.RUNNING and period.planned_at is not None
+                and chunk_repo.count_unfinished(session, period_id) == 0):
             periods.finish(session, period, repo.get_campaign(session, period.campaign_id))
             return "done; period completed"
     return "done"

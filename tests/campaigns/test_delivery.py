@@ -15,11 +15,11 @@ from sqlalchemy import select, text
 
 from campaigns.db import is_postgres, session_scope
 from campaigns.delivery import OutboxBackend
-from campaigns.models import PeriodStatus, Send, SendPeriod, SendStatus
+from campaigns.models import PeriodStatus, Send, SendStatus
 from campaigns.rendering import ENVIRONMENTS, CompiledCampaign, MessageWriter, _encoded_words
 from campaigns.repositories import sends as send_repo
 from campaigns.sandbox import TemplateLimitError, TemplateSet, _new_context
-from campaigns.services import campaigns, periods
+from campaigns.services import periods
 from tests.campaigns.test_periods import new_period, outbox_files, setup_campaign
 
 LONG_LINE = "word " * 300 + "x" * 1200  # a 2,700-character line with no break in it
@@ -195,8 +195,7 @@ def test_outbox_rewrites_the_same_file_atomically_and_leaves_no_temporary(tmp_pa
 
 def plan(cid: int, pid: int) -> None:
     """Claim the period's customers (committed), without delivering."""
-    with session_scope() as s:
-        periods.plan_period(s, s.get(SendPeriod, pid), campaigns.get(s, cid))
+    periods.coordinate(pid, enqueue=lambda chunk_ids: None)
 
 
 def test_results_move_only_queued_rows_and_carry_time_and_message_id(database_url, redis_server):

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from campaigns.db import session_scope
-from campaigns.models import AllocationSnapshot, Customer, CustomerStatus, PeriodStatus, Send, SendPeriod
+from campaigns.models import AllocationSnapshot, Customer, CustomerStatus, PeriodStatus, Send, SendChunk, SendPeriod
 from campaigns.repositories import customers as customer_repo
 from campaigns.schemas import CampaignCreate, CustomerIn
 from campaigns.services import campaigns, customers, periods
@@ -98,9 +98,13 @@ def test_same_seed_same_assignment(database_url, redis_server):
     pid = new_period(cid)
     periods.run_period(pid)
     first = {s.customer_id: s.arm for s in sends_of(pid)}
-    with session_scope() as s:
+    with session_scope() as s:  # undo the claims, keep the stored snapshots (and seed)
         s.execute(Send.__table__.delete().where(Send.__table__.c.period_id == pid))
-        s.get(SendPeriod, pid).status = PeriodStatus.RUNNING
+        s.execute(SendChunk.__table__.delete().where(SendChunk.__table__.c.period_id == pid))
+        s.execute(AllocationSnapshot.__table__.update().where(AllocationSnapshot.__table__.c.period_id == pid)
+                  .values(claimed_at=None))
+        period = s.get(SendPeriod, pid)
+        period.status, period.planned_at, period.total, period.chunks = PeriodStatus.RUNNING, None, 0, 0
     periods.run_period(pid)
     assert {s.customer_id: s.arm for s in sends_of(pid)} == first
 
@@ -121,9 +125,8 @@ def test_suppressed_customers_get_nothing(database_url, redis_server):
 def test_unsubscribe_after_planning_is_honoured_at_send_time(database_url, redis_server):
     cid = setup_campaign(50)
     pid = new_period(cid)
+    periods.coordinate(pid, enqueue=lambda chunk_ids: None)  # planned, nothing delivered yet
     with session_scope() as s:
-        period = s.get(SendPeriod, pid)
-        periods.plan_period(s, period, campaigns.get(s, cid))
         customer_repo.set_status(s, customer_repo.get_customer(s, "c3").id, CustomerStatus.UNSUBSCRIBED)
     periods.run_period(pid)
     statuses = Counter(s.status for s in sends_of(pid))

@@ -2,6 +2,7 @@
 receives agrees with the ledger, permanent refusals fail alone, temporary ones are retried, a server
 that disappears mid-period loses and duplicates nothing, and the rate limit spaces messages out."""
 
+import math
 import re
 import time
 from collections import Counter
@@ -14,7 +15,7 @@ from campaigns.db import session_scope
 from campaigns.delivery import DeliveryError
 from campaigns.models import ChunkStatus, Customer, PeriodStatus, Send, SendChunk, SendPeriod
 from campaigns.repositories import chunks as chunk_repo
-from campaigns.services import campaigns, periods, sending
+from campaigns.services import periods, sending
 from campaigns.settings import get_settings
 from tests.campaigns.test_periods import new_period, setup_campaign
 from tests.smtp_server import SmtpServer
@@ -55,8 +56,8 @@ def ledger(period_id: int) -> dict[str, Send]:
 
 def plan(cid: int, pid: int) -> list[int]:
     """Phase 1 only (what the coordinator does): the period's chunk ids, in order."""
-    with session_scope() as s:
-        chunk_ids = periods.plan_period(s, s.get(SendPeriod, pid), campaigns.get(s, cid))
+    chunk_ids: list[int] = []
+    assert periods.coordinate(pid, enqueue=chunk_ids.extend) == f"fanned out {len(chunk_ids)} chunks"
     assert chunk_ids
     return chunk_ids
 
@@ -73,7 +74,7 @@ def duplicates(counts: Counter) -> int:
 # 1. Happy path ----------------------------------------------------------------------------------
 
 def test_a_period_over_smtp_delivers_one_message_per_customer(database_url, redis_server, smtp, monkeypatch):
-    monkeypatch.setenv("MAB_SEND_CHUNK_SIZE", "100")  # 300 customers -> 3 chunks, one connection each
+    monkeypatch.setenv("MAB_SEND_CHUNK_SIZE", "100")  # chunks of at most 100 sends, one connection each
     get_settings.cache_clear()
     cid = setup_campaign(300, holdout_share=0.2)
     pid = new_period(cid)
@@ -84,7 +85,9 @@ def test_a_period_over_smtp_delivers_one_message_per_customer(database_url, redi
     assert set(sends) == expected
     assert Counter(s.status for s in sends.values()) == {"sent": 300}
     p = period_row(pid)
-    assert (p.total, p.sent, p.failed, p.chunks) == (300, 300, 0, 3)
+    # each segment's claim is cut into its own chunks
+    chunks = sum(math.ceil(n / 100) for n in Counter(s.segment_id for s in sends.values()).values())
+    assert (p.total, p.sent, p.failed, p.chunks) == (300, 300, 0, chunks)
 
     # server side: exactly one message per customer, one recipient per envelope, nothing else
     received = smtp.handler.messages
@@ -93,7 +96,7 @@ def test_a_period_over_smtp_delivers_one_message_per_customer(database_url, redi
     assert smtp.handler.per_recipient() == Counter({addr: 1 for addr in expected})
 
     # one connection per chunk, reused for all its messages
-    assert smtp.handler.connections == 3
+    assert smtp.handler.connections == chunks
 
     settings = get_settings()
     base = settings.public_base_url.rstrip("/")
@@ -143,7 +146,7 @@ def test_permanent_refusals_fail_alone(database_url, redis_server, smtp, stage):
     # each refused address was tried once (a 5xx is not retried); the others arrived exactly once
     assert Counter(a for (st, a, _) in smtp.handler.refused) == {addr: 1 for addr in refused}
     assert smtp.handler.per_recipient() == Counter({a: 1 for a in sends if a not in refused})
-    assert smtp.handler.connections == 1  # a permanent refusal does not cost the connection
+    assert smtp.handler.connections == p.chunks  # a permanent refusal does not cost the chunk its connection
 
 
 # 3. Temporary failure ---------------------------------------------------------------------------
@@ -180,12 +183,13 @@ def test_one_persistently_deferred_recipient_does_not_hold_back_the_chunk(sqlite
     get_settings.cache_clear()
     cid = setup_campaign(20)
     pid = new_period(cid)
-    [chunk_id] = plan(cid, pid)
+    chunk_ids = plan(cid, pid)
     sends = ledger(pid)
-    first = min(sends, key=lambda a: sends[a].id)  # the first send of the only chunk
+    first = min(sends, key=lambda a: sends[a].id)  # the first send of the first chunk
     smtp.handler.refuse(first, "452 4.2.2 mailbox full", stage="DATA")  # always, e.g. for days
 
-    assert sending.deliver_chunk(chunk_id) == "done; period completed"
+    assert sending.deliver_chunk(chunk_ids[0]) == "done"  # the rest of its chunk went on
+    assert [sending.deliver_chunk(c) for c in chunk_ids[1:]][-1] == "done; period completed"
     assert smtp.handler.attempts[("DATA", first)] == 2
     others = set(sends) - {first}
     # the 19 other customers, whose mailboxes accept mail, got theirs; the deferred one is a recorded
