@@ -192,9 +192,11 @@ def plan_child(period_id: int, workers: int, chunk_queue, ready, go, results, pr
         ready.put(None)
 
 
-def deliver_child(index: int, chunk_queue, ready, go, results, profile: bool) -> None:
+def deliver_child(index: int, chunk_queue, per_email_timers: bool, ready, go, results, profile: bool) -> None:
     """A delivery worker: what a Celery worker does with the chunk tasks, each as it is handed out,
-    until the coordinator's stop mark."""
+    until the coordinator's stop mark. Timed per batch (reads, results, commits) and, for the render
+    stage's ratio, per render; with `per_email_timers` also each email's parts (MIME, links, outbox:
+    about 2 µs more per email, so those runs are a little slower)."""
     try:
         from sqlmodel import Session
 
@@ -205,10 +207,18 @@ def deliver_child(index: int, chunk_queue, ready, go, results, profile: bool) ->
         timers = Timers()
         timers.wrap(send_repo, "queued_batch", "db: read queued batch (join customer)")
         timers.wrap(rendering.CompiledCampaign, "render", "render (Jinja2, 3 templates)")
-        timers.wrap(sending.ChunkContext, "email_for", "_email_for total")
-        timers.wrap(rendering.MessageWriter, "build", "build MIME")
-        timers.wrap(sending, "rewrite_links", "rewrite links + sign")
-        timers.wrap(delivery.OutboxBackend, "deliver", "outbox write (.eml)")
+        if per_email_timers:
+            timers.wrap(sending.ChunkContext, "email_for", "_email_for total")
+            timers.wrap(rendering.MessageWriter, "build", "build MIME")
+            timers.wrap(sending, "rewrite_links", "rewrite links + sign")
+            timers.wrap(delivery.OutboxBackend, "deliver", "outbox write (.eml)")
+        record, settled = sending._record, Counter()
+
+        def counting_record(session, period_id, chunk_id, results, lease):
+            settled[index] += len(results)
+            return record(session, period_id, chunk_id, results, lease)
+
+        sending._record = counting_record
         timers.wrap(sending, "_record", "db: record results (executemany UPDATE)")
         timers.wrap(Session, "commit", "db: commit")
         timers.wrap(sending.ChunkContext, "__init__", "chunk setup (compile, variants)")
@@ -224,7 +234,7 @@ def deliver_child(index: int, chunk_queue, ready, go, results, profile: bool) ->
         outcomes = Counter()
         waited = 0.0  # for the next chunk (the plan hands them out segment by segment)
         chunk_id = chunk_queue.get()
-        start, t0, cpu0 = time.time(), time.perf_counter(), time.process_time()  # from the first chunk on
+        start, t0, times0 = time.time(), time.perf_counter(), os.times()  # from the first chunk on
         while chunk_id is not None:
             outcome = sending.deliver_chunk(chunk_id)
             outcomes[outcome.split(";")[0]] += 1
@@ -232,21 +242,25 @@ def deliver_child(index: int, chunk_queue, ready, go, results, profile: bool) ->
             chunk_id = chunk_queue.get()
             waited += time.perf_counter() - t
         busy = time.perf_counter() - t0 - waited
-        cpu = time.process_time() - cpu0
+        times1 = os.times()
+        user, system = times1.user - times0.user, times1.system - times0.system
         end = time.time()
         if profiler:
             profiler.disable()
         breakdown = dict(timers.seconds)
-        inner = breakdown.pop("_email_for total", 0.0)
-        # email_for = render + links/signing + MIME + the SIGALRM guard and the rest
-        breakdown["signing, SIGALRM guard, misc in email_for"] = inner - sum(
-            breakdown.get(k, 0.0) for k in ("render (Jinja2, 3 templates)", "build MIME", "rewrite links + sign"))
-        breakdown["loop, ORM rows, period/chunk progress"] = busy - inner - sum(
-            v for k, v in breakdown.items() if k.startswith(("db:", "outbox", "chunk setup")))
+        if per_email_timers:
+            inner = breakdown.pop("_email_for total", 0.0)
+            # email_for = render + links/signing + MIME + the SIGALRM guard and the rest
+            breakdown["signing, SIGALRM guard, misc in email_for"] = inner - sum(
+                breakdown.get(k, 0.0) for k in ("render (Jinja2, 3 templates)", "build MIME", "rewrite links + sign"))
+            breakdown["loop, ORM rows, period/chunk progress"] = busy - inner - sum(
+                v for k, v in breakdown.items() if k.startswith(("db:", "outbox", "chunk setup")))
+        else:
+            breakdown["the rest: outbox, MIME, signing, loop (--breakdown splits it)"] = busy - sum(breakdown.values())
         results.put({"ok": True, "role": "deliver", "index": index, "start": start, "end": end, "busy": busy,
-                     "waited": waited, "cpu": cpu, "rss_mb": maxrss_mb(),
-                     "outcomes": dict(outcomes), "breakdown": breakdown,
-                     "delivered": timers.calls["outbox write (.eml)"],
+                     "waited": waited, "cpu": user + system, "user": user, "system": system,
+                     "rss_mb": maxrss_mb(), "outcomes": dict(outcomes), "breakdown": breakdown,
+                     "delivered": settled[index],
                      "profile": _profile_text(profiler) if profiler else ""})
     except BaseException as exc:
         import traceback
@@ -453,6 +467,28 @@ def bare_render(n: int) -> float:
     return time.perf_counter() - t
 
 
+def fresh_page_cost(mb: int = 256) -> tuple[float, float]:
+    """µs per 4 KiB page the first time memory is touched, and to touch it again. On a VM whose host
+    backs guest memory lazily and takes freed memory back (this one), the first touch is a fault in
+    the host as well: every page the outbox's files take pays it (benchmarks/README.md)."""
+    import numpy as np
+
+    pages = mb * 256
+    t = time.perf_counter()
+    block = np.ones(mb << 20, dtype=np.uint8)
+    first = time.perf_counter() - t
+    t = time.perf_counter()
+    block[:] = 2
+    again = time.perf_counter() - t
+    del block
+    return first / pages * 1e6, again / pages * 1e6
+
+
+def used_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
 def check(backend: Backend, period_id: int, campaign_id: int, expected: int, outbox: Path) -> dict:
     from sqlalchemy import case, func, select
 
@@ -495,7 +531,7 @@ def check(backend: Backend, period_id: int, campaign_id: int, expected: int, out
 
 
 def one_run(backend: Backend, ctx, n: int, workers: int, run_no: int, outbox: Path, segment_ids: list[int],
-            profile: bool, render_sample: int, overlapped: bool) -> dict:
+            profile: bool, render_sample: int, overlapped: bool, per_email_timers: bool) -> dict:
     """One period. `overlapped`: the coordinator and the W delivery workers start together, and the
     workers deliver each segment's chunks while the plan claims the next (as the service runs).
     Otherwise the plan runs alone, then the workers (the sequential baseline: no overlap)."""
@@ -519,7 +555,8 @@ def one_run(backend: Backend, ctx, n: int, workers: int, run_no: int, outbox: Pa
     load = [os.getloadavg()[0]]
     chunk_queue = ctx.Queue()
     coordinator = (plan_child, (pid, workers, chunk_queue))
-    deliverers = [(deliver_child, (i, chunk_queue)) for i in range(workers)]
+    deliverers = [(deliver_child, (i, chunk_queue, per_email_timers)) for i in range(workers)]
+    outbox_used0 = used_bytes(outbox)
     db_cpu0 = backend.cpu_seconds()
     if overlapped:
         [planned, *delivered], period_s, idle_rss = run_children(ctx, [coordinator, *deliverers], profile)
@@ -530,6 +567,8 @@ def one_run(backend: Backend, ctx, n: int, workers: int, run_no: int, outbox: Pa
         delivered, deliver_wall, idle_rss = run_children(ctx, deliverers, profile)
         period_s = planned["seconds"] + deliver_wall
     db_cpu = backend.cpu_seconds() - db_cpu0
+    outbox_pages = (used_bytes(outbox) - outbox_used0) // 4096
+    page_first_us, page_again_us = fresh_page_cost()
     # delivery: from the first chunk a worker took to the last worker's end
     deliver_s = max(d["end"] for d in delivered) - min(d["start"] for d in delivered)
     load.append(os.getloadavg()[0])
@@ -555,7 +594,9 @@ def one_run(backend: Backend, ctx, n: int, workers: int, run_no: int, outbox: Pa
         "deliver_s": deliver_s, "worker_rss_mb": [d["rss_mb"] for d in delivered], "idle_rss_mb": idle_rss,
         "worker_delivered": [d["delivered"] for d in delivered], "worker_busy": [d["busy"] for d in delivered],
         "worker_waited": [d["waited"] for d in delivered],
-        "worker_cpu": [d["cpu"] for d in delivered],
+        "worker_cpu": [d["cpu"] for d in delivered], "worker_user": [d["user"] for d in delivered],
+        "worker_system": [d["system"] for d in delivered], "per_email_timers": per_email_timers,
+        "outbox_pages": outbox_pages, "page_first_us": page_first_us, "page_again_us": page_again_us,
         "outcomes": [d["outcomes"] for d in delivered], "deliver_breakdown": dict(breakdown),
         "deliver_profile": "".join(d["profile"] for d in delivered),
         "bare_render_s": bare_render_s, "load": load, "checks": checks, "cleanup_s": cleanup,
@@ -621,9 +662,16 @@ def report(r: dict) -> None:
     print(f"    per worker: delivered {r['worker_delivered']}, outcomes {r['outcomes']}, waited for chunks "
           f"{', '.join(f'{x:.1f}' for x in r['worker_waited'])} s")
     plan_us, worker_us, db_us = (r["plan_cpu"] / n * 1e6, sum(r["worker_cpu"]) / n * 1e6, r["db_cpu"] / n * 1e6)
-    print(f"  CPU per customer, the whole period: plan process {plan_us:.0f} µs + workers {worker_us:.0f} µs + "
-          f"{r['backend']} server {db_us:.0f} µs = {plan_us + worker_us + db_us:.0f} µs  (12M in 10 min on "
+    total_us = plan_us + worker_us + db_us
+    print(f"  CPU per customer, the whole period: plan process {plan_us:.0f} µs + workers {worker_us:.0f} µs "
+          f"(user {sum(r['worker_user']) / n * 1e6:.0f} + system {sum(r['worker_system']) / n * 1e6:.0f}) + "
+          f"{r['backend']} server {db_us:.0f} µs = {total_us:.0f} µs  (12M in 10 min on "
           f"{os.cpu_count()} cores: ≤ {os.cpu_count() * 600 / TARGET_N * 1e6:.0f})")
+    tax_us = r["outbox_pages"] * max(r["page_first_us"] - r["page_again_us"], 0.0) / n
+    print(f"  fresh memory: the outbox took {r['outbox_pages'] * 4096 / 2**30:.1f} GiB ({r['outbox_pages'] / n:.2f} "
+          f"pages per email); a fresh page costs {r['page_first_us']:.2f} µs the first time on this machine, "
+          f"{r['page_again_us']:.2f} µs touched again: up to {tax_us:.0f} µs per customer of the above is that "
+          f"first touch (on this VM, the host backing guest memory)")
     linear, once = minutes_at_target(r, n)
     print(f"  period end to end:                     {period:8.2f} s {n / period:11,.0f} customers/s"
           f"   → 12M at this rate: {linear:.1f} min ({once:.1f} min with the allocation counted once)")
@@ -675,6 +723,9 @@ def main() -> None:
                         help="overlapped (as the service runs: delivery starts with the first segment's chunks) "
                              "and/or sequential (the plan alone, then delivery: the baseline), comma-separated; "
                              "with both, each period is run in both modes, alternately")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="time each email's parts too (MIME, links, outbox): the per-email table, at ~2 µs "
+                             "of timer calls per email")
     parser.add_argument("--profile", action="store_true", help="cProfile the plan process and delivery worker 0")
     parser.add_argument("--tmp", default=None, help="where the databases go (default: $TMPDIR)")
     shm = "/dev/shm"  # noqa: S108 (tmpfs on purpose; a private mkdtemp under it)
@@ -720,7 +771,7 @@ def main() -> None:
                           "(direct COPY/executemany; not a measured stage)")
                     loaded = size
                 r = one_run(backend, ctx, size, w, k, outbox, segment_ids, args.profile, args.render_sample,
-                            overlapped)
+                            overlapped, args.breakdown)
                 runs.append(r)
                 report(r)
         finally:
