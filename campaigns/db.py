@@ -68,14 +68,20 @@ def _drop_after_commit(session):
 
 
 @contextmanager
+def _committed(session: Session) -> Iterator[Session]:
+    """Commit what is left when the block ends; roll back when it raises."""
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+
+
+@contextmanager
 def session_scope() -> Iterator[Session]:
-    with Session(get_engine(), expire_on_commit=False) as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+    with Session(get_engine(), expire_on_commit=False) as session, _committed(session):
+        yield session
 
 
 @contextmanager
@@ -84,13 +90,8 @@ def pinned_session_scope() -> Iterator[Session]:
     session may take another pooled connection after each commit, and a temporary table (the plan's
     frequency-cap table) exists only on the connection that created it. The caller commits its
     steps; what is left commits on exit."""
-    with get_engine().connect() as conn, Session(bind=conn, expire_on_commit=False) as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+    with get_engine().connect() as conn, Session(bind=conn, expire_on_commit=False) as session, _committed(session):
+        yield session
 
 
 def is_postgres(session: Session) -> bool:

@@ -30,7 +30,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('allocation_snapshot') as batch:
-        batch.drop_column('claimed_at')
-    with op.batch_alter_table('send_period') as batch:
-        batch.drop_column('planned_at')
+    # A plain DROP COLUMN (SQLite has it since 3.35): a batch rebuild would drop and recreate
+    # send_period, which other tables reference.
+    op.drop_column('allocation_snapshot', 'claimed_at')
+    op.drop_column('send_period', 'planned_at')

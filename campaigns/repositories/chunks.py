@@ -15,7 +15,8 @@ def lock_plan(session: Session, period_id: int) -> None:
     """Serialise the claims of one period (a redelivered coordinator beside the original) for the
     rest of the transaction, without touching the period's row, which delivery updates meanwhile.
     PostgreSQL: a transaction-level advisory lock. SQLite: its one writer lock does it, taken by the
-    claim's first write (`campaigns.mark_claimed`) before the claim reads anything."""
+    claim's first write (`campaigns.mark_claimed`) before the claim reads the audience and the
+    ledger's last id."""
     if is_postgres(session):
         session.execute(text("SELECT pg_advisory_xact_lock(:space, :period)"),
                         {"space": _PLAN_LOCK_SPACE, "period": period_id})
