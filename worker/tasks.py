@@ -38,13 +38,25 @@ def run_period(self, period_id: int) -> str:
 @celery_app.task(bind=True, **RETRY)
 def deliver_chunk(self, chunk_id: int) -> str:
     try:
-        return sending.deliver_chunk(chunk_id)
+        outcome = sending.deliver_chunk(chunk_id)
     except (DeliveryError, OperationalError) as exc:
         try:
             raise self.retry(exc=exc, countdown=backoff(self.request.retries))
         except MaxRetriesExceededError:
             log.error("chunk %s: gave up after %s retries: %s", chunk_id, self.max_retries, exc)
             raise
+    if outcome == sending.HELD:
+        # The holder may be dead: this can be its own task, which the broker redelivers a visibility
+        # timeout after handing it out, before the dead holder's lease ran out. Dropping it would
+        # leave the chunk to nobody, so look again once the lease can have run out; by then a live
+        # holder has renewed it (or finished), and a dead one's is free to take over.
+        settings = get_settings()
+        try:
+            raise self.retry(countdown=min(settings.chunk_lease_seconds + 1, settings.broker_visibility_timeout / 2))
+        except MaxRetriesExceededError:
+            log.warning("chunk %s: still held by another worker after %s looks; leaving it to that worker",
+                        chunk_id, self.max_retries)
+    return outcome
 
 
 @celery_app.task(bind=True, **RETRY)

@@ -25,6 +25,7 @@ from campaigns.services import periods
 from campaigns.settings import get_settings
 
 HOLDOUT = periods.HOLDOUT
+HELD = "held by another worker"
 
 
 class RenderLimitExceeded(Exception):
@@ -187,7 +188,7 @@ def deliver_chunk(chunk_id: int) -> str:
             return "done already"
         now = utcnow()
         if not chunk_repo.take_lease(session, chunk_id, now, now + timedelta(seconds=lease)):
-            return "held by another worker"
+            return HELD
         period = repo.get_period(session, chunk.period_id)
         campaign = repo.get_campaign(session, period.campaign_id)
         if campaign.status != CampaignStatus.ACTIVE:
