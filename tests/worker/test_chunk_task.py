@@ -17,9 +17,11 @@ from tests.campaigns.test_periods import new_period, outbox_files, setup_campaig
 from worker import tasks
 
 
-def test_a_chunk_held_by_a_dead_worker_is_looked_at_again_after_its_lease(sqlite_url, redis_server, monkeypatch):
+def test_a_chunk_held_by_a_dead_worker_is_looked_at_again_after_its_lease(sqlite_url, redis_server, monkeypatch,
+                                                                          request):
     monkeypatch.setenv("MAB_CHUNK_LEASE_SECONDS", "0.5")
     get_settings.cache_clear()
+    request.addfinalizer(get_settings.cache_clear)  # no later test may see the short lease
     cid = setup_campaign(40)
     pid = new_period(cid)
     chunk_ids: list[int] = []
