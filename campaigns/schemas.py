@@ -232,6 +232,12 @@ class EventsAccepted(BaseModel):
     accepted: int
 
 
+class FailureReason(BaseModel):
+    reason: str
+    count: int
+    examples: list[str]
+
+
 class PeriodPublic(BaseModel):
     id: int
     campaign_id: int
@@ -243,8 +249,17 @@ class PeriodPublic(BaseModel):
     failed: int
     remaining: int
     chunks: int
-    rate_per_second: float | None = Field(description="Sends settled per second since the period started.")
-    eta_seconds: float | None = Field(description="Estimated seconds until every send is settled.")
+    rate_per_second: float | None = Field(description="Sends settled per second lately (decayed over about 30 s; "
+                                          "a finished period: its average). Falls towards 0 when the period stalls.")
+    eta_seconds: float | None = Field(description="Estimated seconds until every send is settled, from the recent "
+                                      "rate; none while planning, paused or stalled.")
+    state: str = Field(description="queued, planning, sending, paused, stalled, completed or failed.")
+    state_reason: str | None = Field(description="Why it is paused, stalled or failed, in words.")
+    stalled_since: datetime | None = Field(description="When a stalled period last moved.")
+    failures: list[FailureReason] = Field(description="Failed sends by reason, most frequent first, with up to "
+                                          "three example customers (external ids) each.")
+    redispatched_at: datetime | None = Field(description="When the sweeper last handed out this period's work "
+                                             "again after its task was lost.")
     error: str | None
     created_at: datetime
     started_at: datetime | None

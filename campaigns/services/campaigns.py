@@ -163,6 +163,8 @@ def transition(session: Session, campaign_id: int, action: str) -> Campaign:
         inflight = repo.in_flight_period(session, campaign_id)
         if inflight is not None:
             period_id = inflight.id
+            if inflight.error and " halted: " in inflight.error:
+                inflight.error = None  # its failures stay in `failures`; the halt is over
             on_commit(session, lambda: periods.enqueue_resume(period_id))
     session.flush()
     return campaign

@@ -21,7 +21,7 @@ from functools import lru_cache
 from pydantic import ValidationError
 from sqlmodel import Session
 
-from campaigns import metrics
+from campaigns import jobs, metrics
 from campaigns.db import on_commit
 from campaigns.errors import InvalidInput, Unavailable
 from campaigns.models import EventStatus, EventType, as_utc, utcnow
@@ -58,13 +58,11 @@ def enqueue(events: list[EventIn]) -> int:
 
 
 def enqueue_payload(payload: list[dict]) -> int:
-    from worker.tasks import process_events  # late import: the worker imports services
-
     try:
-        process_events.delay(payload)
-        metrics.observe_events_received(payload)
-    except Exception as exc:  # broker down: the caller must retry, nothing was accepted
-        raise Unavailable(f"the event queue is unavailable, retry later ({type(exc).__name__})") from exc
+        jobs.send(jobs.PROCESS_EVENTS, payload)
+    except jobs.BrokerUnavailable as exc:  # the caller must retry: nothing was accepted
+        raise Unavailable(f"the event queue is unavailable, retry later ({str(exc).split(':')[0]})") from exc
+    metrics.observe_events_received(payload)
     return len(payload)
 
 
