@@ -81,7 +81,8 @@ def test_the_halt_rule(sent, failed, halt):
     verdict = health.judge(summary, sent, failed, max_share=0.05, min_tried=200)
     assert verdict.halt is halt
     if halt:
-        assert "render failed: UndefinedError: x" in verdict.reason and f"{failed / (sent + failed):.0%}" in verdict.reason
+        assert "render failed: UndefinedError: x" in verdict.reason
+        assert f"{failed / (sent + failed):.0%}" in verdict.reason
 
 
 def test_after_a_halt_the_period_is_judged_afresh():

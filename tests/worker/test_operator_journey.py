@@ -202,7 +202,8 @@ def test_a_template_failing_for_most_customers_halts_the_period_then_a_fix_sends
     assert tried < halted["total"] / 2  # stopped before most of the audience was spent
     print(f"halted after {tried} of {halted['total']} tried, {halted['failed'] / tried:.0%} failed")
     metrics = httpx.get(f"{up['url']}/metrics").text
-    assert "mab_period_halts_total 1.0" in metrics and 'mab_send_failures_total{kind="render:UndefinedError"}' in metrics
+    assert "mab_period_halts_total 1.0" in metrics
+    assert 'mab_send_failures_total{kind="render:UndefinedError"}' in metrics
     assert "failed" in (up["home"] / "var" / "logs" / "worker.log").read_text()  # the chunk's log line
 
     load_json(up, n, city_every=1, segments=segments)  # the fix: every customer has a city again
