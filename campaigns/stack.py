@@ -7,7 +7,8 @@ current task), and Redis last (it writes its append-only file on the way out).
 Only Ctrl-C (or SIGTERM) stops the service: a child that dies is restarted, at once the first
 time, then after a pause that doubles with each further quick death (1 s, 2 s, 4 s … at most 30 s;
 a child that ran a minute counts as healthy again), and whatever was left of its process group
-(a dead worker's pool processes) is killed first. Work the dead child held is found again by beat's sweeper (campaigns/services/sweeper.py).
+(a dead worker's pool processes) is killed first. Work the dead child held is found again by
+beat's sweeper (campaigns/services/sweeper.py).
 
 `mab up` records where its database, broker and API are in var/stack.json, so every other `mab`
 command run in the same folder uses them (campaigns/settings.py, `running_stack`).
