@@ -102,6 +102,7 @@ def up(
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)  # also when started in the background, where SIGINT is ignored
     try:
         redis_url = settings.redis_url or stack.start_redis()
         api_url = f"http://{host}:{port}"
