@@ -246,10 +246,14 @@ def _database_families(up: dict) -> list:
     arms = GaugeMetricFamily("mab_allocation_arms", "Arms in that allocation (log2 of it: the uniform entropy).",
                              labels=labels)
     campaigns = GaugeMetricFamily("mab_campaigns", "Campaigns by status.", labels=["status"])
+    periods = GaugeMetricFamily(
+        "mab_periods_in_flight", "Periods queued or running, by state (queued, planning, sending, paused, stalled): "
+        "a stalled period has not moved for longer than a chunk lease.", labels=["state"])
     try:
         with session_scope() as session:
             rows = repo.latest_weights(session)
             by_status = repo.campaigns_by_status(session)
+            by_state = _period_states(session)
     except Exception as exc:
         log.warning("metrics: database unreadable: %s", type(exc).__name__)
         up["database"] = False
@@ -259,8 +263,18 @@ def _database_families(up: dict) -> list:
         arms.add_metric([str(campaign_id), segment], len(weights))
     for status in ("draft", "active", "paused", "completed"):
         campaigns.add_metric([status], by_status.get(status, 0))
+    for state in ("queued", "planning", "sending", "paused", "stalled"):
+        periods.add_metric([state], by_state.get(state, 0))
     up["database"] = True
-    return [entropy, arms, campaigns]
+    return [entropy, arms, campaigns, periods]
+
+
+def _period_states(session) -> Counter:
+    """In-flight periods by the state their API resource shows (services/periods.py `public`)."""
+    from campaigns.repositories import campaigns as campaign_repo
+    from campaigns.services import periods  # late: the services import this module
+
+    return Counter(periods.public(session, p)["state"] for p in campaign_repo.in_flight_periods(session))
 
 
 class LiveCollector:

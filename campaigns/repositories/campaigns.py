@@ -64,6 +64,11 @@ def in_flight_period(session: Session, campaign_id: int) -> SendPeriod | None:
     return session.execute(stmt).scalars().first()
 
 
+def in_flight_periods(session: Session) -> list[SendPeriod]:
+    stmt = select(SendPeriod).where(SendPeriod.status.in_(IN_FLIGHT)).order_by(SendPeriod.id)
+    return list(session.execute(stmt).scalars())
+
+
 def in_flight_of_active_campaigns(session: Session) -> list[SendPeriod]:
     """Periods queued or running whose campaign is active: the work the sweeper looks after."""
     stmt = (select(SendPeriod).join(Campaign, Campaign.id == SendPeriod.campaign_id)

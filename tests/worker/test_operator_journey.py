@@ -117,6 +117,17 @@ def wait(probe, what: str, timeout: float = 180):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def settled(up, cid: int) -> dict:
+    """The period once its counts stopped moving (two reads a second apart agree)."""
+    before = period(up, cid)
+    while True:
+        time.sleep(1)
+        now = period(up, cid)
+        if (now["sent"], now["failed"]) == (before["sent"], before["failed"]):
+            return now
+        before = now
+
+
 def mailed(up, cid: int, number: int = 1) -> Counter:
     outbox = up["home"] / "var" / "outbox" / f"campaign-{cid}" / f"period-{number}"
     return Counter(str(email.message_from_bytes(f.read_bytes(), policy=email.policy.default)["To"]).split("@")[0]
@@ -192,7 +203,8 @@ def test_a_template_failing_for_most_customers_halts_the_period_then_a_fix_sends
     cid = create(up, segments=list(segments), template={**base, "html": html})
     load_json(up, n, city_every=4, segments=segments)  # after the start, a new import: 75% without a city
     assert up["api"].post(f"/campaigns/{cid}/periods").status_code == 202
-    halted = wait(lambda: (p := period(up, cid))["state"] == "paused" and p, "the period to halt", 120)
+    wait(lambda: period(up, cid)["state"] == "paused", "the period to halt", 120)
+    halted = settled(up, cid)  # the other worker's batch in flight when the halt came is recorded too
     campaign = up["api"].get(f"/campaigns/{cid}").json()
     assert campaign["status"] == "paused" and "halted" in campaign["status_reason"]
     assert "city" in campaign["status_reason"] and "city" in halted["error"]
@@ -204,6 +216,7 @@ def test_a_template_failing_for_most_customers_halts_the_period_then_a_fix_sends
     metrics = httpx.get(f"{up['url']}/metrics").text
     assert "mab_period_halts_total 1.0" in metrics
     assert 'mab_send_failures_total{kind="render:UndefinedError"}' in metrics
+    assert 'mab_periods_in_flight{state="paused"} 1.0' in metrics
     assert "failed" in (up["home"] / "var" / "logs" / "worker.log").read_text()  # the chunk's log line
 
     load_json(up, n, city_every=1, segments=segments)  # the fix: every customer has a city again
