@@ -8,7 +8,7 @@ from sqlalchemy.exc import OperationalError
 
 from campaigns.db import session_scope
 from campaigns.delivery import DeliveryError
-from campaigns.services import clicks, events, guard, periods, sending
+from campaigns.services import clicks, events, guard, periods, retention, sending
 from campaigns.settings import get_settings
 from worker.app import celery_app
 
@@ -88,3 +88,9 @@ def guard_campaigns() -> dict[int, str]:
     """Beat, every MAB_GUARD_INTERVAL_SECONDS: pause campaigns whose unsubscribe or complaint rate
     in a period passes its threshold (campaigns/services/guard.py)."""
     return guard.run_guard()
+
+
+@celery_app.task
+def apply_retention() -> dict:
+    """Beat, hourly: delete outbox files past MAB_OUTBOX_RETENTION_DAYS, trim logs past MAB_LOG_MAX_BYTES."""
+    return retention.apply_retention()
