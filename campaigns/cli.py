@@ -289,5 +289,33 @@ def revoke_key(
     console.print(f"{row.role} key #{row.id} ({row.name}) revoked at {row.revoked_at.isoformat()}")
 
 
+outbox_app = typer.Typer(help="The outbox of .eml files (delivery backend `outbox`).", no_args_is_help=True)
+app.add_typer(outbox_app, name="outbox")
+
+
+@outbox_app.command("prune")
+def outbox_prune(
+    older_than: Annotated[float | None, typer.Option(
+        "--older-than", metavar="DAYS", help="Delete emails older than this (default: MAB_OUTBOX_RETENTION_DAYS)",
+    )] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would be deleted; delete nothing")] = False,
+) -> None:
+    """Delete outbox emails (.eml) last written more than DAYS ago, and the folders that leaves
+    empty. Beat does the same hourly with MAB_OUTBOX_RETENTION_DAYS."""
+    from campaigns.services import retention
+
+    settings = get_settings()
+    days = settings.outbox_retention_days if older_than is None else older_than
+    if older_than is None and days == 0:
+        console.print("MAB_OUTBOX_RETENTION_DAYS is 0 (keep forever): give --older-than DAYS to prune anyway")
+        raise typer.Exit(1)
+    if days < 0:
+        raise typer.BadParameter("must be 0 or more days", param_hint="--older-than")
+    result = retention.prune_outbox(settings.outbox_dir, days, dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    console.print(f"{verb} {result.files:,} files ({result.bytes / 1e6:,.1f} MB) older than {days:g} days "
+                  f"from {settings.outbox_dir}/")
+
+
 if __name__ == "__main__":
     sys.exit(app())

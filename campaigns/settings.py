@@ -22,6 +22,14 @@ class Settings(BaseSettings):
 
     delivery_backend: str = Field("outbox", description="`outbox` (.eml files) or `smtp`.")
     outbox_dir: Path = Field(Path("var/outbox"), description="Where the outbox backend writes .eml files.")
+    outbox_retention_days: float = Field(
+        14.0, ge=0, description="Outbox .eml files older than this are deleted by beat, hourly (0: kept forever)."
+    )
+    log_max_bytes: int = Field(
+        50_000_000, ge=0,
+        description="A log file under var/logs (`mab up`) past this size is moved to `<name>.1` "
+                    "(replacing the previous one) and started afresh, hourly (0: never).",
+    )
     smtp_host: str = Field("127.0.0.1", description="SMTP relay host (delivery backend `smtp`).")
     smtp_port: int = Field(25, ge=1, le=65535, description="SMTP relay port.")
     smtp_username: str = Field("", description="SMTP login (empty: no AUTH).")

@@ -32,6 +32,10 @@ def make_celery() -> Celery:
                 "task": "worker.tasks.guard_campaigns",
                 "schedule": settings.guard_interval_seconds,
             },
+            "apply-retention": {
+                "task": "worker.tasks.apply_retention",
+                "schedule": 3600.0,
+            },
         },
     )
     return app

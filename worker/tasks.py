@@ -9,7 +9,7 @@ from sqlalchemy.exc import OperationalError
 from campaigns.db import session_scope
 from campaigns.delivery import DeliveryError
 from campaigns.jobs import BrokerUnavailable
-from campaigns.services import clicks, events, guard, periods, sending, sweeper
+from campaigns.services import clicks, events, guard, periods, retention, sending, sweeper
 from campaigns.settings import get_settings
 from worker.app import celery_app
 
@@ -96,3 +96,9 @@ def sweep() -> dict:
     """Beat, every MAB_SWEEP_INTERVAL_SECONDS: hand out again the work of lost tasks
     (campaigns/services/sweeper.py)."""
     return sweeper.sweep()
+
+
+@celery_app.task
+def apply_retention() -> dict:
+    """Beat, hourly: delete outbox files past MAB_OUTBOX_RETENTION_DAYS, trim logs past MAB_LOG_MAX_BYTES."""
+    return retention.apply_retention()

@@ -9,7 +9,7 @@ from campaigns import design
 from campaigns.db import on_commit
 from campaigns.errors import Conflict, InvalidInput, NotFound
 from campaigns.models import Campaign, CampaignSegment, CampaignStatus, PeriodStatus, Variant, utcnow
-from campaigns.rendering import static_links, validate_templates
+from campaigns.rendering import static_links, trial_render
 from campaigns.repositories import campaigns as repo
 from campaigns.repositories import customers as customer_repo
 from campaigns.schemas import CampaignCreate, CampaignUpdate
@@ -80,7 +80,7 @@ def _validated_design(session: Session, data: CampaignCreate) -> tuple[list[dict
 
     # Trial-render the baseline and every distinct level at least once: an undefined variable or a
     # template that breaks on some level is refused now, not in the middle of a send.
-    validate_templates(data.template.model_dump(), set(data.factors), [baseline, *variants])
+    trial_render(data.template.model_dump(), set(data.factors), [baseline, *variants])
     return variants, {n: known[n] for n in data.segments}, baseline
 
 
@@ -124,7 +124,7 @@ def update(session: Session, campaign_id: int, data: CampaignUpdate) -> Campaign
     changes = data.model_dump(exclude_unset=True, exclude_none=True)
     if "template" in changes:
         variants = [v.params for v in repo.variants(session, campaign_id)]
-        validate_templates(changes["template"], set(campaign.factors), [campaign.baseline, *variants])
+        trial_render(changes["template"], set(campaign.factors), [campaign.baseline, *variants])
         t = changes.pop("template")
         campaign.subject_template, campaign.html_template, campaign.text_template = t["subject"], t["html"], t["text"]
         campaign.links = static_links(t["html"])

@@ -2,6 +2,7 @@
 
 import csv
 import io
+import re
 from collections.abc import Iterable, Iterator
 
 from pydantic import ValidationError
@@ -78,14 +79,13 @@ def json_rows(customers: list[CustomerIn]) -> Iterator[tuple[str, CustomerIn]]:
 def csv_rows(lines: Iterable[str]) -> Iterator[tuple[str, CustomerIn]]:
     """Parse a CSV stream lazily: columns external_id, email, segment; any other column becomes a
     template attribute. The header is line 1; a bad row is named by its line number."""
-    reader = csv.DictReader(lines)
+    reader = CsvRows(lines)
     if reader.fieldnames is None:
         raise InvalidInput("body", "the CSV is empty (expected a header line)")
     missing = {"external_id", "email"} - set(reader.fieldnames)
     if missing:
         raise InvalidInput("line 1", f"missing column(s): {', '.join(sorted(missing))}")
-    for row in reader:
-        where = f"line {reader.line_num}"
+    for where, row in reader:
         if None in row:
             raise InvalidInput(where, "more fields than header columns")
         try:
@@ -115,13 +115,59 @@ def _csv_bool(value: str | None) -> bool | None:
     raise ValueError(f"consent must be true/false/yes/no/1/0, not {value!r}")
 
 
+# A physical line longer than this is refused before it is decoded: with csv's own field limit
+# (131,072 characters) it bounds what one row can hold in memory.
+MAX_CSV_LINE_BYTES = 1 << 20
+_LONE_CR = re.compile(r"(?<=\r)(?!\n)")
+
+
 def decode_lines(chunks: Iterable[bytes]) -> Iterator[str]:
-    """Bytes chunks of a streamed upload -> text lines, without holding the file in memory."""
-    wrapper = io.TextIOWrapper(_ChunkReader(chunks), encoding="utf-8-sig", newline="")
-    try:
-        yield from wrapper
-    except UnicodeDecodeError as exc:
-        raise InvalidInput("body", f"the CSV is not valid UTF-8: {exc.reason}") from None
+    """Bytes chunks of a streamed upload -> text lines (ends kept: `\n`, `\r\n` or a lone `\r`),
+    without holding the file in memory. Each line is decoded alone, so bad UTF-8 is named by its line."""
+    reader = io.BufferedReader(_ChunkReader(chunks), 1 << 16)
+    number = 0
+    while line := reader.readline(MAX_CSV_LINE_BYTES + 1):
+        number += 1
+        if len(line) > MAX_CSV_LINE_BYTES and not line.endswith(b"\n"):
+            raise InvalidInput(f"line {number}", f"longer than {MAX_CSV_LINE_BYTES:,} bytes")
+        try:
+            text = line.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(f"line {number}", f"not valid UTF-8 ({exc.reason} at byte {exc.start + 1})") from None
+        if "\r" in text:
+            yield from filter(None, _LONE_CR.split(text))
+        else:
+            yield text
+
+
+class CsvRows:
+    """`csv.DictReader` (strict: a quote left open, or text after a closing quote, is an error)
+    whose parse errors of any kind are a 422 naming the line where the row starts; iterating gives
+    (`"line N"`, row)."""
+
+    def __init__(self, lines: Iterable[str]):
+        self._reader = csv.DictReader(lines, strict=True)
+        self.fieldnames = self._guarded(lambda: self._reader.fieldnames, 1)
+
+    def _guarded(self, read, start: int):
+        try:
+            return read()
+        except csv.Error as exc:
+            message = str(exc)
+            if "field larger than field limit" in message:
+                message += " characters"
+            elif message == "unexpected end of data":
+                message = "a quoted field is not closed (unexpected end of data)"
+            raise InvalidInput(f"line {start}", f"not valid CSV: {message}") from None
+
+    def __iter__(self) -> Iterator[tuple[str, dict]]:
+        while True:
+            start = self._reader.line_num + 1
+            try:
+                row = self._guarded(lambda: next(self._reader), start)
+            except StopIteration:
+                return
+            yield f"line {start}", row
 
 
 class _ChunkReader(io.RawIOBase):
