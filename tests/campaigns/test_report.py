@@ -104,9 +104,17 @@ def test_lift_equals_a_per_send_recomputation(campaign):
             assert got["control"] == pytest.approx(c) and got["bandit"] == pytest.approx(b)
             assert got["absolute_lift"] == pytest.approx(b - c)
             assert got["absolute_lift_ci95"] == pytest.approx([b - c - Z * se, b - c + Z * se])
-            rel_se = math.sqrt(vb / c**2 + b**2 * vc / c**4)
             assert got["relative_lift"] == pytest.approx(b / c - 1)
-            assert got["relative_lift_ci95"] == pytest.approx([b / c - 1 - Z * rel_se, b / c - 1 + Z * rel_se])
+            # Fieller: the ratios r with (b - r c)^2 <= Z^2 (vb + r^2 vc), as roots of the quadratic
+            lo, hi = got["absolute_lift_ci95"]
+            if c * c <= Z * Z * vc:  # the control's rate is not told apart from 0: a ratio has no bounds
+                assert got["relative_lift_ci95"] == [None, None]
+            else:
+                roots = sorted(np.roots([c * c - Z * Z * vc, -2 * b * c, b * b - Z * Z * vb]).real)
+                assert got["relative_lift_ci95"] == pytest.approx([roots[0] - 1, roots[1] - 1])
+                assert (lo > 0 or hi < 0) == (not got["relative_lift_ci95"][0] <= 0 <= got["relative_lift_ci95"][1])
+            cs = got["absolute_lift_anytime_ci95"]
+            assert cs[0] < lo and cs[1] > hi  # the anytime-valid interval is wider than the fixed one
             assert got["prob_lift_positive"] == pytest.approx(0.5 * (1 + math.erf((b - c) / se / math.sqrt(2))))
             inc = reports.INCREMENTAL[metric]
             assert got[inc] == pytest.approx((b - c) * len(treated))
