@@ -21,7 +21,7 @@ Python only combines those rows. The methods, as written in `METHODS` (and shown
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 
@@ -1027,7 +1027,8 @@ CSV_COLUMNS = [
     "segment", "row", "arm", "variant", "metric", "sends", "total", "estimate", "ci95_low", "ci95_high",
     "posterior_mean", "posterior_ci95_low", "posterior_ci95_high", "p_best", "expected_loss", "current_weight",
     "lift_vs_control", "lift_ci95_low", "lift_ci95_high", "relative_lift", "relative_lift_ci95_low",
-    "relative_lift_ci95_high", "prob_lift_positive",
+    "relative_lift_ci95_high", "prob_lift_positive", "anytime_ci95_low", "anytime_ci95_high", "verdict",
+    "ipw", "ipw_ci95_low", "ipw_ci95_high", "label",
 ]
 
 
@@ -1038,9 +1039,17 @@ def _csv_lift(lf: dict | None) -> list:
             lf["prob_lift_positive"]]
 
 
+def _row(**cols) -> list:
+    """A CSV row from named columns, the others empty."""
+    return [cols.get(c) for c in CSV_COLUMNS]
+
+
 def csv_rows(report: dict):
     """Tidy rows: one per segment x arm x metric (plus the control and the bandit as a whole, and
-    the overall rows under segment "ALL"). Lift columns: against the segment's control."""
+    the overall rows under segment "ALL"). Lift columns: against the segment's control. Then the
+    pre-campaign-adjusted lifts (row "adjusted"), the business projection (row "projection") and
+    everything that happened (rows "failed_sends", "excluded_events", "unattributed_events",
+    "late_events", "guard_pause"), the count in `total`."""
     def side_rows(segment: str, block: dict, lifts: dict):
         for metric in METRICS:
             lf = lifts[metric]
@@ -1048,9 +1057,19 @@ def csv_rows(report: dict):
                                              ("bandit", None, "all variants", "bandit")):
                 n = block[key]["sends"]
                 total = block[key][SUM_OF[metric]]
+                anytime = lf.get("absolute_lift_anytime_ci95", [None, None]) if key == "bandit" else [None, None]
                 yield [segment, label, arm, variant, metric, n, total, lf[key], *lf[f"{key}_ci95"],
                        None, None, None, None, None, None,
-                       *(_csv_lift(lf) if key == "bandit" else [None] * 7)]
+                       *(_csv_lift(lf) if key == "bandit" else [None] * 7),
+                       *anytime, lf.get("verdict") if key == "bandit" else None, None, None, None,
+                       "old email" if key == "control" else "bandit"]
+            adj = (block.get("adjusted_lift") or {}).get(metric)
+            if adj is not None:
+                on = " + ".join(adj["covariates"]) or "nothing: " + (adj["fallback"] or "")
+                yield _row(segment=segment, row="adjusted", metric=metric, estimate=adj["variance_reduction"],
+                           variant=f"CUPED on {on}",
+                           lift_vs_control=adj["absolute_lift"], lift_ci95_low=adj["absolute_lift_ci95"][0],
+                           lift_ci95_high=adj["absolute_lift_ci95"][1])
 
     yield from side_rows("ALL", report["overall"], report["overall"]["lift"])
     for seg in report["segments"]:
@@ -1063,7 +1082,53 @@ def csv_rows(report: dict):
                 yield [seg["segment"], "arm", r["arm"], r["variant"], metric, r["sends"], total, r["observed"],
                        *r["observed_ci95"], r["posterior_mean"], *r["posterior_ci95"], r["p_best"],
                        r["expected_loss"], r["current_weight"],
-                       *_csv_lift(a["lift_vs_control"][metric] if a else None)]
+                       *_csv_lift(a["lift_vs_control"][metric] if a else None),
+                       None, None, None, r["ipw"], *r["ipw_ci95"], r["label"]]
+    biz = report["business"]
+    for noun, p in biz["projection"].items():
+        yield _row(segment="ALL", row="projection", metric=noun, variant=f"{biz['horizon_periods']} periods",
+                   estimate=p["value"], ci95_low=p["ci95"][0], ci95_high=p["ci95"][1])
+    h = report["happened"]
+    for f in h["failures"]:
+        yield _row(segment="ALL", row="failed_sends", variant=f["reason"], metric=f["reason"], total=f["sends"])
+    for e in h["excluded_events"]:
+        what = f"{e['type']} {e['rule']}"
+        yield _row(segment="ALL", row="excluded_events", variant=what, metric=what, total=e["events"])
+    yield _row(segment="ALL", row="unattributed_events", total=h["unattributed_events"])
+    yield _row(segment="ALL", row="late_events", total=h["late_events"])
+    for g in h["guard_pauses"]:
+        yield _row(segment="ALL", row="guard_pause", arm=g["period"], variant=g["at"], total=1)
+
+
+METRIC_NAMES = {"click_rate": "clicks per email", "conversion_rate": "orders per email",
+                "revenue_per_send": "revenue per email"}
+CHANGES = {"PATCH": "edited (templates or settings)", "start": "started", "pause": "paused", "resume": "resumed",
+           "complete": "completed", "periods": "period started by hand"}
+
+
+def human_date(value) -> str:
+    """'4 Dec 2026, 13:58 UTC' from a datetime or its ISO text."""
+    if value is None:
+        return "–"
+    dt = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(UTC)
+    return f"{dt.day} {dt:%b %Y, %H:%M} UTC"
+
+
+def _change(action: str) -> str:
+    """'POST /campaigns/{campaign_id}/pause' -> 'paused'."""
+    method, _, path = action.partition(" ")
+    last = path.rstrip("/").rsplit("/", 1)[-1]
+    return CHANGES.get(last) or CHANGES.get(method) or action
+
+
+def _rate(x, metric: str, signed: bool = False) -> str:
+    if x is None:
+        return "–"
+    if metric == "revenue_per_send":
+        return f"{x:+,.3f}" if signed else f"{x:,.3f}"
+    return f"{100 * x:+.2f} pt" if signed else f"{100 * x:.2f}%"
 
 
 def render_html(report: dict) -> str:
@@ -1075,4 +1140,10 @@ def render_html(report: dict) -> str:
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["pct"] = lambda x, d=1: "–" if x is None else f"{100 * x:.{d}f}%"
     env.filters["num"] = lambda x, d=4: "–" if x is None else f"{x:,.{d}f}"
-    return env.get_template("report.html").render(r=report, charts=report_charts.charts(report), metrics=METRICS)
+    env.filters["signed"] = lambda x, d=0: "–" if x is None else f"{x:+,.{d}f}"
+    env.filters["rate"] = _rate
+    env.filters["metric"] = lambda m: METRIC_NAMES.get(m, m)
+    env.filters["when"] = human_date
+    env.filters["change"] = _change
+    return env.get_template("report.html").render(r=report, charts=report_charts.charts(report), metrics=METRICS,
+                                                  verdicts=VERDICTS)
