@@ -1002,17 +1002,17 @@ def _summary(r: dict) -> str:
     biz = r["business"]
     conv = biz["so_far"]["conversions"]["total"]
     proj = biz["projection"]["revenue" if m == "revenue_per_send" else "conversions"]
-    what = "in revenue" if m == "revenue_per_send" else "orders"
+    what = "revenue" if m == "revenue_per_send" else "orders"
     text = (f"Over {r['periods']} period(s), {bandit['sends']:,} customers got an email chosen by the bandit and "
             f"{control['sends']:,} got the old email. {noun.capitalize()}: {fmt(lf['bandit'])} with the bandit "
             f"against {fmt(lf['control'])} with the old email, a relative lift of {rel}{rel_ci}. ")
     if conv is not None:
-        text += f"That is about {conv:,.0f} extra orders so far. "
+        text += f"That is about {abs(conv):,.0f} {'more' if conv >= 0 else 'fewer'} orders so far. "
     text += verdict
     if proj["value"] is not None and proj["ci95"][0] is not None:
-        text += (f" Sent to the whole audience for {biz['horizon_periods']} periods, it would bring about "
-                 f"{proj['value']:+,.0f} {what} (95% interval {proj['ci95'][0]:+,.0f} to {proj['ci95'][1]:+,.0f}), "
-                 "if the future looks like the periods measured.")
+        text += (f" Sent to the whole audience for {biz['horizon_periods']} periods, the bandit's emails would "
+                 f"change {what} by about {proj['value']:+,.0f} (95% interval {proj['ci95'][0]:+,.0f} to "
+                 f"{proj['ci95'][1]:+,.0f}), if the future looks like the periods measured.")
     h = r["happened"]
     if h["failed_sends"]:
         text += f" {h['failed_sends']:,} emails could not be delivered (see What happened)."
@@ -1141,6 +1141,7 @@ def render_html(report: dict) -> str:
     env.filters["pct"] = lambda x, d=1: "–" if x is None else f"{100 * x:.{d}f}%"
     env.filters["num"] = lambda x, d=4: "–" if x is None else f"{x:,.{d}f}"
     env.filters["signed"] = lambda x, d=0: "–" if x is None else f"{x:+,.{d}f}"
+    env.filters["spct"] = lambda x, d=1: "–" if x is None else f"{100 * x:+.{d}f}%"
     env.filters["rate"] = _rate
     env.filters["metric"] = lambda m: METRIC_NAMES.get(m, m)
     env.filters["when"] = human_date
