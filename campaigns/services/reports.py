@@ -18,8 +18,11 @@ Python only combines those rows. The methods, as written in `METHODS` (and shown
 * off-policy values: bandit.offpolicy (IPS, SNIPS, DR), normal intervals from per-send terms.
 """
 
+import hashlib
+import json
 import math
-from collections import defaultdict
+import threading
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -329,6 +332,11 @@ def _posteriors(data: Data, totals: list[np.ndarray]) -> dict[str, list | None]:
         m = np.zeros(k, dtype=bool)
         m[arms] = True
         masks.append(m)
+    key = _posterior_key(data, totals, masks)
+    with _CACHE_LOCK:
+        if key in _POSTERIOR_CACHE:
+            _POSTERIOR_CACHE.move_to_end(key)
+            return _POSTERIOR_CACHE[key]
     stats = [bandit.ArmStats(sends=t[0], clicks=t[1], conversions=t[2], revenue=t[3]) for t in totals]
     out: dict[str, list | None] = {}
     for metric in METRICS:
@@ -339,7 +347,28 @@ def _posteriors(data: Data, totals: list[np.ndarray]) -> dict[str, list | None]:
                                          n_draws=POSTERIOR_DRAWS, burn_in_min_sends=0, sharpen=1.0, optimistic=False)
         out[metric] = bandit_leaderboard.summarize_segments(stats, config, seed=int(data.campaign.id),
                                                              design=factor_design, eligible=masks)
+    with _CACHE_LOCK:
+        _POSTERIOR_CACHE[key] = out
+        while len(_POSTERIOR_CACHE) > POSTERIOR_CACHE_SIZE:
+            _POSTERIOR_CACHE.popitem(last=False)
     return out
+
+
+# The posteriors are most of the report's time (Monte Carlo over every arm of every segment) and
+# depend only on the per-arm totals: between two folds of feedback the report is read again and
+# again on the same totals, so their summaries are kept per process, keyed by everything they
+# depend on (seeded draws: the same inputs give the same summary).
+POSTERIOR_CACHE_SIZE = 16
+_POSTERIOR_CACHE: OrderedDict = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+
+
+def _posterior_key(data: Data, totals: list[np.ndarray], masks: list[np.ndarray]) -> tuple:
+    h = hashlib.sha256()
+    for a in (*totals, *masks):
+        h.update(np.ascontiguousarray(a).tobytes())
+    h.update(json.dumps([data.campaign.factors, data.campaign.exclusions], sort_keys=True, default=str).encode())
+    return data.campaign.id, data.campaign.model, POSTERIOR_DRAWS, h.hexdigest()
 
 
 def _leaderboard(data: Data, i: int, seg_arm, posteriors, weights: dict[int, float], logged) -> dict:

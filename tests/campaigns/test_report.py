@@ -483,3 +483,22 @@ def test_summary_and_verdict_follow_the_numbers(campaign):
     html = reports.render_html(rep)
     assert rep["summary"].split(".")[0] in html.replace("&#39;", "'")
     assert "Charts rendered" not in html and rep["generated_at"] not in html
+
+
+def test_posteriors_are_reused_until_the_totals_change(campaign):
+    reports._POSTERIOR_CACHE.clear()
+    first = report(campaign)
+    assert len(reports._POSTERIOR_CACHE) == 1
+    again = report(campaign)
+    assert len(reports._POSTERIOR_CACHE) == 1
+    assert again["segments"][0]["leaderboard"] == first["segments"][0]["leaderboard"]
+    reports._POSTERIOR_CACHE.clear()
+    assert report(campaign)["segments"][0]["leaderboard"] == first["segments"][0]["leaderboard"]  # seeded
+    with session_scope() as s:  # new feedback: every send of arm 0 converts
+        s.execute(update(Send).where(Send.campaign_id == campaign, Send.arm == 0)
+                  .values(first_click_at=utcnow(), first_conversion_at=utcnow(), revenue=100.0))
+    after = report(campaign)
+    assert len(reports._POSTERIOR_CACHE) == 2
+    row = next(r for r in after["segments"][0]["leaderboard"]["conversion_rate"] if r["arm"] == 0)
+    before = next(r for r in first["segments"][0]["leaderboard"]["conversion_rate"] if r["arm"] == 0)
+    assert row["posterior_mean"] > before["posterior_mean"]
