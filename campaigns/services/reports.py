@@ -977,7 +977,8 @@ def _happened(session: Session, data: Data, events: dict, late: dict) -> dict:
 
 def _caveats(r: dict) -> list[str]:
     out = []
-    lf = r["overall"]["lift"][r["objective_metric"]]
+    m = r["objective_metric"]
+    lf = r["overall"]["lift"][m]
     if r["periods"] > 1:
         out.append("The bandit moved its emails towards the best variants as it learned, so its lift grows over "
                    "time: the lift shown is the average over all periods, not what the bandit achieves today.")
@@ -994,6 +995,13 @@ def _caveats(r: dict) -> list[str]:
     if lf["relative_lift"] is not None and None in lf["relative_lift_ci95"]:
         out.append("The control group is too small (or converts too rarely) to put bounds on the relative lift; "
                    "read the absolute lift.")
+    for side in ("control", "bandit"):
+        n, x = r["overall"][side]["sends"], lf[side]
+        if n and x is not None and m != "revenue_per_send" and x in (0.0, 1.0):
+            who = "old email" if side == "control" else "bandit's emails"
+            out.append(f"The {who} had {'no' if x == 0 else 'only'} {METRIC_NAMES[m].split(' per ')[0]} "
+                       f"{'at all' if x == 0 else 'successes'} in {n:,} emails: its rate is then taken as exact, "
+                       "so the intervals are too narrow. Wait for more emails before quoting the lift.")
     if lf["control"] is None or not r["overall"]["control"]["sends"]:
         out.append("No email of the control group was delivered yet: there is nothing to compare against.")
     late = r["health"]["late_data"]
@@ -1032,9 +1040,11 @@ def _summary(r: dict) -> str:
     conv = biz["so_far"]["conversions"]["total"]
     proj = biz["projection"]["revenue" if m == "revenue_per_send" else "conversions"]
     what = "revenue" if m == "revenue_per_send" else "orders"
+    relative = (f", a relative lift of {rel}{rel_ci}" if lf["relative_lift"] is not None
+                else " (no relative lift: the old email had none to compare with)")
     text = (f"Over {r['periods']} period(s), {bandit['sends']:,} customers got an email chosen by the bandit and "
             f"{control['sends']:,} got the old email. {noun.capitalize()}: {fmt(lf['bandit'])} with the bandit "
-            f"against {fmt(lf['control'])} with the old email, a relative lift of {rel}{rel_ci}. ")
+            f"against {fmt(lf['control'])} with the old email{relative}. ")
     if conv is not None:
         text += f"That is about {abs(conv):,.0f} {'more' if conv >= 0 else 'fewer'} orders so far. "
     text += verdict
