@@ -1141,8 +1141,8 @@ def csv_rows(report: dict):
 
 METRIC_NAMES = {"click_rate": "clicks per email", "conversion_rate": "orders per email",
                 "revenue_per_send": "revenue per email"}
-CHANGES = {"PATCH": "edited (templates or settings)", "start": "started", "pause": "paused", "resume": "resumed",
-           "complete": "completed", "periods": "period started by hand"}
+CHANGES = {"PATCH": "edited (templates or settings)", "campaigns": "created", "start": "started",
+           "pause": "paused", "resume": "resumed", "complete": "completed", "periods": "period started"}
 
 
 def human_date(value) -> str:
