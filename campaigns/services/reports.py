@@ -998,10 +998,11 @@ def _caveats(r: dict) -> list[str]:
     for side in ("control", "bandit"):
         n, x = r["overall"][side]["sends"], lf[side]
         if n and x is not None and m != "revenue_per_send" and x in (0.0, 1.0):
-            who = "old email" if side == "control" else "bandit's emails"
-            out.append(f"The {who} had {'no' if x == 0 else 'only'} {METRIC_NAMES[m].split(' per ')[0]} "
-                       f"{'at all' if x == 0 else 'successes'} in {n:,} emails: its rate is then taken as exact, "
-                       "so the intervals are too narrow. Wait for more emails before quoting the lift.")
+            who = "the old email" if side == "control" else "the bandit's emails"
+            what = METRIC_NAMES[m].split(" per ")[0]
+            fact = f"No {what} at all came from {who}" if x == 0 else f"Every one of {who} brought {what}"
+            out.append(f"{fact} ({n:,} emails): that rate is then taken as exact, so the intervals are too narrow. "
+                       "Wait for more emails before quoting the lift.")
     if lf["control"] is None or not r["overall"]["control"]["sends"]:
         out.append("No email of the control group was delivered yet: there is nothing to compare against.")
     late = r["health"]["late_data"]

@@ -502,3 +502,21 @@ def test_posteriors_are_reused_until_the_totals_change(campaign):
     row = next(r for r in after["segments"][0]["leaderboard"]["conversion_rate"] if r["arm"] == 0)
     before = next(r for r in first["segments"][0]["leaderboard"]["conversion_rate"] if r["arm"] == 0)
     assert row["posterior_mean"] > before["posterior_mean"]
+
+
+def test_the_report_reads_one_consistent_snapshot(campaign):
+    """A fold that commits while the report is being computed is not half seen: every query of the
+    report's unit of work sees the database as it was at its first read."""
+    from campaigns.db import snapshot_scope
+
+    def clicks(session) -> int:
+        ids = [p.id for p in report_repo.campaign_periods(session, campaign)]
+        return sum(g.clicks for g in report_repo.ledger_groups(session, ids))
+
+    with snapshot_scope() as snap:
+        before = clicks(snap)
+        with session_scope() as s:  # a worker folds clicks meanwhile
+            s.execute(update(Send).where(Send.campaign_id == campaign).values(first_click_at=utcnow(), clicks=1))
+        assert clicks(snap) == before
+    with session_scope() as s:
+        assert clicks(s) > before
