@@ -10,7 +10,9 @@ Python only combines those rows. The methods, as written in `METHODS` (and shown
 * observed rates: clicks and conversions count sends with at least one (0/1 per send, as the
   engine counts them); revenue per send is the mean revenue over delivered sends;
 * absolute lift (bandit - control): Wald 95% interval on the difference of two independent means;
-* relative lift (bandit / control - 1): delta method, se^2 = var_b / c^2 + b^2 var_c / c^4;
+* relative lift (bandit / control - 1): Fieller's interval, consistent with the absolute test;
+* anytime-valid interval of the absolute lift: normal-mixture confidence sequence (bandit.inference);
+* adjusted lift: CUPED on pre-campaign spend and order count;
 * P(lift > 0): normal approximation, Phi(lift / se);
 * incremental conversions / clicks / revenue: absolute lift x bandit sends (interval likewise);
 * leaderboard and factor effects: the campaign's own posterior model (bandit.leaderboard),
@@ -67,8 +69,21 @@ METHODS = {
              "(0/1 per send); revenue_per_send is revenue over delivered sends.",
     "absolute_lift": "bandit minus control (holdout) per-send mean; Wald 95% interval on the difference of "
                      "two independent means (binomial variance for rates, sample variance for revenue).",
-    "relative_lift": "bandit / control - 1; 95% interval by the delta method "
-                     "(se^2 = var_b / c^2 + b^2 var_c / c^4).",
+    "relative_lift": "bandit / control - 1; 95% interval by Fieller's method: the ratios r with (b - r c)^2 <= "
+                     "z^2 (var_b + r^2 var_c), so it excludes 0 exactly when the absolute interval does; null bounds "
+                     "when the control's rate is not told apart from 0 (the ratio is unbounded).",
+    "anytime_valid": "absolute_lift_anytime_ci95: normal-mixture confidence sequence (Howard et al. 2021, as in "
+                     "GrowthBook), half-width sqrt(se^2 (n rho^2 + 1) / (n rho^2) (log(n rho^2 + 1) - 2 log 0.05)), "
+                     "n = delivered sends of both sides, rho tuned at MAB_REPORT_SEQUENTIAL_TUNING_SENDS; valid at "
+                     "every look. verdict: better / worse when it excludes 0, else undecided.",
+    "adjusted_lift": "CUPED / regression adjustment on each customer's spend and order count before the campaign "
+                     "started (pooled within-group coefficients); variance_reduction = 1 - adjusted / unadjusted "
+                     "variance; falls back to the unadjusted lift, with the reason, without usable history.",
+    "ipw": "leaderboard and factor-effect ipw: self-normalised inverse-propensity mean of the segment's bandit sends "
+           "of the variant (or level), sum(r / p) / sum(1 / p), p the logged probability among bandit sends: each "
+           "period counts by its traffic whatever the allocation gave the variant; Hajek 95% interval.",
+    "projection": "absolute lift x average delivered sends per period (holdout included) x "
+                  "MAB_REPORT_PROJECTION_PERIODS, interval likewise; assumptions listed with it.",
     "prob_lift_positive": "normal approximation: Phi(absolute lift / its standard error).",
     "incremental": "absolute lift x bandit sends (the extra clicks, conversions or revenue the bandit's emails "
                    "brought against the old email for the same sends), interval likewise.",
