@@ -164,13 +164,24 @@ class Demo:
             report = self.wait_for_events(cid, posted)
             self.console.print(f"period {period['number']}: {period['sent']} sent; {posted} events so far")
             self.show_allocation(report, period["number"])
-        lift = report["overall"]["lift"]["conversion_rate"]
-        self.console.print(
-            f"[bold]Conversion per send[/]: control {lift['control']:.4f}, bandit {lift['bandit']:.4f}, "
-            f"relative lift {lift['relative_lift']:+.1%} "
-            f"(absolute 95% CI {lift['absolute_lift_ci95'][0]:+.4f} … {lift['absolute_lift_ci95'][1]:+.4f})"
-        )
+        self.console.print(lift_line(report))
+        if report.get("summary"):
+            self.console.print(report["summary"])
         base = str(self.http.base_url).rstrip("/")
         self.console.print(f"Full report: GET {base}/campaigns/{cid}/report (JSON), /report.csv, /report.html "
                            "(with an analyst or admin key)")
         return report
+
+
+def _fmt(x, spec: str) -> str:
+    """A number of the report, or "n/a" where the report has none (no delivered control email yet,
+    or a control without conversions: the relative lift is then undefined)."""
+    return "n/a" if x is None else format(x, spec)
+
+
+def lift_line(report: dict) -> str:
+    lift = report["overall"]["lift"]["conversion_rate"]
+    lo, hi = lift["absolute_lift_ci95"]
+    return (f"[bold]Conversion per send[/]: control {_fmt(lift['control'], '.4f')}, "
+            f"bandit {_fmt(lift['bandit'], '.4f')}, relative lift {_fmt(lift['relative_lift'], '+.1%')} "
+            f"(absolute 95% CI {_fmt(lo, '+.4f')} … {_fmt(hi, '+.4f')})")

@@ -191,6 +191,13 @@ class Settings(BaseSettings):
     max_template_bytes: int = Field(
         100_000, ge=100, description="UTF-8 bytes per template part (subject, html, text); larger is refused (422)."
     )
+    report_sequential_tuning_sends: int = Field(
+        50_000, ge=100,
+        description="Sends (holdout and bandit) at which the report's anytime-valid interval is tightest.",
+    )
+    report_projection_periods: int = Field(
+        52, ge=1, description="Periods the report's business projection extrapolates to (52 weekly periods: a year).",
+    )
 
     def resolved_database_url(self) -> str:
         """MAB_DATABASE_URL; else the database of the `mab up` running in this folder; else SQLite."""
