@@ -114,7 +114,7 @@ def main() -> None:
         try:
             run(f"http://127.0.0.1:{port}", (folder / "var" / "admin.key").read_text().strip(), api_pid(port), args)
         finally:
-            os.killpg(proc.pid, signal.SIGINT)
+            os.killpg(proc.pid, signal.SIGTERM)  # what Ctrl-C does: a clean stop
             proc.wait(60)
 
 
