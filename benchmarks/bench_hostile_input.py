@@ -145,7 +145,7 @@ def run(url: str, key: str, pid: int, args) -> None:
         body = customers_body(valid, size)
         before = memory_kb(pid, "VmRSS")
         stop, result = threading.Event(), []
-        poller = threading.Thread(target=lambda: result.append(health_latencies(url, stop, 0)))
+        poller = threading.Thread(target=lambda out=result, done=stop: out.append(health_latencies(url, done, 0)))
         poller.start()
         started = time.perf_counter()
         r = httpx.post(url + "/customers", content=body, timeout=600,
