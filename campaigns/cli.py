@@ -223,7 +223,7 @@ _reading_commands()
 
 @app.command("config-reference")
 def config_reference(
-    output: Annotated[str, typer.Option(help="Where to write it (default: docs/configuration.md)")] = "",
+    output: Annotated[str, typer.Option(help="Where to write it (default: docs/reference/configuration.md)")] = "",
     check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 if the file is out of date")] = False,
 ) -> None:
     """Generate the configuration reference (every MAB_* variable) from the settings object."""
