@@ -42,8 +42,8 @@ def render() -> str:
     for name in group.list_commands(ctx):
         cmd = group.get_command(ctx, name)
         sub = click.Context(cmd, info_name=name, parent=ctx)
-        lines += [f"## `mab {name}`", "", f"```text\n{' '.join(cmd.collect_usage_pieces(sub))}\n```".replace(
-            "```text\n", f"```text\nmab {name} "), "", (cmd.help or "").strip(), ""]
+        usage = " ".join(cmd.collect_usage_pieces(sub))
+        lines += [f"## `mab {name}`", "", "```text", f"mab {name} {usage}", "```", "", (cmd.help or "").strip(), ""]
         params = [p for p in cmd.params if p.name != "help"]
         if params:
             lines += ["| argument or option | default | description |", "| --- | --- | --- |"]

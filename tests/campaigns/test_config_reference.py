@@ -14,7 +14,8 @@ def test_docs_configuration_md_is_up_to_date_with_the_settings():
     actual = reference.DOCUMENT.read_text(encoding="utf-8") if reference.DOCUMENT.exists() else ""
     if actual != expected:
         diff = "".join(difflib.unified_diff(actual.splitlines(True), expected.splitlines(True),
-                                            "docs/reference/configuration.md", "generated from campaigns/settings.py", n=0))
+                                            "docs/reference/configuration.md", "generated from campaigns/settings.py",
+                                            n=0))
         raise AssertionError(
             "docs/reference/configuration.md is out of date with campaigns/settings.py: regenerate it with "
             f"`mab config-reference` (or `python -m campaigns.cli config-reference`).\n{diff[:4000]}"
