@@ -70,16 +70,18 @@ def lift_table(report: dict) -> Table:
     """Overall lift for every metric, then each segment's lift on the campaign's objective."""
     objective = report["objective_metric"]
     table = Table(title=f"Lift against the holdout ({METRIC_LABEL[objective]} per segment)")
-    for name in ("segment", "metric", "sends control / bandit", "control", "bandit", "relative lift (95% CI)",
-                 "P(lift > 0)"):
+    for name in ("segment", "metric", "sends control / bandit", "control", "bandit", "absolute lift (95% CI)",
+                 "relative lift (95% CI)", "P(lift > 0)"):
         table.add_column(name, justify="left" if name in ("segment", "metric") else "right")
 
     def row(label: str, block: dict, metric: str, end_section: bool = False) -> None:
         lf = block["lift"][metric]
         rel = "–" if lf["relative_lift"] is None else (
             f"{lf['relative_lift']:+.1%} ({_ci(lf['relative_lift_ci95'], lambda v: f'{v:+.1%}')})")
+        absolute = "–" if lf["absolute_lift"] is None else (
+            f"{_num(lf['absolute_lift'], metric)} ({_ci(lf['absolute_lift_ci95'], lambda v: _num(v, metric))})")
         table.add_row(label, METRIC_LABEL[metric], f"{block['control']['sends']:,} / {block['bandit']['sends']:,}",
-                      _num(lf["control"], metric), _num(lf["bandit"], metric), rel,
+                      _num(lf["control"], metric), _num(lf["bandit"], metric), absolute, rel,
                       _pct(lf["prob_lift_positive"], 0), end_section=end_section)
 
     metrics = list(report["overall"]["lift"])

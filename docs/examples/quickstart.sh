@@ -31,6 +31,7 @@ for _ in $(seq 120); do
 done
 
 # 5. Who got which variant, and the report (JSON; also /report.csv and /report.html)
-curl -sSf -H "X-API-Key: $KEY" "$API/campaigns/$CAMPAIGN/periods/1/sends.csv" | head -5
+curl -sSf -H "X-API-Key: $KEY" -o "campaign-$CAMPAIGN-period-1.csv" "$API/campaigns/$CAMPAIGN/periods/1/sends.csv"
+head -5 "campaign-$CAMPAIGN-period-1.csv"
 curl -sSf -H "X-API-Key: $KEY" "$API/campaigns/$CAMPAIGN/report" |
      python3 -c 'import json, sys; r = json.load(sys.stdin); print("sends:", r["overall"]["bandit"]["sends"], "bandit,", r["overall"]["control"]["sends"], "holdout")'
