@@ -168,8 +168,6 @@ def transition(session: Session, campaign_id: int, action: str) -> Campaign:
     return campaign
 
 
-
-
 def overview(session: Session) -> list[dict]:
     """Every campaign with its status and newest period: what `mab campaigns` lists."""
     last = repo.last_periods(session)
