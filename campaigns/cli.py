@@ -35,8 +35,9 @@ def _migrate() -> str:
     return url
 
 
-def _ensure_admin_key() -> str | None:
-    """On first start, create an admin key, show it once, and keep it in var/admin.key (0600)."""
+def _ensure_admin_key() -> tuple[str | None, bool]:
+    """On first start, create an admin key and keep it in var/admin.key (0600). Returns the key
+    (None when keys exist but the file is gone) and whether it was created now: only then is it shown."""
     from sqlalchemy import func, select
 
     from campaigns.db import session_scope
@@ -46,11 +47,11 @@ def _ensure_admin_key() -> str | None:
     key_file = get_settings().var_dir / "admin.key"
     with session_scope() as session:
         if session.execute(select(func.count()).select_from(ApiKey)).scalar_one():
-            return key_file.read_text().strip() if key_file.exists() else None
+            return (key_file.read_text().strip() if key_file.exists() else None), False
         _, plaintext = keys.create_key(session, "first admin (mab up)", "admin")
     key_file.write_text(plaintext + "\n")
     key_file.chmod(0o600)
-    return plaintext
+    return plaintext, True
 
 
 @app.command()
@@ -114,11 +115,16 @@ def up(
         os.environ.update(MAB_REDIS_URL=redis_url, MAB_DATABASE_URL=url)
         stack.start_services(host, port, concurrency)
         stack.record(database_url=url, redis_url=redis_url, api_url=api_url)
-        admin_key = _ensure_admin_key()
+        admin_key, created = _ensure_admin_key()
         console.print(f"[bold green]MAB Campaigns is up[/] at {api_url} (docs: /docs)")
         console.print(f"database {url}\nbroker   {redis_url}\nlogs     {settings.var_dir / 'logs'}/")
-        if admin_key:
-            console.print(f"admin key (also in {settings.var_dir / 'admin.key'}): {admin_key}")
+        key_file = settings.var_dir / "admin.key"
+        if created:
+            console.print(f"admin key (shown once; kept in {key_file}): {admin_key}")
+        elif admin_key:
+            console.print(f"admin key: in {key_file}")
+        else:
+            console.print(f"[yellow]no {key_file}:[/] create an admin key with `mab create-key --role admin`")
         if demo:
             from campaigns.demo import Demo
 
@@ -227,9 +233,20 @@ def _simulate_command() -> None:
 _simulate_command()
 
 
+def _reading_commands() -> None:
+    from campaigns import reading_cli
+
+    app.command("campaigns")(reading_cli.campaigns_cmd)
+    app.command("report")(reading_cli.report_cmd)
+    app.command("docs")(reading_cli.docs_cmd)
+
+
+_reading_commands()
+
+
 @app.command("config-reference")
 def config_reference(
-    output: Annotated[str, typer.Option(help="Where to write it (default: docs/configuration.md)")] = "",
+    output: Annotated[str, typer.Option(help="Where to write it (default: docs/reference/configuration.md)")] = "",
     check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 if the file is out of date")] = False,
 ) -> None:
     """Generate the configuration reference (every MAB_* variable) from the settings object."""

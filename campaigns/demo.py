@@ -167,10 +167,24 @@ class Demo:
         self.console.print(lift_line(report))
         if report.get("summary"):
             self.console.print(report["summary"])
-        base = str(self.http.base_url).rstrip("/")
-        self.console.print(f"Full report: GET {base}/campaigns/{cid}/report (JSON), /report.csv, /report.html "
-                           "(with an analyst or admin key)")
+        self.next_steps(cid)
         return report
+
+    def next_steps(self, campaign_id: int) -> None:
+        """Where to look next: the emails, the report (a browser cannot send the key header the
+        report's URL needs, so `mab report` writes the page to a file), the manual."""
+        from campaigns.settings import get_settings
+
+        settings = get_settings()
+        base = str(self.http.base_url).rstrip("/")
+        self.console.print(
+            "\n[bold]Next steps[/] (in another terminal, in this folder)\n"
+            f"  the emails      one .eml file per send under {settings.outbox_dir}/\n"
+            f"  the report      .venv/bin/mab report {campaign_id} --open   (or --html report.html, --csv report.csv)\n"
+            "  your campaigns  .venv/bin/mab campaigns\n"
+            "  the manual      .venv/bin/mab docs, then http://127.0.0.1:8001 (its pages are in docs/)\n"
+            f"  the API         {base}/docs, with the admin key in {settings.var_dir / 'admin.key'}"
+        )
 
 
 def _fmt(x, spec: str) -> str:

@@ -96,7 +96,7 @@ class Settings(BaseSettings):
         2_000, ge=1, description="Variants (the factor grid minus exclusions) per campaign."
     )
 
-    # Behavioural (RFM) segmentation thresholds, see README "Segments".
+    # Behavioural (RFM) segmentation thresholds, see the manual: docs/marketer/customers.md.
     rfm_recent_days: int = 60
     rfm_frequent_orders: int = 4
     rfm_high_spend: float = 200.0
