@@ -31,6 +31,13 @@ class Settings(BaseSettings):
         "MAB Campaigns <news@example.com>",
         description="From header and envelope sender; its domain names Message-IDs and the default unsubscribe mailto.",
     )
+    dkim_keys: str = Field(
+        "", description="Comma-separated `selector=/path/to/private-key.pem` DKIM keys (RSA of 2048+ bits or "
+        "Ed25519); each signs every message (one of each: dual signing). Empty: messages leave unsigned.")
+    dkim_next_keys: str = Field(
+        "", description="Keys published ahead of a rotation, same format: `mab check-domain` prints their DNS "
+        "records; they sign nothing until moved into MAB_DKIM_KEYS.")
+    dkim_domain: str = Field("", description="The DKIM signing domain (d=); default: the domain of MAB_MAIL_FROM.")
 
     public_base_url: str = Field(
         "http://127.0.0.1:8000", description="Base of unsubscribe and tracking links in emails."

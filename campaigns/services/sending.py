@@ -18,11 +18,11 @@ from collections import Counter
 from datetime import timedelta
 from functools import lru_cache
 
-from campaigns import metrics, signing
+from campaigns import dkim_signing, metrics, signing
 from campaigns.db import on_commit, session_scope
 from campaigns.delivery import DeliveryError, make_backend
 from campaigns.models import CampaignStatus, ChunkStatus, PeriodStatus, SendStatus, utcnow
-from campaigns.rendering import CompiledCampaign, MessageWriter, rewrite_links
+from campaigns.rendering import CompiledCampaign, MessageWriter, list_id, rewrite_links
 from campaigns.repositories import campaigns as repo
 from campaigns.repositories import chunks as chunk_repo
 from campaigns.repositories import sends as send_repo
@@ -117,7 +117,9 @@ class ChunkContext:
         self.links = {url: i + 1 for i, url in enumerate(campaign.links)}
         self.period_seed = period.seed
         self.campaign_id = campaign.id
-        self.writer = MessageWriter(settings.mail_from, self.domain)  # headers and MIME skeleton, once
+        # headers and MIME skeleton once; the DKIM keys once per process (campaigns/dkim_signing.py)
+        self.writer = MessageWriter(settings.mail_from, self.domain, list_id(campaign.id, campaign.name, self.domain),
+                                    dkim_signing.signer_for(settings))
         self.render_timeout = settings.render_timeout_seconds
         self.max_bytes = settings.max_message_bytes
         self.sent = 0  # by this task, for its log line
