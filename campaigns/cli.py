@@ -268,6 +268,27 @@ def unsubscribe_mail(
             typer.echo(f"{name}: {inbound.process_message(session, raw)}")  # one plain line each
 
 
+@app.command("check-domain")
+def check_domain() -> None:
+    """Print the DNS records (DKIM, SPF, DMARC) to publish for the configured sending domain."""
+    from campaigns import dkim_signing
+
+    settings = get_settings()
+    try:
+        records = dkim_signing.dns_records(settings)
+    except dkim_signing.DkimConfigError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    if not dkim_signing.parse_keys(settings.dkim_keys):
+        typer.echo("DKIM: no key configured (MAB_DKIM_KEYS): messages leave unsigned; receivers that require "
+                   "DKIM (Gmail, Yahoo: bulk senders) will refuse or junk them.")
+    for name, value, why in records:
+        typer.echo(f"; {why}")
+        # TXT strings are at most 255 characters each (RFC 4408 3.1.3): a 2048-bit key needs two
+        chunks = " ".join(f'"{value[i:i + 255]}"' for i in range(0, len(value), 255))
+        typer.echo(f"{name}. IN TXT {chunks}")
+
+
 @app.command("revoke-key")
 def revoke_key(
     key_id: Annotated[int, typer.Argument(help="The key's id (`GET /api-keys`, or printed by create-key)")],

@@ -163,3 +163,22 @@ def _mtime(path: Path) -> float:
         return path.stat().st_mtime
     except OSError:
         return -1.0  # load_key then says what is wrong with it
+
+
+def dns_records(settings: Settings) -> list[tuple[str, str, str]]:
+    """(name, TXT value, why) of every record the configured domain needs: one per DKIM key (signing
+    and next), SPF and DMARC. Raises DkimConfigError for a key that cannot be read."""
+    domain = signing_domain(settings)
+    records = []
+    for spec, role in ((settings.dkim_keys, "signs now"), (settings.dkim_next_keys, "next key: publish before use")):
+        for selector, path in parse_keys(spec):
+            key = load_key(selector, path)
+            records.append((f"{selector}._domainkey.{domain}", key.public_record(),
+                            f"DKIM {key.algorithm} ({role}; {path})"))
+    relay = settings.smtp_host if settings.delivery_backend == "smtp" else "your relay"
+    records.append((domain, "v=spf1 mx ~all",
+                    f"SPF: replace `mx` by the addresses of the hosts that relay your mail ({relay}), e.g. "
+                    "`ip4:203.0.113.5` or your ESP's `include:`; end with -all once every sender is listed"))
+    records.append((f"_dmarc.{domain}", f"v=DMARC1; p=none; adkim=s; aspf=r; rua=mailto:dmarc-reports@{domain}",
+                    "DMARC: start at p=none, read the aggregate reports, then p=quarantine and p=reject"))
+    return records
