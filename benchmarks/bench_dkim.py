@@ -55,7 +55,8 @@ def main() -> None:
     lid = list_id(1, "Spring menu", "example.com")
 
     def writer(keys):
-        return MessageWriter("Shop <news@example.com>", "example.com", lid, Signer("example.com", keys) if keys else None)
+        signer = Signer("example.com", keys) if keys else None
+        return MessageWriter("Shop <news@example.com>", "example.com", lid, signer)
 
     rows = [("unsigned (baseline)", per_message(writer([]), n))]
     rows.append(("RSA-2048", per_message(writer([rsa_key]), n)))

@@ -289,6 +289,35 @@ def check_domain() -> None:
         typer.echo(f"{name}. IN TXT {chunks}")
 
 
+@app.command("check-email")
+def check_email(
+    campaign_id: Annotated[int, typer.Argument(help="The campaign whose emails to score")],
+    samples: Annotated[int, typer.Option(help="Emails to build: the baseline and variants across the grid")] = 5,
+) -> None:
+    """Score a campaign's emails, built as they are sent (List-Id, DKIM), with SpamAssassin's local rules
+    (no network tests). Exit 1 if any scores above 0, or if SpamAssassin is not installed."""
+    from campaigns import spam_check
+    from campaigns.db import session_scope
+    from campaigns.errors import DomainError
+
+    if not spam_check.available():
+        console.print("[red]spamassassin is not installed[/] (Debian: apt-get install spamassassin)")
+        raise typer.Exit(1)
+    try:
+        with session_scope() as session:
+            messages = spam_check.campaign_messages(session, campaign_id, get_settings(), samples)
+    except DomainError as exc:
+        console.print(f"[red]{exc.detail}[/]")
+        raise typer.Exit(1) from None
+    scores = [spam_check.score(raw, label) for label, raw in messages]
+    for s in scores:
+        typer.echo(f"{s.score:5.1f}  {'ok  ' if s.passed else 'HIGH'}  {s.label}: {', '.join(s.rules) or 'no rule'}")
+    worst = max(s.score for s in scores)
+    typer.echo(f"worst score {worst:.1f} (required: <= {spam_check.THRESHOLD:.1f}; SpamAssassin calls 5.0 spam)")
+    if worst > spam_check.THRESHOLD:
+        raise typer.Exit(1)
+
+
 @app.command("revoke-key")
 def revoke_key(
     key_id: Annotated[int, typer.Argument(help="The key's id (`GET /api-keys`, or printed by create-key)")],

@@ -88,3 +88,10 @@ def set_status(session: Session, customer_id: int, status: CustomerStatus) -> No
     # an old unsubscribe link of an erased customer must not turn `erased` back into something else
     session.execute(update(Customer).where(Customer.id == customer_id, Customer.status != CustomerStatus.ERASED)
                     .values(status=status, updated_at=utcnow()))
+
+
+def sample_active(session: Session, segment_ids: list[int], limit: int) -> list[Customer]:
+    """The first active customers of these segments, by id (a stable sample)."""
+    return list(session.execute(
+        select(Customer).where(Customer.segment_id.in_(segment_ids), Customer.status == CustomerStatus.ACTIVE)
+        .order_by(Customer.id).limit(limit)).scalars())
