@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     render_timeout_seconds: float = Field(2.0, gt=0, description="Per-message rendering time cap.")
     smtp_rate_per_second: float = Field(0.0, ge=0, description="Messages per second per worker (0: unlimited).")
     smtp_max_attempts: int = Field(4, ge=1, description="Tries per message on a temporary (4xx) SMTP failure.")
+    soft_bounce_periods: int = Field(
+        3, ge=0, description="Suppress a customer (status bounced) once this many of their sends in a row were "
+        "deferred (4xx) through every SMTP attempt (0: never). A hard bounce (5.1.x) suppresses at once.")
     unsubscribe_mailto: str = Field(
         "", description="mailto address in List-Unsubscribe (default unsubscribe@<from domain>)."
     )

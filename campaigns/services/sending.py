@@ -26,7 +26,7 @@ from campaigns.rendering import CompiledCampaign, MessageWriter, list_id, rewrit
 from campaigns.repositories import campaigns as repo
 from campaigns.repositories import chunks as chunk_repo
 from campaigns.repositories import sends as send_repo
-from campaigns.services import period_health, periods
+from campaigns.services import bounces, period_health, periods
 from campaigns.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -173,7 +173,8 @@ def _deliver_with_retries(backend, send_id, msg, attempts: int) -> None:
             if exc.permanent or (attempt == attempts and exc.connection_lost):
                 raise
             if attempt == attempts:
-                raise DeliveryError(f"deferred {attempts} times: {exc}", permanent=True) from exc
+                raise DeliveryError(f"deferred {attempts} times: {exc}", permanent=True, code=exc.code,
+                                    deferred=True) from exc
             time.sleep(min(0.2 * 2 ** (attempt - 1), 5.0))
 
 
@@ -200,6 +201,7 @@ def _deliver_rows(ctx: ChunkContext, rows, backend, limiter) -> list[dict]:
                 results.pop()
                 raise _Interrupted(results, exc) from exc
             result["err"] = str(exc)[:500]
+            result["bounce"] = bounces.smtp_bounce(exc)  # suppresses the address from the next batch on
             continue
         result.update(new_status=SendStatus.SENT, mid=msg.message_id, at=time.time())  # epoch: see record_results
     return results
@@ -216,6 +218,7 @@ def _record(session, period_id: int, chunk_id: int, results: list[dict], lease: 
     """Record a batch's outcomes, the period's progress and its failures by reason; returns the
     batch's failures by reason."""
     send_repo.record_results(session, results)
+    bounces.apply_smtp_bounces(session, results)
     backend = get_settings().delivery_backend
     on_commit(session, lambda: metrics.observe_send_results(results, backend))  # counted once it holds
     sent = sum(r["new_status"] == SendStatus.SENT for r in results)
