@@ -14,7 +14,10 @@ from campaigns.services import periods
 from campaigns.services.bounces import smtp_bounce
 from campaigns.settings import get_settings
 from tests.campaigns.test_periods import new_period, setup_campaign
-from tests.campaigns.test_smtp import ledger, smtp  # noqa: F401 (fixture)
+from tests.campaigns import test_smtp
+from tests.campaigns.test_smtp import ledger
+
+smtp = test_smtp.smtp  # the fixture: a real SMTP server the application delivers to
 
 
 @pytest.mark.parametrize(("error", "kind"), [
