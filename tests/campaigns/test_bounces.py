@@ -13,8 +13,8 @@ from campaigns.models import Customer, PeriodStatus
 from campaigns.services import periods
 from campaigns.services.bounces import smtp_bounce
 from campaigns.settings import get_settings
-from tests.campaigns.test_periods import new_period, setup_campaign
 from tests.campaigns import test_smtp
+from tests.campaigns.test_periods import new_period, setup_campaign
 from tests.campaigns.test_smtp import ledger
 
 smtp = test_smtp.smtp  # the fixture: a real SMTP server the application delivers to
