@@ -268,6 +268,24 @@ def unsubscribe_mail(
             typer.echo(f"{name}: {inbound.process_message(session, raw)}")  # one plain line each
 
 
+@app.command("inbound")
+def inbound_reports(
+    files: Annotated[list[str] | None, typer.Argument(help="Raw messages (.eml); none: one message on stdin")] = None,
+) -> None:
+    """Process bounce (RFC 3464 DSN) and complaint (RFC 5965 ARF) reports that arrive by mail, e.g. from
+    a Postfix pipe transport on the bounce address. Hard bounces and complaints suppress the customer;
+    reports that cannot be parsed or matched are kept under MAB_INBOUND_DIR and counted."""
+    from pathlib import Path
+
+    from campaigns.db import session_scope
+    from campaigns.services import feedback_mail
+
+    messages = [(name, Path(name).read_bytes()) for name in files] if files else [("stdin", sys.stdin.buffer.read())]
+    for name, raw in messages:
+        with session_scope() as session:  # one message, one commit: a bad one never holds back the rest
+            typer.echo(f"{name}: {feedback_mail.process_report(session, raw)}")
+
+
 @app.command("check-domain")
 def check_domain() -> None:
     """Print the DNS records (DKIM, SPF, DMARC) to publish for the configured sending domain."""

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     soft_bounce_periods: int = Field(
         3, ge=0, description="Suppress a customer (status bounced) once this many of their sends in a row were "
         "deferred (4xx) through every SMTP attempt (0: never). A hard bounce (5.1.x) suppresses at once.")
+    inbound_dir: Path = Field(
+        Path("var/inbound"), description="Where `mab inbound` keeps the reports it could not parse (unparseable/) "
+        "or match to a send (unmatched/), one .eml file each.")
     unsubscribe_mailto: str = Field(
         "", description="mailto address in List-Unsubscribe (default unsubscribe@<from domain>)."
     )
