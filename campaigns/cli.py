@@ -285,6 +285,74 @@ def unsubscribe_mail(
             typer.echo(f"{name}: {inbound.process_message(session, raw)}")  # one plain line each
 
 
+@app.command("inbound")
+def inbound_reports(
+    files: Annotated[list[str] | None, typer.Argument(help="Raw messages (.eml); none: one message on stdin")] = None,
+) -> None:
+    """Process bounce (RFC 3464 DSN) and complaint (RFC 5965 ARF) reports that arrive by mail, e.g. from
+    a Postfix pipe transport on the bounce address. Hard bounces and complaints suppress the customer;
+    reports that cannot be parsed or matched are kept under MAB_INBOUND_DIR and counted."""
+    from pathlib import Path
+
+    from campaigns.db import session_scope
+    from campaigns.services import feedback_mail
+
+    messages = [(name, Path(name).read_bytes()) for name in files] if files else [("stdin", sys.stdin.buffer.read())]
+    for name, raw in messages:
+        with session_scope() as session:  # one message, one commit: a bad one never holds back the rest
+            typer.echo(f"{name}: {feedback_mail.process_report(session, raw)}")
+
+
+@app.command("check-domain")
+def check_domain() -> None:
+    """Print the DNS records (DKIM, SPF, DMARC) to publish for the configured sending domain."""
+    from campaigns import dkim_signing
+
+    settings = get_settings()
+    try:
+        records = dkim_signing.dns_records(settings)
+    except dkim_signing.DkimConfigError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    if not dkim_signing.parse_keys(settings.dkim_keys):
+        typer.echo("DKIM: no key configured (MAB_DKIM_KEYS): messages leave unsigned; receivers that require "
+                   "DKIM (Gmail, Yahoo: bulk senders) will refuse or junk them.")
+    for name, value, why in records:
+        typer.echo(f"; {why}")
+        # TXT strings are at most 255 characters each (RFC 4408 3.1.3): a 2048-bit key needs two
+        chunks = " ".join(f'"{value[i:i + 255]}"' for i in range(0, len(value), 255))
+        typer.echo(f"{name}. IN TXT {chunks}")
+
+
+@app.command("check-email")
+def check_email(
+    campaign_id: Annotated[int, typer.Argument(help="The campaign whose emails to score")],
+    samples: Annotated[int, typer.Option(help="Emails to build: the baseline and variants across the grid")] = 5,
+) -> None:
+    """Score a campaign's emails, built as they are sent (List-Id, DKIM), with SpamAssassin's local rules
+    (no network tests). Exit 1 if any scores above 0, or if SpamAssassin is not installed."""
+    from campaigns import spam_check
+    from campaigns.db import session_scope
+    from campaigns.errors import DomainError
+
+    if not spam_check.available():
+        console.print("[red]spamassassin is not installed[/] (Debian: apt-get install spamassassin)")
+        raise typer.Exit(1)
+    try:
+        with session_scope() as session:
+            messages = spam_check.campaign_messages(session, campaign_id, get_settings(), samples)
+    except DomainError as exc:
+        console.print(f"[red]{exc.detail}[/]")
+        raise typer.Exit(1) from None
+    scores = [spam_check.score(raw, label) for label, raw in messages]
+    for s in scores:
+        typer.echo(f"{s.score:5.1f}  {'ok  ' if s.passed else 'HIGH'}  {s.label}: {', '.join(s.rules) or 'no rule'}")
+    worst = max(s.score for s in scores)
+    typer.echo(f"worst score {worst:.1f} (required: <= {spam_check.THRESHOLD:.1f}; SpamAssassin calls 5.0 spam)")
+    if worst > spam_check.THRESHOLD:
+        raise typer.Exit(1)
+
+
 @app.command("revoke-key")
 def revoke_key(
     key_id: Annotated[int, typer.Argument(help="The key's id (`GET /api-keys`, or printed by create-key)")],
