@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     webhook_max_body_bytes: int = Field(
         10_000_000, ge=1_000, description="Larger webhook bodies are refused (413) before any work."
     )
+    mailgun_signing_key: str = Field(
+        "", description="Mailgun's HTTP webhook signing key: POST /webhooks/esp/mailgun verifies each event's "
+        "HMAC with it. Empty: that webhook is off (503).")
     max_conversion_rows_per_request: int = Field(
         1_000_000, ge=1, description="Row cap of one POST /events/conversions.csv."
     )

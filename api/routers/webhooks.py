@@ -4,8 +4,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from api.deps import SessionDep
 from campaigns.schemas import EventsAccepted
-from campaigns.services import webhooks
+from campaigns.services import esp_webhooks, webhooks
 
 router = APIRouter(tags=["webhooks"])
 
@@ -37,3 +38,13 @@ async def conversion_webhook(request: Request):
         body,
     )
     return JSONResponse({"accepted": accepted}, status_code=202)
+
+
+@router.post("/webhooks/esp/mailgun", responses={401: {"description": "Signature missing, wrong, stale or replayed"},
+                                                  503: {"description": "Off: MAB_MAILGUN_SIGNING_KEY is empty"}})
+async def mailgun_webhook(request: Request, session: SessionDep):
+    """Mailgun's event webhook (bounces, complaints), verified by its HMAC signature. 200 with what was
+    recorded; an event about no send of ours is acknowledged and counted as unmatched."""
+    body = await webhooks.read_body(request.stream(), request.headers.get("content-length"))
+    outcome = await run_in_threadpool(esp_webhooks.receive_mailgun, session, body)
+    return {"outcome": outcome}

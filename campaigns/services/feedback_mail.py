@@ -55,7 +55,7 @@ def process_report(session: Session, raw: bytes) -> str:
     if named and named.lower() != (customer.email or "").lower():
         return _keep(raw, "unmatched", f"send {send.id} went to another address than the report names")
     if report["kind"] == "complaint":
-        return _complaint(session, send, customer)
+        return record_complaint(session, send, customer)
     return _bounce(session, send, customer, report["status"], report["action"])
 
 
@@ -112,15 +112,23 @@ def _bounce(session: Session, send, customer, status: str, action: str) -> str:
     if not hard:
         metrics.count_inbound("ignored")
         return f"ignored: send {send.id}: action {action}, status {status or 'none'} (not a hard bounce)"
+    return record_hard_bounce(session, send, customer, status)
+
+
+def record_hard_bounce(session: Session, send, customer, status: str, source: str = "mail") -> str:
+    """Suppress the customer of a hard-bounced send (idempotent); one line saying what happened."""
     suppressed = customer_repo.bounce_active(session, [customer.external_id])
-    on_commit(session, lambda: (metrics.count_inbound("recorded"), metrics.count_bounces("mail", "hard", suppressed)))
-    log.info("hard bounce by mail for send %s: customer suppressed", send.id,
-             extra={"send_id": send.id, "campaign_id": send.campaign_id, "status": status})
+    if source == "mail":
+        on_commit(session, lambda: metrics.count_inbound("recorded"))
+    on_commit(session, lambda: metrics.count_bounces(source, "hard", suppressed))
+    log.info("hard bounce (%s) for send %s: customer suppressed", source, send.id,
+             extra={"send_id": send.id, "campaign_id": send.campaign_id, "status": status, "source": source})
     return f"hard bounce: send {send.id} (status {status}); customer {customer.external_id} " + (
         "suppressed" if suppressed else f"already {customer.status}")
 
 
-def _complaint(session: Session, send, customer) -> str:
+def record_complaint(session: Session, send, customer, source: str = "mail") -> str:
+    """Unsubscribe the customer for good and record one complaint event on the send (idempotent)."""
     customer_repo.set_status(session, customer.id, CustomerStatus.UNSUBSCRIBED)
     now = utcnow()
     event_repo.insert_new_events(session, [{
@@ -129,9 +137,11 @@ def _complaint(session: Session, send, customer) -> str:
         "revenue": 0.0, "occurred_at": now, "received_at": now, "reason": None,
         "user_agent": None, "link": None,
     }])
-    on_commit(session, lambda: (metrics.count_inbound("recorded"), metrics.count_bounces("mail", "complaint", 1)))
-    log.info("complaint by mail for send %s: customer unsubscribed", send.id,
-             extra={"send_id": send.id, "campaign_id": send.campaign_id})
+    if source == "mail":
+        on_commit(session, lambda: metrics.count_inbound("recorded"))
+    on_commit(session, lambda: metrics.count_bounces(source, "complaint", 1))
+    log.info("complaint (%s) for send %s: customer unsubscribed", source, send.id,
+             extra={"send_id": send.id, "campaign_id": send.campaign_id, "source": source})
     return f"complaint: send {send.id}; customer {customer.external_id} unsubscribed"
 
 
