@@ -87,3 +87,11 @@ def set_send_errors(session: Session, rows: list[dict]) -> None:
 def delete_orders(session: Session, customer_id: int) -> int:
     return session.execute(delete(Order).where(Order.customer_id == customer_id)
                            .execution_options(synchronize_session=False)).rowcount
+
+
+def periods_of(session: Session, period_ids: set[int]) -> list[SendPeriod]:
+    """The periods an erased customer was sent in, locked: their failure summaries name examples."""
+    if not period_ids:
+        return []
+    stmt = select(SendPeriod).where(SendPeriod.id.in_(period_ids)).with_for_update()
+    return list(session.execute(stmt).scalars())

@@ -36,13 +36,26 @@ OTHER = "other reasons"
 SUPPRESSED = "suppressed:"
 
 _LONG_NUMBER = re.compile(r"\d{4,}")  # sizes, ids, timestamps: not SMTP codes (3 digits)
-_ADDRESS = re.compile(r"<?[^\s<>@'\"]+@[^\s<>@'\"]+>?")
+# an address, or the mask an erased customer's address became (services/privacy.py)
+_ADDRESS = re.compile(r"<?[^\s<>@'\"]+@[^\s<>@'\"]+>?|<?<erased>>?")
 
 
 def reason_of(error: str | None) -> str:
     """The reason a failure is counted under: its message without what differs per customer."""
     text = _ADDRESS.sub("<address>", error or "unknown error")
     return _LONG_NUMBER.sub("N", text)[:200]
+
+
+def scrub(summary: dict | None, external_id: str, mask) -> dict | None:
+    """The summary without an erased customer: not among the examples, nothing of theirs in a reason."""
+    if not summary:
+        return summary
+    reasons: dict[str, dict] = {}
+    for reason, entry in summary.get("reasons", {}).items():
+        kept = reasons.setdefault(mask(reason), {"count": 0, "examples": []})
+        kept["count"] += entry["count"]
+        kept["examples"] += [x for x in entry["examples"] if x != external_id]
+    return {**summary, "reasons": reasons}
 
 
 def is_judged(reason: str) -> bool:

@@ -29,6 +29,7 @@ from campaigns.errors import NotFound
 from campaigns.logging_config import EMAIL
 from campaigns.models import CustomerStatus, utcnow
 from campaigns.repositories import privacy as repo
+from campaigns.services import period_health
 from campaigns.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,8 @@ def erase(session: Session, external_id: str) -> dict:
     scrubbed = repo.scrub_events(session, send_ids, c.external_id)
     repo.set_send_errors(session, [{"sid": sid, "err": mask(err)} for sid, err in repo.send_errors(session, c.id)
                                    if mask(err) != err])
+    for period in repo.periods_of(session, {r.Send.period_id for r in sends}):
+        period.failures = period_health.scrub(period.failures, c.external_id, mask)
     orders = repo.delete_orders(session, c.id)
     token = secrets.token_hex(12)
     c.external_id = f"erased-{token}"

@@ -44,6 +44,7 @@ from campaigns.repositories import campaigns as repo
 from campaigns.repositories import events as event_repo
 from campaigns.repositories import reports as report_repo
 from campaigns.services import campaigns as campaign_service
+from campaigns.services import period_health
 from campaigns.services import periods as period_service
 from campaigns.services import versions as version_service
 from campaigns.settings import get_settings
@@ -977,7 +978,8 @@ def _happened(session: Session, data: Data, events: dict, late: dict) -> dict:
         "failed_sends": int(total_failed),
         "failed_share": _f(total_failed / assigned) if assigned else None,
         "failures": sorted(({"reason": k, "sends": v["sends"], "note": FAILURE_NOTES.get(k, ""),
-                             "example": (v["example"] or "")[:200],
+                             # without what differs per customer (an address, an erased one's mask)
+                             "example": period_health.reason_of(v["example"]) if v["example"] else "",
                              "periods": [{"period": p, "sends": n} for p, n in sorted(v["periods"].items())]}
                             for k, v in failed.items()), key=lambda x: -x["sends"]),
         "excluded_events": sorted(excluded, key=lambda x: -x["events"]),

@@ -138,3 +138,15 @@ def test_chunks_whose_lease_ran_out_are_swept_and_reported(database_url, redis_s
         view = periods.public(s, s.get(SendPeriod, pid), now=later)
     assert view["state"] == "stalled" and f"chunk {1}" in view["state_reason"] and "stopped" in view["state_reason"]
     assert sweeper.sweep(later) == {"plans": [], "chunks": chunk_ids}  # the dead one and the never-taken ones
+
+
+def test_an_erased_customer_leaves_no_trace_in_a_failure_summary():
+    summary = health.merge(None, {
+        "render failed: ValueError: invalid literal for int(): 'Zebulon'": {"count": 1, "examples": ["victim"]},
+        "render failed: ValueError: invalid literal for int(): 'x'": {"count": 2, "examples": ["a", "b"]},
+    })
+    scrubbed = health.scrub(summary, "victim", lambda text: text.replace("Zebulon", "<erased>"))
+    assert "victim" not in str(scrubbed) and "Zebulon" not in str(scrubbed)
+    assert sum(r["count"] for r in scrubbed["reasons"].values()) == 3 and scrubbed["judged"] == 3
+    # the erased address's mask groups with every other address
+    assert health.reason_of("550 <<erased>>: rejected") == health.reason_of("550 <a@b.example>: rejected")
