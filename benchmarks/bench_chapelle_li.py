@@ -32,8 +32,9 @@ from _runs import EngineSettings, check_engine_parity, simulate_runs
 PAPER_TS = {1: 9105, 3: 9199, 10: 9049, 32: 9451, 100: 11550, 316: 21594, 1000: 59256}
 
 VARIANTS = {
+    "default": EngineSettings.defaults(),  # AllocationConfig(): what the service runs
     "floor0": EngineSettings(),
-    "default": EngineSettings(floor=0.02),  # AllocationConfig() before 2026-11-22: floor 0.02, sharpen 1
+    "old_default": EngineSettings(floor=0.02),  # floor 0.02, sharpen 1
     "sharpen2": EngineSettings(sharpen=2.0),
     "sharpen4": EngineSettings(sharpen=4.0),
     "optimistic": EngineSettings(optimistic=True),
