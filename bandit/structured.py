@@ -260,7 +260,7 @@ class StructuredModel:
         # honest (P(best)) and the tuned (weights) passes of one allocation share
         # one set of standard-normal deviations, rescaled by 1/sqrt(sharpen)
         # (exact for a Gaussian), so it is paid once.
-        if self._deviations is None or self._deviations[0] != n_draws:
+        if self._deviations is None or self._deviations[0] < n_draws:
             click = self.click_reg.draw_deviation(self.s, rng, n_draws)
             conv = None if self.conv_reg is None else self.conv_reg.draw_deviation(self.s, rng, n_draws)
             value = None
@@ -270,6 +270,7 @@ class StructuredModel:
                 value = (vp.value_k * vp.value_rate).astype(np.float32) / beta
             self._deviations = (n_draws, click, conv, value)
         _, click, conv, value = self._deviations
+        click, conv, value = (None if x is None else x[:n_draws] for x in (click, conv, value))
         scale = np.float32(1.0 / np.sqrt(sharpen))
         theta = expit(click * scale + self.click_reg.mean_logit32(self.s))
         if conv is not None:
