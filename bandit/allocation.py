@@ -411,13 +411,15 @@ def _finish_segment(
     diagnostics.update(
         {
             "sharpen": float(config.sharpen),
-            "weight_draws": 0 if config.sharpen == 1.0 and not config.optimistic else weight_draws(config),
-            "weight_mc_standard_error_bound": float(0.5 / math.sqrt(weight_draws(config))),
+            # plain TS weights are the honest P(best) itself (n_draws draws)
+            "weight_draws": int(config.n_draws) if config.sharpen == 1.0 and not config.optimistic
+            else weight_draws(config),
             "optimistic": bool(config.optimistic),
             "top_two": None if config.top_two is None else float(config.top_two),
             "capped_arms": np.flatnonzero(weights >= config.cap - 1e-12).tolist() if config.cap < 1 else [],
         }
     )
+    diagnostics["weight_mc_standard_error_bound"] = float(0.5 / math.sqrt(diagnostics["weight_draws"]))
     return Allocation(weights, p_best, seed, stage, reason, diagnostics, loss, mean)
 
 

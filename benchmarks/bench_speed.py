@@ -1,11 +1,16 @@
 """Speed: weights for 8 segments x 200 arms, and assignment of 12M customers.
 
+First, every model (independent, hierarchical, structured) with the default
+AllocationConfig against a naive numpy Thompson pass (10,000 Beta draws per
+segment, argmax, bincount) on the conversion and revenue objectives, timed in
+the same run (`--weights-only` stops there).
+
 Compared in the same run against MABWiser's ThompsonSampling (if installed:
 10,000 predict() draws per segment, the same number of posterior samples) and
 against a plain Python loop of the same sampling (random.betavariate per arm and
 draw; timed on 1 segment x 1,000 draws and extrapolated x80, which is stated).
 
-Run:  python benchmarks/bench_speed.py [--quick]
+Run:  python benchmarks/bench_speed.py [--quick] [--weights-only] [--repeat 5]
 """
 
 from __future__ import annotations

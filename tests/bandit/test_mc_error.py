@@ -36,3 +36,14 @@ def test_p_best_spread_over_seeds_matches_the_stated_standard_error(model, objec
     assert ratio.min() > 0.6 and ratio.max() < 1.45
     assert (p.std(axis=0, ddof=1) <= stated * 1.45).all()
     assert all(r.diagnostics["mc_standard_error_max"] <= stated + 1e-12 for r in runs)
+
+
+def test_weights_report_their_own_draws_and_error_bound():
+    segments = _segments()
+    default = allocate_segments(segments, AllocationConfig(n_draws=4_000, burn_in_min_sends=0), seed=0)[0]
+    assert default.diagnostics["weight_draws"] == 2_000
+    assert default.diagnostics["weight_mc_standard_error_bound"] == pytest.approx(0.5 / np.sqrt(2_000))
+    plain = AllocationConfig(n_draws=4_000, burn_in_min_sends=0, sharpen=1.0, optimistic=False)
+    result = allocate_segments(segments, plain, seed=0)[0]
+    assert result.diagnostics["weight_draws"] == 4_000
+    np.testing.assert_array_equal(result.weights, result.p_best)
