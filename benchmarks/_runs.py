@@ -45,7 +45,9 @@ class EngineSettings:
     optimistic: bool = False
     top_two: float | None = None
     floor: float = 0.0
-    burn_in: int = 0  # AllocationConfig.burn_in_min_sends (per-arm burn-in)
+    # AllocationConfig.burn_in_min_sends (per-arm burn-in); an arm counts the sends whose
+    # feedback has been applied (the service also counts sends still awaiting it)
+    burn_in: int = 0
     max_draws: int = 1000  # MC draws per block (see module doc)
 
     @classmethod

@@ -13,7 +13,11 @@ Engine P(best) uses min(max_draws, 3 delta) Monte Carlo draws per block (max_dra
 delta = 100 and 0.016 at delta >= 316.  With only delta draws per block (an earlier version) the noisy weights
 cost +1.4 % regret at delta = 100: unbiased on average, but the block's choices are
 correlated, which wastes exploration.  At delta = 1 (one choice per block) the engine
-is simulated by per-step draws of the tuned posterior: the same distribution.
+is simulated by per-step draws of the tuned posterior: the same distribution (not for
+settings with a burn-in, such as `default`: those compute weights every step).
+
+`default` is AllocationConfig() as the service runs it (sharpen 2, optimistic, floor 0,
+per-arm burn-in of 10 sends); `old_default` is floor 0.02 with sharpen 1.
 
 Run:  python benchmarks/bench_chapelle_li.py                       # T = 10^6, 100 runs, all deltas, all variants
       python benchmarks/bench_chapelle_li.py --deltas 100,316,1000 --variants all --out cl.json
