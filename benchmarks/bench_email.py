@@ -119,8 +119,7 @@ def run(customers: int, seeds: list[int], n_draws: int, levers=(), lever_models=
         conv = np.mean([r["conversions"] for r in rows])
         means[name] = regret
         print(f"{name:<26} {share:>15.1%} {regret:>20,.0f} {se:>7,.0f} {conv:>12,.0f}")
-    print("share of the oracle's expected conversions in each period (mean over seeds; the dip after")
-    print("period 2 is Thompson weights over-committing on two periods of data):")
+    print("share of the oracle's expected conversions in each period (mean over seeds):")
     for name, rows in totals.items():
         if name == "oracle":
             continue
