@@ -204,12 +204,20 @@ class StageRegression:
         return self._seg_cache[s]
 
     def draw(self, s: int, rng: np.random.Generator, n_draws: int, sharpen: float) -> np.ndarray:
-        mean, cov = self.segment_logit(s)
-        root = _psd_root(cov / sharpen)
+        return expit(self.draw_deviation(s, rng, n_draws) / np.float32(np.sqrt(sharpen)) + self.mean_logit32(s))
+
+    def draw_deviation(self, s: int, rng: np.random.Generator, n_draws: int) -> np.ndarray:
+        """(n_draws, K) float32 draws of eta - E[eta] for segment s (honest posterior).
+
+        The posterior sharpened by c has covariance cov / c, whose Cholesky root
+        is root / sqrt(c): one deviation draw serves every sharpening exactly.
+        """
+        _, cov = self.segment_logit(s)
         z = rng.standard_normal((n_draws, self.k), dtype=np.float32)
-        eta = z @ root.T.astype(np.float32)
-        eta += mean.astype(np.float32)
-        return expit(eta)
+        return z @ _psd_root(cov).T.astype(np.float32)
+
+    def mean_logit32(self, s: int) -> np.ndarray:
+        return self.segment_logit(s)[0].astype(np.float32)
 
     def mean_rate(self, s: int, sharpen: float = 1.0) -> np.ndarray:
         # E[sigmoid(eta)] via the probit approximation (MacKay 1992).
@@ -236,6 +244,7 @@ class StructuredModel:
         self.click_reg = click_reg
         self.conv_reg = conv_reg
         self.value_post = value_post  # FunnelPosterior with value params only, or None
+        self._deviations: tuple | None = None  # (n_draws, click, conv, value) of the last draw
 
     def mean(self, sharpen: float = 1.0) -> np.ndarray:
         m = self.click_reg.mean_rate(self.s, sharpen)
@@ -247,14 +256,31 @@ class StructuredModel:
         return m
 
     def draw(self, rng, n_draws, sharpen=1.0) -> np.ndarray:
-        theta = self.click_reg.draw(self.s, rng, n_draws, sharpen)
-        if self.conv_reg is not None:
-            theta *= self.conv_reg.draw(self.s, rng, n_draws, sharpen)
-        if self.value_post is not None:
-            vp = self.value_post
-            beta = rng.standard_gamma(vp.value_shape.astype(np.float32), size=theta.shape, dtype=np.float32)
-            theta *= (vp.value_k * vp.value_rate).astype(np.float32) / beta
+        # The K x K matrix product of the logit draws is the model's whole cost; the
+        # honest (P(best)) and the tuned (weights) passes of one allocation share
+        # one set of standard-normal deviations, rescaled by 1/sqrt(sharpen)
+        # (exact for a Gaussian), so it is paid once.
+        if self._deviations is None or self._deviations[0] < n_draws:
+            click = self.click_reg.draw_deviation(self.s, rng, n_draws)
+            conv = None if self.conv_reg is None else self.conv_reg.draw_deviation(self.s, rng, n_draws)
+            value = None
+            if self.value_post is not None:
+                vp = self.value_post
+                beta = rng.standard_gamma(vp.value_shape.astype(np.float32), size=click.shape, dtype=np.float32)
+                value = (vp.value_k * vp.value_rate).astype(np.float32) / beta
+            self._deviations = (n_draws, click, conv, value)
+        _, click, conv, value = self._deviations
+        click, conv, value = (None if x is None else x[:n_draws] for x in (click, conv, value))
+        scale = np.float32(1.0 / np.sqrt(sharpen))
+        theta = expit(click * scale + self.click_reg.mean_logit32(self.s))
+        if conv is not None:
+            theta *= expit(conv * scale + self.conv_reg.mean_logit32(self.s))
+        if value is not None:
+            theta *= value
         return theta
+
+    def release_draws(self) -> None:
+        self._deviations = None
 
     def contenders(self, eps, sharpen=1.0):
         return None

@@ -13,6 +13,7 @@ __all__ = [
     "top_two_weights",
     "apply_floor",
     "apply_cap",
+    "burn_in_weights",
     "normalise",
 ]
 
@@ -116,4 +117,41 @@ def apply_cap(weights: np.ndarray, cap: float) -> np.ndarray:
     if slack != 0.0:
         room = cap - w
         w += slack * room / room.sum() if slack > 0 else slack * w / w.sum()
+    return w
+
+
+def burn_in_weights(base: np.ndarray, short: np.ndarray) -> np.ndarray:
+    """Per-arm burn-in: each arm still below the minimum gets at least its equal share 1/K.
+
+    w_i = max(t_i, 1/K) for an arm i below the burn-in (t = the Thompson weights);
+    the other arms share what is left, 1 - sum of those, in proportion to their
+    Thompson weights, so their ranking is untouched.  With a period of B sends in
+    the segment, an arm with n_i sends reaches the minimum m in one period
+    whenever B / K >= m - n_i.  When every arm is below the minimum nothing has
+    been learnt per arm and the weights are equal.  If the short arms' shares
+    alone exceed 1 (only when the other arms' P(best) is tiny), each short arm
+    keeps 1/K, the rest 1 - s/K is split among them by their excess t_i - 1/K,
+    and the other arms get nothing this period.
+    """
+    t = normalise(base)
+    short = np.asarray(short, dtype=bool)
+    k = t.shape[0]
+    if short.all():
+        return np.full(k, 1.0 / k)
+    if not short.any():
+        return t
+    w = t.copy()
+    w[short] = np.maximum(t[short], 1.0 / k)
+    rest = 1.0 - float(w[short].sum())
+    long_mass = float(t[~short].sum())
+    if rest <= 0.0:
+        # Each short arm keeps 1/K; what is left goes to them by their excess over it.
+        excess = np.maximum(t[short] - 1.0 / k, 0.0)
+        w[short] = 1.0 / k + (1.0 - short.sum() / k) * excess / excess.sum()
+        w[~short] = 0.0
+        return w
+    if long_mass > 0.0:
+        w[~short] = t[~short] * (rest / long_mass)
+    else:
+        w[~short] = rest / int((~short).sum())
     return w

@@ -45,7 +45,16 @@ class EngineSettings:
     optimistic: bool = False
     top_two: float | None = None
     floor: float = 0.0
+    # AllocationConfig.burn_in_min_sends (per-arm burn-in); an arm counts the sends whose
+    # feedback has been applied (the service also counts sends still awaiting it)
+    burn_in: int = 0
     max_draws: int = 1000  # MC draws per block (see module doc)
+
+    @classmethod
+    def defaults(cls) -> EngineSettings:
+        """The engine exactly as AllocationConfig() configures it (what the service uses)."""
+        d = AllocationConfig()
+        return cls(d.sharpen, d.optimistic, d.top_two, d.floor, d.burn_in_min_sends)
 
     def label(self) -> str:
         parts = []
@@ -57,6 +66,8 @@ class EngineSettings:
             parts.append(f"top_two={self.top_two:g}")
         if self.floor:
             parts.append(f"floor={self.floor:g}")
+        if self.burn_in:
+            parts.append(f"burn_in={self.burn_in}")
         return "engine(" + ", ".join(parts) + ")" if parts else "engine(default)"
 
     def config(self) -> AllocationConfig:
@@ -66,7 +77,7 @@ class EngineSettings:
             sharpen=self.sharpen,
             optimistic=self.optimistic,
             top_two=self.top_two,
-            burn_in_min_sends=0,
+            burn_in_min_sends=self.burn_in,
             prune_eps=0.0,
         )
 
@@ -97,6 +108,26 @@ def top_two_rows(p: np.ndarray, leader_share: float) -> np.ndarray:
     return np.where(leader_only, p, mixed)
 
 
+def burn_in_rows(t: np.ndarray, short: np.ndarray) -> np.ndarray:
+    """Row-wise bandit.weights.burn_in_weights (same formula, vectorised over runs)."""
+    r, k = t.shape
+    g = 1.0 / k
+    w = np.where(short, np.maximum(t, g), t)
+    short_mass = np.where(short, w, 0.0).sum(axis=1, keepdims=True)
+    long_mass = np.where(short, 0.0, t).sum(axis=1, keepdims=True)
+    rest = 1.0 - short_mass
+    n_long = (~short).sum(axis=1, keepdims=True)
+    scale = np.where(long_mass > 0, rest / np.where(long_mass > 0, long_mass, 1.0), 0.0)
+    w = np.where(short, w, np.where(long_mass > 0, t * scale, rest / np.maximum(n_long, 1)))
+    over = (rest <= 0).ravel()
+    if over.any():
+        excess = np.where(short[over], np.maximum(t[over] - g, 0.0), 0.0)
+        n_short = short[over].sum(axis=1, keepdims=True)
+        w[over] = np.where(short[over], g + (1.0 - n_short * g) * excess / excess.sum(axis=1, keepdims=True), 0.0)
+    w[short.all(axis=1)] = g
+    return w
+
+
 def engine_weights(rng, succ, fail, settings: EngineSettings, n_draws: int) -> np.ndarray:
     """(R, K) weights: batched version of bandit.allocate for click-rate Beta arms."""
     draws = _beta_draws(rng, succ, fail, n_draws, settings.sharpen)
@@ -108,6 +139,10 @@ def engine_weights(rng, succ, fail, settings: EngineSettings, n_draws: int) -> n
     p = np.bincount(winners.ravel(), minlength=r * k).reshape(r, k) / n_draws
     if settings.top_two is not None:
         p = top_two_rows(p, settings.top_two)
+    if settings.burn_in:
+        short = (succ + fail) < settings.burn_in
+        if short.any():
+            p = burn_in_rows(p, short)
     if settings.floor:
         p = settings.floor / k + (1.0 - settings.floor) * p  # apply_floor; cap = 1 is a no-op
     return p
@@ -117,9 +152,15 @@ def check_engine_parity(seed: int = 0) -> float:
     """Max |batched weights - bandit.allocate weights| on random posteriors (MC error only)."""
     rng = np.random.default_rng(seed)
     worst = 0.0
-    for settings in (EngineSettings(), EngineSettings(sharpen=3.0, top_two=0.5, floor=0.1)):
+    for settings in (
+        EngineSettings(),
+        EngineSettings(sharpen=3.0, top_two=0.5, floor=0.1),
+        EngineSettings.defaults(),
+        EngineSettings(burn_in=60),
+    ):
         succ = rng.integers(0, 50, (3, 5)).astype(float)
         fail = succ + rng.integers(0, 100, (3, 5))
+        succ[:, 0] = fail[:, 0] = 0.0  # a new arm: below any burn-in
         batched = engine_weights(rng, succ, fail, settings, 200_000)
         for i in range(3):
             sends = succ[i] + fail[i]
@@ -182,7 +223,7 @@ def simulate_runs(
     t = 0
     block_end = delta
     n_draws = min(settings.max_draws, DRAWS_PER_STEP * delta) if settings else 0
-    if policy == "engine" and delta == 1 and settings.top_two is None and not settings.floor:
+    if policy == "engine" and delta == 1 and settings.top_two is None and not settings.floor and not settings.burn_in:
         # One choice per block drawn from the (tuned) P(best) has exactly the law of
         # argmax of one (tuned) posterior draw: per-step sampling, same distribution.
         policy, tuned = "plain_ts", settings

@@ -13,7 +13,11 @@ Engine P(best) uses min(max_draws, 3 delta) Monte Carlo draws per block (max_dra
 delta = 100 and 0.016 at delta >= 316.  With only delta draws per block (an earlier version) the noisy weights
 cost +1.4 % regret at delta = 100: unbiased on average, but the block's choices are
 correlated, which wastes exploration.  At delta = 1 (one choice per block) the engine
-is simulated by per-step draws of the tuned posterior: the same distribution.
+is simulated by per-step draws of the tuned posterior: the same distribution (not for
+settings with a burn-in, such as `default`: those compute weights every step).
+
+`default` is AllocationConfig() as the service runs it (sharpen 2, optimistic, floor 0,
+per-arm burn-in of 10 sends); `old_default` is floor 0.02 with sharpen 1.
 
 Run:  python benchmarks/bench_chapelle_li.py                       # T = 10^6, 100 runs, all deltas, all variants
       python benchmarks/bench_chapelle_li.py --deltas 100,316,1000 --variants all --out cl.json
@@ -32,8 +36,9 @@ from _runs import EngineSettings, check_engine_parity, simulate_runs
 PAPER_TS = {1: 9105, 3: 9199, 10: 9049, 32: 9451, 100: 11550, 316: 21594, 1000: 59256}
 
 VARIANTS = {
+    "default": EngineSettings.defaults(),  # AllocationConfig(): what the service runs
     "floor0": EngineSettings(),
-    "default": EngineSettings(floor=0.02),  # AllocationConfig() before 2026-11-22: floor 0.02, sharpen 1
+    "old_default": EngineSettings(floor=0.02),  # floor 0.02, sharpen 1
     "sharpen2": EngineSettings(sharpen=2.0),
     "sharpen4": EngineSettings(sharpen=4.0),
     "optimistic": EngineSettings(optimistic=True),

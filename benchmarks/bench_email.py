@@ -105,8 +105,10 @@ def run(customers: int, seeds: list[int], n_draws: int, levers=(), lever_models=
         start = time.perf_counter()
         result = simulate(env, policies, periods=10, seed=seed)
         print(f"seed {seed}: {time.perf_counter() - start:.0f}s")
+        oracle_per_period = np.diff(result.expected_conversions["oracle"], prepend=0.0)
         for row in result.summary():
-            totals.setdefault(row["policy"], []).append(row)
+            per_period = np.diff(result.expected_conversions[row["policy"]], prepend=0.0) / oracle_per_period
+            totals.setdefault(row["policy"], []).append({**row, "per_period": per_period})
     print(f"{'policy':<26} {'share of oracle':>16} {'regret (conv. lost)':>20} {'+- SE':>7} {'conversions':>12}")
     means = {}
     for name, rows in totals.items():
@@ -117,6 +119,12 @@ def run(customers: int, seeds: list[int], n_draws: int, levers=(), lever_models=
         conv = np.mean([r["conversions"] for r in rows])
         means[name] = regret
         print(f"{name:<26} {share:>15.1%} {regret:>20,.0f} {se:>7,.0f} {conv:>12,.0f}")
+    print("share of the oracle's expected conversions in each period (mean over seeds):")
+    for name, rows in totals.items():
+        if name == "oracle":
+            continue
+        per = np.mean([r["per_period"] for r in rows], axis=0)
+        print(f"  {name:<24} " + " ".join(f"{x:5.1%}" for x in per))
     base = {"indep": "independent_ts", "hiera": "hierarchical_ts", "struc": "structured_ts"}
     for name, rows in totals.items():
         if name[:5] in base and name != base[name[:5]] and base[name[:5]] in totals:

@@ -1,11 +1,16 @@
 """Speed: weights for 8 segments x 200 arms, and assignment of 12M customers.
 
+First, every model (independent, hierarchical, structured) with the default
+AllocationConfig against a naive numpy Thompson pass (10,000 Beta draws per
+segment, argmax, bincount) on the conversion and revenue objectives, timed in
+the same run (`--weights-only` stops there).
+
 Compared in the same run against MABWiser's ThompsonSampling (if installed:
 10,000 predict() draws per segment, the same number of posterior samples) and
 against a plain Python loop of the same sampling (random.betavariate per arm and
 draw; timed on 1 segment x 1,000 draws and extrapolated x80, which is stated).
 
-Run:  python benchmarks/bench_speed.py [--quick]
+Run:  python benchmarks/bench_speed.py [--quick] [--weights-only] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -44,10 +49,56 @@ def best_of(fn, repeat=3):
     return min(times)
 
 
+def naive_pass(segs, objective: str, n_draws: int = 10_000) -> None:
+    """The floor: one naive numpy Thompson pass per segment (Beta draws, argmax, bincount)."""
+    rng = np.random.default_rng(0)
+    for s in segs:
+        theta = rng.beta(1 + s.clicks, 1 + s.sends - s.clicks, size=(n_draws, s.n_arms))
+        theta *= rng.beta(1 + s.conversions, 1 + s.clicks - s.conversions, size=(n_draws, s.n_arms))
+        if objective == "revenue":
+            theta *= (1 + s.revenue) / rng.gamma(1 + s.conversions, size=(n_draws, s.n_arms))
+        np.bincount(theta.argmax(axis=1), minlength=s.n_arms)
+
+
+def weights_against_naive(repeat: int) -> None:
+    """Every model with the default AllocationConfig against the naive pass, same run.
+
+    Counts after three weekly periods of the 12M case (2,250 sends per arm and
+    segment).  Candidates are timed in interleaved rounds (best of `repeat`), so a
+    burst of load from other processes hits them alike; one thread each
+    (max_workers=1), like the naive pass.
+    """
+    from bandit import FactorDesign
+
+    segs = campaign(sends_per_arm=2_250)
+    design = FactorDesign.full_factorial(4, 5, 10)
+    print(f"weights for 8 x 200 arms, default AllocationConfig, one thread, best of {repeat} interleaved rounds")
+    for objective in ("conversion", "revenue"):
+        jobs = {"naive numpy pass": lambda o=objective: naive_pass(segs, o)}
+        for model in ("independent", "hierarchical", "structured"):
+            cfg = AllocationConfig(objective=objective, model=model)
+            d = design if model == "structured" else None
+            jobs[model] = lambda cfg=cfg, d=d: allocate_segments(segs, cfg, seed=0, design=d, max_workers=1)
+        best = {name: float("inf") for name in jobs}
+        for _ in range(repeat):
+            for name, fn in jobs.items():
+                t = time.perf_counter()
+                fn()
+                best[name] = min(best[name], time.perf_counter() - t)
+        floor = best["naive numpy pass"]
+        for name, t in best.items():
+            print(f"  {objective:<10} {name:<17} {t:6.3f} s   {t / floor:4.2f}x the naive pass")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--weights-only", action="store_true", help="only the per-model weights vs the naive pass")
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
+    weights_against_naive(2 if args.quick else args.repeat)
+    if args.weights_only:
+        return
     segs = campaign()
     print("weights for 8 segments x 200 arms, 10,000 MC draws (week-1 data: every arm a contender)")
     for objective in ("click", "conversion", "revenue"):

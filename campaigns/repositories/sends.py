@@ -278,20 +278,33 @@ def campaign_period_ids(campaign_id: int):
     return select(SendPeriod.id).where(SendPeriod.campaign_id == campaign_id).scalar_subquery()
 
 
-def arm_aggregates(session: Session, campaign_id: int, segment_id: int | None = None):
-    """Sufficient statistics per (segment, arm) over delivered sends, aggregated by the database."""
+def arm_aggregates(
+    session: Session, campaign_id: int, segment_id: int | None = None, pending_since: datetime | None = None
+):
+    """Sufficient statistics per (segment, arm) over delivered sends, aggregated by the database.
+
+    With `pending_since` (now minus the attribution window) also the sends still inside their
+    window: not clicked yet (`pending_clicks`), clicked and not converted yet (`pending_conversions`).
+    """
     clicked = func.sum(case((Send.first_click_at.is_not(None), 1), else_=0))
     converted = func.sum(case((Send.first_conversion_at.is_not(None), 1), else_=0))
+    columns = [
+        Send.segment_id,
+        Send.arm,
+        func.count().label("sends"),
+        clicked.label("clicks"),
+        converted.label("conversions"),
+        func.coalesce(func.sum(Send.revenue), 0.0).label("revenue"),
+        func.coalesce(func.sum(Send.revenue * Send.revenue), 0.0).label("revenue_sq"),
+    ]
+    if pending_since is not None:
+        recent = Send.sent_at >= pending_since
+        no_click = and_(recent, Send.first_click_at.is_(None))
+        no_conversion = and_(recent, Send.first_click_at.is_not(None), Send.first_conversion_at.is_(None))
+        columns.append(func.sum(case((no_click, 1), else_=0)).label("pending_clicks"))
+        columns.append(func.sum(case((no_conversion, 1), else_=0)).label("pending_conversions"))
     stmt = (
-        select(
-            Send.segment_id,
-            Send.arm,
-            func.count().label("sends"),
-            clicked.label("clicks"),
-            converted.label("conversions"),
-            func.coalesce(func.sum(Send.revenue), 0.0).label("revenue"),
-            func.coalesce(func.sum(Send.revenue * Send.revenue), 0.0).label("revenue_sq"),
-        )
+        select(*columns)
         .where(Send.period_id.in_(campaign_period_ids(campaign_id)), Send.status == SendStatus.SENT)
         .group_by(Send.segment_id, Send.arm)
     )

@@ -99,13 +99,23 @@ def _arm_stats(session: Session, campaign: Campaign, segment_id: int, arms: list
 
 
 def _stats_by_segment(session: Session, campaign: Campaign, segment_ids: list[int], arms: list[int]):
+    # Sends still inside the attribution window go to the engine as pending, not as failures:
+    # last week's sends have not had the time to convert yet.
+    since = utcnow() - timedelta(days=campaign.attribution_window_days)
     index = {arm: i for i, arm in enumerate(arms)}
-    totals = {sid: np.zeros((4, len(arms))) for sid in segment_ids}
-    for row in send_repo.arm_aggregates(session, campaign.id):
+    totals = {sid: np.zeros((6, len(arms))) for sid in segment_ids}
+    for row in send_repo.arm_aggregates(session, campaign.id, pending_since=since):
         if row.segment_id in totals and row.arm in index:
-            totals[row.segment_id][:, index[row.arm]] = (row.sends, row.clicks, row.conversions, row.revenue)
+            totals[row.segment_id][:, index[row.arm]] = (
+                row.sends, row.clicks, row.conversions, row.revenue, row.pending_clicks, row.pending_conversions
+            )
     return {
-        sid: bandit.ArmStats(sends=t[0], clicks=t[1], conversions=t[2], revenue=t[3]) for sid, t in totals.items()
+        sid: bandit.ArmStats(
+            sends=t[0], clicks=t[1], conversions=t[2], revenue=t[3], pending_clicks=t[4],
+            # conversions without a click (view-through) can leave clicks - conversions below it
+            pending_conversions=np.minimum(t[5], np.maximum(t[1] - t[2], 0.0)),
+        )
+        for sid, t in totals.items()
     }
 
 

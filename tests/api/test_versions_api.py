@@ -2,6 +2,7 @@
 or uniform), resume learning, the timeline — and what the next periods really send."""
 
 import math
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -57,6 +58,8 @@ def click_on_arm_zero() -> None:
     with session_scope() as s:
         s.execute(Send.__table__.update().where(Send.__table__.c.arm == 0).values(
             clicks=1, first_click_at=Send.__table__.c.sent_at))
+        # ... and the attribution window has closed: the other arms' silence is final, not pending
+        s.execute(Send.__table__.update().values(sent_at=Send.__table__.c.sent_at - timedelta(days=8)))
 
 
 def assert_holdout_share_kept(rows: list[Send]) -> None:

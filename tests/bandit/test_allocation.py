@@ -69,13 +69,28 @@ def test_deterministic_under_seed_and_varies_with_seed():
     assert not np.array_equal(a.p_best, c.p_best)
 
 
-def test_burn_in_gives_equal_weights_with_reason():
+def test_burn_in_is_per_arm_short_arm_gets_its_equal_share_others_keep_thompson():
     stats = ArmStats(sends=[500, 20, 800], clicks=[20, 5, 30], conversions=[2, 1, 3], revenue=[10, 5, 30])
+    config = AllocationConfig(burn_in_min_sends=100)
+    result = allocate(stats, config, seed=0)
+    plain = allocate(stats, AllocationConfig(burn_in_min_sends=0), seed=0)
+    assert result.stage == "thompson"
+    assert "burn-in" in result.reason and "100" in result.reason
+    assert result.diagnostics["arms_below_burn_in"] == [1]
+    assert result.weights[1] >= 1 / 3 - 1e-12
+    assert result.weights[1] == pytest.approx(max(plain.weights[1], 1 / 3))
+    # the arms past the burn-in keep their Thompson ratio
+    assert result.weights[0] * plain.weights[2] == pytest.approx(result.weights[2] * plain.weights[0])
+    assert result.weights.sum() == pytest.approx(1.0)
+
+
+def test_burn_in_all_arms_short_gives_equal_weights_with_reason():
+    stats = ArmStats(sends=[50, 20, 80], clicks=[2, 5, 3], conversions=[1, 1, 0], revenue=[1, 5, 0])
     result = allocate(stats, AllocationConfig(burn_in_min_sends=100), seed=0)
     np.testing.assert_allclose(result.weights, np.full(3, 1 / 3))
     assert result.stage == "burn_in"
     assert "burn-in" in result.reason and "100" in result.reason
-    assert result.diagnostics["arms_below_burn_in"] == [1]
+    assert result.diagnostics["arms_below_burn_in"] == [0, 1, 2]
 
 
 def test_no_data_at_all_is_a_value_not_an_error():

@@ -183,6 +183,8 @@ def test_weights_follow_feedback_into_the_next_period(database_url, redis_server
         # arm 0 gets a click on every send, the others never
         s.execute(Send.__table__.update().where(Send.__table__.c.arm == 0).values(
             clicks=1, first_click_at=Send.__table__.c.sent_at))
+        # ... and the attribution window has closed: the others' silence is final, not pending
+        s.execute(Send.__table__.update().values(sent_at=Send.__table__.c.sent_at - timedelta(days=8)))
     pid2 = new_period(cid)
     periods.run_period(pid2)
     with session_scope() as s:
