@@ -160,8 +160,8 @@ def csv_rows(lines: Iterable[str], types: dict[str, str] | None = None) -> Itera
             attrs[name] = attributes.convert(kind, value) if kind != "text" else raw
         try:
             yield where, CustomerIn(
-                external_id=row.get("external_id", ""),
-                email=row.get("email", ""),
+                external_id=row.get("external_id"),
+                email=row.get("email"),
                 segment=row.get("segment") or None,
                 consent=consent,
                 attributes=attrs,
