@@ -7,7 +7,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, HttpUrl, StrictBool, field_validator
 
 Objective = Literal["click", "conversion", "revenue"]
-Cadence = Literal["manual", "hourly", "daily", "weekly"]
+Cadence = Literal["manual", "hourly", "daily", "weekly", "cron"]
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 EngineModel = Literal["auto", "independent", "hierarchical", "structured"]
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
 _NUMBER = re.compile(r"\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*")
@@ -80,6 +81,20 @@ class ExclusionRule(Strict):
     )
 
 
+class ScheduleIn(Strict):
+    """When a recurring cadence sends, in local time (campaigns.schedules)."""
+
+    weekday: Weekday | None = Field(None, description="weekly: the day (default monday).")
+    hour: Annotated[int, BeforeValidator(_not_bool), Field(ge=0, le=23)] | None = Field(
+        None, description="weekly, daily: the local hour (default 9).")
+    minute: Annotated[int, BeforeValidator(_not_bool), Field(ge=0, le=59)] | None = Field(
+        None, description="The minute past the hour (default 0).")
+    timezone: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
+        None, description="An IANA time zone such as Europe/Paris (default UTC).")
+    cron: Annotated[str, Field(min_length=9, max_length=200)] | None = Field(
+        None, description="cron cadence: minute hour day-of-month month day-of-week, e.g. `0 9 * * 1`.")
+
+
 class CampaignCreate(Strict):
     name: ShortText
     factors: dict[str, list[str]] = Field(description="Factor name -> its levels, in order.")
@@ -90,7 +105,9 @@ class CampaignCreate(Strict):
     baseline: dict[str, str] | None = Field(
         None, description="The control group's message: a level per factor (default: each first level)."
     )
-    cadence: Cadence = "weekly"
+    cadence: Cadence = Field("manual", description="manual (periods only when asked), or a recurring "
+                             "schedule: weekly, daily, hourly or cron, at the slots of `schedule`.")
+    schedule: ScheduleIn | None = None
     landing_url: HttpUrl
     template: TemplateIn
     exploration_floor: Annotated[Number, Field(ge=0.0, lt=1.0)] | None = None
@@ -108,8 +125,16 @@ class CampaignUpdate(Strict):
     name: ShortText | None = None
     holdout_share: Annotated[Number, Field(ge=0.0, le=0.5)] | None = None
     cadence: Cadence | None = None
+    schedule: ScheduleIn | None = None
     landing_url: HttpUrl | None = None
-    template: TemplateIn | None = None
+    template: TemplateIn | None = Field(None, description="Drafts; a paused campaign too (a new template "
+                                        "version, checked against its audience, used by every email rendered after).")
+
+
+class PreviewIn(Strict):
+    customer: Annotated[str, Field(min_length=1, max_length=200, description="The customer's external id.")]
+    variant: Annotated[int, BeforeValidator(_not_bool), Field(ge=0, le=INT_MAX)] | Literal["control"] | dict[
+        str, str] = Field(description="An arm number, \"control\" (the holdout's message), or a level per factor.")
 
 
 class CampaignPublic(BaseModel):
@@ -123,6 +148,8 @@ class CampaignPublic(BaseModel):
     baseline: dict[str, str]
     holdout_share: float
     cadence: str
+    schedule: dict | None = Field(None, description="The recurring cadence's slot (local time and time zone).")
+    template_version: int = 1
     landing_url: str
     links: list[str] = Field(description="Literal links of the HTML template; each is tracked when sent.")
     variant_count: int
@@ -131,7 +158,7 @@ class CampaignPublic(BaseModel):
     model: str
     created_at: datetime
     started_at: datetime | None
-    next_period_at: datetime | None
+    next_period_at: datetime | None = Field(description="The next scheduled send (none for a manual cadence).")
     status_reason: str | None = Field(None, description="Why the campaign has its status, e.g. the guard's auto-pause.")
 
 

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 import bandit
-from campaigns import design
+from campaigns import design, schedules
 from campaigns.db import on_commit, pinned_session_scope, session_scope
 from campaigns.errors import Conflict, NotFound
 from campaigns.models import (
@@ -316,8 +316,7 @@ def run_period(period_id: int) -> str:
 def finish(session: Session, period: SendPeriod, campaign: Campaign) -> None:
     period.status = PeriodStatus.COMPLETED
     period.completed_at = utcnow()
-    step = campaign_service.CADENCE.get(campaign.cadence)
-    campaign.next_period_at = (period.started_at or utcnow()) + step if step else None
+    campaign.next_period_at = schedules.next_slot(campaign.cadence, campaign.schedule, utcnow())
 
 
 def public(period: SendPeriod) -> dict:
