@@ -1,7 +1,7 @@
 """Request and response models, named by role (Create / Update / Public)."""
 
 import re
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, HttpUrl, StrictBool, field_validator
@@ -95,6 +95,31 @@ class ScheduleIn(Strict):
         None, description="cron cadence: minute hour day-of-month month day-of-week, e.g. `0 9 * * 1`.")
 
 
+AttributeName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+ListName = Annotated[str, Field(min_length=1, max_length=64)]
+Scalar = Annotated[StrictBool, Field()] | int | float | Annotated[str, Field(max_length=200)]
+
+
+class AttributeCondition(Strict):
+    """One condition on a customer attribute; every given operator must hold."""
+
+    attribute: AttributeName
+    equals: Scalar | None = None
+    one_of: Annotated[list[Scalar], Field(min_length=1, max_length=1000)] | None = None
+    min: Number | None = Field(None, description="A number at least this.")
+    max: Number | None = Field(None, description="A number at most this.")
+    since: date | None = Field(None, description="A date on or after this (ISO).")
+    until: date | None = Field(None, description="A date on or before this (ISO).")
+
+
+class AudienceIn(Strict):
+    """Who a campaign mails in its segments: customers for whom every condition holds and, when
+    lists are given, who are in at least one of them."""
+
+    filter: Annotated[list[AttributeCondition], Field(max_length=50)] = []
+    lists: Annotated[list[ListName], Field(max_length=100)] = []
+
+
 class CampaignCreate(Strict):
     name: ShortText
     factors: dict[str, list[str]] = Field(description="Factor name -> its levels, in order.")
@@ -108,6 +133,7 @@ class CampaignCreate(Strict):
     cadence: Cadence = Field("manual", description="manual (periods only when asked), or a recurring "
                              "schedule: weekly, daily, hourly or cron, at the slots of `schedule`.")
     schedule: ScheduleIn | None = None
+    audience: AudienceIn | None = Field(None, description="Beyond the segments: an attribute filter and lists.")
     landing_url: HttpUrl
     template: TemplateIn
     exploration_floor: Annotated[Number, Field(ge=0.0, lt=1.0)] | None = None
@@ -126,6 +152,7 @@ class CampaignUpdate(Strict):
     holdout_share: Annotated[Number, Field(ge=0.0, le=0.5)] | None = None
     cadence: Cadence | None = None
     schedule: ScheduleIn | None = None
+    audience: AudienceIn | None = None
     landing_url: HttpUrl | None = None
     template: TemplateIn | None = Field(None, description="Drafts; a paused campaign too (a new template "
                                         "version, checked against its audience, used by every email rendered after).")
@@ -150,6 +177,7 @@ class CampaignPublic(BaseModel):
     cadence: str
     schedule: dict | None = Field(None, description="The recurring cadence's slot (local time and time zone).")
     template_version: int = 1
+    audience: dict | None = Field(None, description="The attribute filter and lists, beyond the segments.")
     landing_url: str
     links: list[str] = Field(description="Literal links of the HTML template; each is tracked when sent.")
     variant_count: int
@@ -185,6 +213,8 @@ class CustomerIn(Strict):
     email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=320)]
     segment: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     attributes: dict[str, str | int | float | bool | None] = {}
+    lists: Annotated[list[Annotated[str, Field(min_length=1, max_length=64)]], Field(max_length=100)] | None = Field(
+        None, description="The named lists the customer is in (a campaign's audience can target them).")
     consent: StrictBool | None = Field(
         None, description="Marketing consent; omitted: new customers consent, known ones keep theirs."
     )

@@ -5,7 +5,7 @@ import tempfile
 from typing import Annotated, Literal
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Query, Request, Response, Security
 from fastapi.responses import FileResponse, HTMLResponse, StreamingResponse
 
 from api.deps import Marketer, PathId, Reader, SessionDep, api_key_header, current_key
@@ -201,23 +201,33 @@ def preview_email(campaign_id: PathId, body: PreviewIn, session: SessionDep) -> 
     return result
 
 
-@router.get("/{campaign_id}/preview.html", response_class=HTMLResponse)
+def preview_access(request: Request, session: SessionDep,
+                   key: Annotated[str | None, Security(api_key_header)] = None) -> None:
+    """The browser preview's way in: the signed link of `POST …/preview`, or a reader's API key."""
+    q = request.query_params
+    if "sig" in q:
+        try:
+            expires = int(q.get("expires", ""))
+        except ValueError:
+            expires = 0
+        preview.check_link(int(request.path_params["campaign_id"]), q.get("customer", ""), q.get("variant", ""),
+                           expires, q["sig"])
+        return
+    row = current_key(session, key, request)
+    if row.role not in (Role.ADMIN, Role.MARKETER, Role.ANALYST):
+        raise HTTPException(403, f"role '{row.role}' may not do this (allowed: admin, analyst, marketer)")
+
+
+@router.get("/{campaign_id}/preview.html", response_class=HTMLResponse, dependencies=[Depends(preview_access)])
 def preview_html(
-    campaign_id: PathId, session: SessionDep, request: Request,
+    campaign_id: PathId, session: SessionDep,
     customer: Annotated[str, Query(min_length=1, max_length=200)],
     variant: Annotated[str, Query(min_length=1, max_length=2000, description="arm, control, or factor:level,…")],
-    key: Annotated[str | None, Depends(api_key_header)] = None,
-    expires: Annotated[int | None, Query(ge=0, le=BIGINT_MAX)] = None,
-    sig: Annotated[str | None, Query(max_length=64)] = None,
+    expires: Annotated[int | None, Query(ge=0, le=BIGINT_MAX, description="Of a signed link.")] = None,
+    sig: Annotated[str | None, Query(max_length=64, description="Of a signed link.")] = None,
 ):
     """The preview as a browser shows it: with the X-API-Key header, or through the signed link
-    that `POST …/preview` returns (valid 15 minutes)."""
-    if sig is not None and expires is not None:
-        preview.check_link(campaign_id, customer, variant, expires, sig)
-    else:
-        row = current_key(session, key, request)
-        if row.role not in (Role.ADMIN, Role.MARKETER, Role.ANALYST):
-            raise HTTPException(403, f"role '{row.role}' may not do this (allowed: admin, analyst, marketer)")
+    that `POST …/preview` returns (valid 15 minutes, for that customer and variant only)."""
     result = preview.preview(session, campaign_id, customer, preview.parse_variant(variant))
     return HTMLResponse(result["html"], headers={"Content-Security-Policy": "default-src 'none'; img-src * data:; "
                                                  "style-src 'unsafe-inline'"})

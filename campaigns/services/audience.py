@@ -10,7 +10,6 @@ from jinja2 import nodes
 from sqlmodel import Session
 
 from campaigns import attributes
-from campaigns.audience_filter import conditions
 from campaigns.errors import InvalidInput
 from campaigns.models import Campaign
 from campaigns.rendering import ENVIRONMENTS, TEMPLATE_PARTS, CompiledCampaign
@@ -35,7 +34,7 @@ class AudienceCheckFailed(InvalidInput):
 def reach(session: Session, campaign: Campaign) -> dict:
     """How many customers the campaign would mail per segment now (before holdout and frequency cap)."""
     segments = campaign_repo.campaign_segments(session, campaign.id)
-    counts = repo.reach(session, [s.id for s in segments], conditions(campaign.audience))
+    counts = repo.reach(session, [s.id for s in segments], campaign.audience)
     by_segment = {s.name: counts[s.id] for s in segments}
     return {"total": sum(by_segment.values()), "by_segment": by_segment, "audience": campaign.audience}
 
@@ -45,10 +44,9 @@ def _sample(session: Session, campaign: Campaign) -> list[tuple[str, str, str, d
     customer of every attribute shape (keys and their types) seen in a wider random scan."""
     segments = campaign_repo.campaign_segments(session, campaign.id)
     per_segment = max(1, SAMPLE // max(1, len(segments)))
-    extra = conditions(campaign.audience)
     picked, shapes, more = [], set(), []
     for seg in segments:
-        scanned = repo.random_sample(session, seg.id, max(SHAPE_SCAN, per_segment), extra)
+        scanned = repo.random_sample(session, seg.id, max(SHAPE_SCAN, per_segment), campaign.audience)
         for i, (ext, email, attrs) in enumerate(scanned):
             shape = attributes.shape(attrs or {})
             if i < per_segment:

@@ -78,7 +78,24 @@ def _validated_design(session: Session, data: CampaignCreate) -> tuple[list[dict
     # template that breaks on some level is refused now, not in the middle of a send.
     validate_templates(data.template.model_dump(), set(data.factors), [baseline, *variants])
     schedules.normalize(data.cadence, _schedule(data))
+    _audience(data)
     return variants, {n: known[n] for n in data.segments}, baseline
+
+
+def _audience(data: CampaignCreate | CampaignUpdate) -> dict | None:
+    """The stored audience (dates as ISO text), or a 422 naming the condition that cannot hold."""
+    if data.audience is None:
+        return None
+    for i, c in enumerate(data.audience.filter):
+        where = f"audience.filter[{i}]"
+        if all(getattr(c, op) is None for op in ("equals", "one_of", "min", "max", "since", "until")):
+            raise InvalidInput(where, "a condition needs an operator: equals, one_of, min, max, since or until")
+        if c.min is not None and c.max is not None and c.min > c.max:
+            raise InvalidInput(f"{where}.max", "max is below min: no customer can match")
+        if c.since is not None and c.until is not None and c.since > c.until:
+            raise InvalidInput(f"{where}.until", "until is before since: no customer can match")
+    audience = data.audience.model_dump(mode="json", exclude_none=True)
+    return audience if audience["filter"] or audience["lists"] else None
 
 
 def _schedule(data: CampaignCreate | CampaignUpdate) -> dict | None:
@@ -97,6 +114,7 @@ def create(session: Session, data: CampaignCreate) -> Campaign:
         holdout_share=data.holdout_share,
         cadence=data.cadence,
         schedule=schedules.normalize(data.cadence, _schedule(data)),
+        audience=_audience(data),
         landing_url=str(data.landing_url),
         subject_template=data.template.subject,
         html_template=data.template.html,
@@ -139,6 +157,8 @@ def update(session: Session, campaign_id: int, data: CampaignUpdate) -> Campaign
                                                                     else None)
         changes.pop("schedule", None)
         campaign.cadence, campaign.schedule = cadence, schedules.normalize(cadence, given)
+    if "audience" in changes:
+        changes["audience"] = _audience(data)
     if "landing_url" in changes:
         changes["landing_url"] = str(changes["landing_url"])
     for field, value in changes.items():

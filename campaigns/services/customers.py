@@ -15,7 +15,8 @@ from campaigns.schemas import CustomerIn, OrderIn
 from campaigns.settings import get_settings
 
 BATCH = 2_000
-RESERVED_COLUMNS = {"external_id", "email", "segment", "consent"}
+RESERVED_COLUMNS = {"external_id", "email", "segment", "consent", "lists"}
+LIST_SEPARATOR = ";"  # a CSV `lists` cell: `vip;newsletter`
 TRUE, FALSE = {"1", "true", "yes", "y"}, {"0", "false", "no", "n"}
 
 
@@ -62,7 +63,7 @@ def import_customers(session: Session, customers: Iterable[tuple[str, CustomerIn
                     "external_id": c.external_id,
                     "email": c.email,
                     "segment_id": segments.get(c.segment) if c.segment else None,
-                    "attributes": c.attributes,
+                    "attributes": c.attributes if c.lists is None else {**c.attributes, "lists": sorted(set(c.lists))},
                     "status": "active",
                     "consent": True if c.consent is None else c.consent,
                     "created_at": now,
@@ -165,6 +166,7 @@ def csv_rows(lines: Iterable[str], types: dict[str, str] | None = None) -> Itera
                 segment=row.get("segment") or None,
                 consent=consent,
                 attributes=attrs,
+                lists=[n.strip() for n in row["lists"].split(LIST_SEPARATOR) if n.strip()] if "lists" in row else None,
             )
         except ValidationError as exc:
             err = exc.errors()[0]

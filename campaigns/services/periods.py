@@ -222,7 +222,8 @@ def _claim_segment(session: Session, period_id: int, snapshot_id: int, capped: b
     if not repo.mark_claimed(session, snapshot_id, utcnow()):
         return []  # a coordinator before this one claimed the segment
     snap = session.get(AllocationSnapshot, snapshot_id)
-    customer_ids = send_repo.eligible_customer_ids(session, snap.segment_id, period_id, capped)
+    audience = repo.get_campaign(session, period.campaign_id).audience  # the attribute filter and lists
+    customer_ids = send_repo.eligible_customer_ids(session, snap.segment_id, period_id, capped, audience)
     if not len(customer_ids):
         return []
     drawn = bandit.assign(len(customer_ids), np.asarray(snap.weights), snap.holdout_share,

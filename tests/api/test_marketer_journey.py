@@ -148,3 +148,60 @@ def test_marketers_read_the_report(api):
     for path in ("report", "report.csv", "report.html"):
         assert api("GET", f"/campaigns/{cid}/{path}", "marketer").status_code == 200, path
     assert api("GET", f"/campaigns/{cid}/report", "ingest").status_code == 403
+
+
+AUDIENCE_CSV = """external_id,email,segment,first_name,loyalty_points,city,last_visit,vip,lists
+a0,a0@example.com,champions,A,1500,Lyon,2026-11-02,true,spring;newsletter
+a1,a1@example.com,champions,B,900,Lyon,2026-11-20,false,newsletter
+a2,a2@example.com,champions,C,2500,Paris,2026-10-01,true,
+a3,a3@example.com,hibernating,D,1200,Lyon,2026-11-15,true,spring
+a4,a4@example.com,hibernating,E,50,Nice,2026-12-01,false,spring
+a5,a5@example.com,hibernating,F,3000,Lyon,2025-01-01,true,other
+"""
+
+
+def reached(api, audience: dict) -> dict:
+    r = api("POST", "/campaigns", "marketer", json=small_campaign_payload(**{"template": POINTS, "audience": audience}))
+    assert r.status_code == 201, r.text
+    return api("GET", f"/campaigns/{r.json()['id']}/audience", "marketer").json()["by_segment"]
+
+
+def test_audience_filter_and_lists_are_counted_and_sent_to_in_sql(api, queue):
+    from campaigns.services import periods
+
+    assert api("POST", "/customers/csv", "marketer", headers=CSV, content=AUDIENCE_CSV.encode()).status_code == 200
+    assert api("GET", "/customers/a0", "marketer").json()["attributes"]["lists"] == ["newsletter", "spring"]
+    assert reached(api, {"filter": [{"attribute": "city", "equals": "Lyon"}]}) == {"champions": 2, "hibernating": 2}
+    assert reached(api, {"filter": [{"attribute": "city", "one_of": ["Paris", "Nice"]}]}) == {
+        "champions": 1, "hibernating": 1}
+    assert reached(api, {"filter": [{"attribute": "loyalty_points", "min": 1000, "max": 2500}]}) == {
+        "champions": 2, "hibernating": 1}
+    assert reached(api, {"filter": [{"attribute": "last_visit", "since": "2026-11-01", "until": "2026-11-30"}]}) == {
+        "champions": 2, "hibernating": 1}
+    assert reached(api, {"filter": [{"attribute": "vip", "equals": True}]}) == {"champions": 2, "hibernating": 2}
+    assert reached(api, {"filter": [{"attribute": "first_name", "min": 1}]}) == {"champions": 0, "hibernating": 0}
+    assert reached(api, {"lists": ["spring"]}) == {"champions": 1, "hibernating": 2}
+    # every condition and one of the lists: Lyon, 1000+ points, in spring -> a0 and a3
+    audience = {"filter": [{"attribute": "city", "equals": "Lyon"}, {"attribute": "loyalty_points", "min": 1000}],
+                "lists": ["spring", "nope"]}
+    assert reached(api, audience) == {"champions": 1, "hibernating": 1}
+    r = api("POST", "/campaigns", "marketer", json=small_campaign_payload(**{
+        "template": POINTS, "audience": audience, "holdout_share": 0.0}))
+    cid = r.json()["id"]
+    assert r.json()["audience"] == audience
+    api("POST", f"/campaigns/{cid}/start", "marketer")
+    period = api("POST", f"/campaigns/{cid}/periods", "marketer").json()
+    assert periods.run_period(period["id"]) == "completed"
+    p = api("GET", f"/campaigns/{cid}/periods/1", "marketer").json()
+    assert (p["total"], p["sent"], p["failed"]) == (2, 2, 0)
+    sent_to = api("GET", f"/campaigns/{cid}/periods/1/sends.csv", "marketer").text
+    assert "a0" in sent_to and "a3" in sent_to and "a5" not in sent_to and "a1" not in sent_to
+
+
+def test_bad_audience_is_422_naming_the_condition(api):
+    for audience, loc in (({"filter": [{"attribute": "city"}]}, "audience.filter[0]"),
+                          ({"filter": [{"attribute": "x", "min": 5, "max": 1}]}, "audience.filter[0].max"),
+                          ({"filter": [{"attribute": "bad name", "equals": 1}]}, "audience.filter[0].attribute"),
+                          ({"filter": [{"attribute": "d", "since": "2026-13-01"}]}, "audience.filter[0].since")):
+        r = api("POST", "/campaigns", "marketer", json=small_campaign_payload(audience=audience))
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == loc, (audience, r.text)
