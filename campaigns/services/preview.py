@@ -45,6 +45,8 @@ def _variant(session: Session, campaign, variant) -> tuple[int | None, dict, str
 
 def preview(session: Session, campaign_id: int, customer_id: str, variant) -> dict:
     campaign = get(session, campaign_id)
+    if "\x00" in customer_id:  # PostgreSQL text cannot hold one: a 422, not a 500
+        raise InvalidInput("customer", "must not contain NUL characters")
     customer = audience_repo.customer(session, customer_id)
     if customer is None:
         raise InvalidInput("customer", f"no customer with external_id '{customer_id}'")
