@@ -5,7 +5,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import errors, idempotency
+from api import errors, idempotency, openapi_rules
 from api.deps import Audited, NoNul
 from api.limits import BodySizeLimit, RateLimit, document_limits
 from api.middleware import RequestObserver
@@ -42,6 +42,7 @@ def create_app() -> FastAPI:
         dependencies=[Audited, NoNul],
     )
     errors.install(app)
+    openapi_rules.install(app)  # what the API enforces, in its OpenAPI document
     idempotency.install(app)  # replays of an Idempotency-Key
     for module in (admin, audience, campaigns, events, tracking, webhooks, versions, audit, privacy):
         app.include_router(module.router)

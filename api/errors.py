@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
 from campaigns.errors import DomainError
+from campaigns.schemas import MAX_LISTED_PROBLEMS
 
 CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed", 409: "conflict"}
 
@@ -130,7 +131,14 @@ def install(app: FastAPI) -> None:
             if allow and request.method not in allow:
                 return JSONResponse({"error": "method_not_allowed", "detail": "Method Not Allowed"},
                                     status_code=405, headers={"Allow": ", ".join(sorted(allow))})
-        detail = [{"loc": _loc(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
+        # at most MAX_LISTED_PROBLEMS problems, then a count of the rest (a bulk list counts its own)
+        errors = exc.errors()
+        listed = [e for e in errors if e["type"] != "too_many_problems"]
+        detail = [{"loc": _loc(e["loc"]), "msg": e["msg"]} for e in listed[:MAX_LISTED_PROBLEMS]]
+        if len(listed) > MAX_LISTED_PROBLEMS:
+            detail.append({"loc": "body", "msg": f"and {len(listed) - MAX_LISTED_PROBLEMS:,} more problems "
+                                                 f"(the first {MAX_LISTED_PROBLEMS} are listed)"})
+        detail += [{"loc": _loc(e["loc"]), "msg": e["msg"]} for e in errors if e["type"] == "too_many_problems"]
         return JSONResponse({"error": "invalid_input", "detail": detail}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)

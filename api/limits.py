@@ -87,7 +87,7 @@ class RateLimit:
     def _script(self):
         """One Redis client per event loop (uvicorn has one; every TestClient its own)."""
         loop = asyncio.get_running_loop()
-        url = get_settings().redis_url or "redis://127.0.0.1:6379/0"
+        url = get_settings().broker_url()
         if self._client is None or self._client[0] is not loop or self._client[1] != url:
             client = aioredis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
             self._client = (loop, url, client.register_script(WINDOW_SCRIPT))

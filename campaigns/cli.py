@@ -94,7 +94,7 @@ def up(
     settings = get_settings()
     (settings.var_dir / "logs").mkdir(parents=True, exist_ok=True)
     url = _migrate()
-    stack = Stack(var_dir=settings.var_dir)
+    stack = Stack(var_dir=settings.var_dir, say=lambda line: console.print(f"[yellow]{line}[/]"))
     stop = {"now": False}
 
     def request_stop(*_):
@@ -102,17 +102,20 @@ def up(
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)  # also when started in the background, where SIGINT is ignored
     try:
         redis_url = settings.redis_url or stack.start_redis()
+        api_url = f"http://{host}:{port}"
         stack.env.update(
             MAB_REDIS_URL=redis_url,
             MAB_DATABASE_URL=url,
-            MAB_PUBLIC_BASE_URL=os.environ.get("MAB_PUBLIC_BASE_URL", f"http://{host}:{port}"),
+            MAB_PUBLIC_BASE_URL=os.environ.get("MAB_PUBLIC_BASE_URL", api_url),
         )
         os.environ.update(MAB_REDIS_URL=redis_url, MAB_DATABASE_URL=url)
         stack.start_services(host, port, concurrency)
+        stack.record(database_url=url, redis_url=redis_url, api_url=api_url)
         admin_key = _ensure_admin_key()
-        console.print(f"[bold green]MAB Campaigns is up[/] at http://{host}:{port} (docs: /docs)")
+        console.print(f"[bold green]MAB Campaigns is up[/] at {api_url} (docs: /docs)")
         console.print(f"database {url}\nbroker   {redis_url}\nlogs     {settings.var_dir / 'logs'}/")
         if admin_key:
             console.print(f"admin key (also in {settings.var_dir / 'admin.key'}): {admin_key}")
@@ -121,10 +124,10 @@ def up(
 
             if not admin_key:
                 raise RuntimeError(f"the demo needs the admin key in {settings.var_dir / 'admin.key'}")
-            Demo(f"http://{host}:{port}", admin_key, console).run(demo_customers, demo_periods)
+            Demo(api_url, admin_key, console).run(demo_customers, demo_periods)
         console.print("Running. Press Ctrl-C to stop.")
         while True:
-            stack.check_alive()
+            stack.supervise()  # a process that died is restarted; only Ctrl-C stops the service
             time.sleep(1)
     except KeyboardInterrupt:
         console.print("stopping…")
@@ -158,14 +161,18 @@ def send(
 ) -> None:
     """Start the campaign's next send period now (workers do the sending) and show its progress.
 
-    Uses MAB_DATABASE_URL and MAB_REDIS_URL like the workers; Ctrl-C stops watching, not sending."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
+    Beside a running `mab up` in the same folder it uses that stack's database and broker; elsewhere
+    MAB_DATABASE_URL and MAB_REDIS_URL, like the workers. Ctrl-C stops watching, not sending."""
+    from campaigns import jobs
     from campaigns.db import session_scope
     from campaigns.errors import DomainError
-    from campaigns.repositories import campaigns as repo
     from campaigns.services import periods
 
+    unreachable = jobs.broker_reachable()
+    if unreachable:  # checked before anything is written: a period nobody can send would block the next
+        console.print(f"[red]error:[/] {unreachable}: start `mab up` in this folder, or set MAB_REDIS_URL "
+                      "to the workers' broker")
+        raise typer.Exit(1)
     try:
         with session_scope() as session:
             period = periods.start_period(session, campaign_id)
@@ -176,23 +183,39 @@ def send(
     console.print(f"campaign {campaign_id}: period {number} started (id {period_id})")
     if not wait:
         return
+    p = _follow_period(period_id, number, poll)
+    console.print(f"period {number} {p['status']}: {p['sent']:,} sent, {p['failed']:,} failed of {p['total']:,}"
+                  + (f" — {p['error']}" if p["error"] else ""))
+    for f in p["failures"][:5]:
+        console.print(f"  {f['count']:,} × {f['reason']} (e.g. {', '.join(f['examples'])})")
+    if p["status"] == "failed" or p["state"] == "paused":
+        raise typer.Exit(1)
+
+
+def _follow_period(period_id: int, number: int, poll: float) -> dict:
+    """A progress bar with the recent rate and ETA until the period completes, fails or pauses; a
+    stalled period says since when and why."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from campaigns.db import session_scope
+    from campaigns.repositories import campaigns as repo
+    from campaigns.services import periods
+
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[rate]}"), TimeRemainingColumn()]
+               TextColumn("{task.fields[note]}"), TimeRemainingColumn()]
     with Progress(*columns, console=console) as bar:
-        task = bar.add_task(f"period {number}", total=None, rate="")
+        task = bar.add_task(f"period {number}", total=None, note="")
         while True:
             with session_scope() as session:
-                p = repo.get_period(session, period_id)
-                info = periods.progress(p)
-            rate = f"{info['rate_per_second']:,.0f}/s, {p.failed} failed" if info["rate_per_second"] else ""
-            bar.update(task, total=p.total or None, completed=p.sent + p.failed, rate=rate)
-            if p.status in ("completed", "failed"):
-                break
+                p = periods.public(session, repo.get_period(session, period_id))
+            note = f"{p['rate_per_second']:,.0f}/s" if p["rate_per_second"] else ""
+            note += f", {p['failed']:,} failed" if p["failed"] else ""
+            if p["state"] == "stalled":
+                note = f"[yellow]stalled since {p['stalled_since']:%H:%M:%S}: {p['state_reason']}[/]"
+            bar.update(task, total=p["total"] or None, completed=p["sent"] + p["failed"], note=note)
+            if p["status"] in ("completed", "failed") or p["state"] == "paused":
+                return p
             time.sleep(poll)
-    console.print(f"period {number} {p.status}: {p.sent:,} sent, {p.failed:,} failed of {p.total:,}"
-                  + (f" — {p.error}" if p.error else ""))
-    if p.status == "failed":
-        raise typer.Exit(1)
 
 
 def _simulate_command() -> None:
@@ -264,6 +287,34 @@ def revoke_key(
         console.print(f"[red]{exc.detail}[/]")
         raise typer.Exit(1) from None
     console.print(f"{row.role} key #{row.id} ({row.name}) revoked at {row.revoked_at.isoformat()}")
+
+
+outbox_app = typer.Typer(help="The outbox of .eml files (delivery backend `outbox`).", no_args_is_help=True)
+app.add_typer(outbox_app, name="outbox")
+
+
+@outbox_app.command("prune")
+def outbox_prune(
+    older_than: Annotated[float | None, typer.Option(
+        "--older-than", metavar="DAYS", help="Delete emails older than this (default: MAB_OUTBOX_RETENTION_DAYS)",
+    )] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would be deleted; delete nothing")] = False,
+) -> None:
+    """Delete outbox emails (.eml) last written more than DAYS ago, and the folders that leaves
+    empty. Beat does the same hourly with MAB_OUTBOX_RETENTION_DAYS."""
+    from campaigns.services import retention
+
+    settings = get_settings()
+    days = settings.outbox_retention_days if older_than is None else older_than
+    if older_than is None and days == 0:
+        console.print("MAB_OUTBOX_RETENTION_DAYS is 0 (keep forever): give --older-than DAYS to prune anyway")
+        raise typer.Exit(1)
+    if days < 0:
+        raise typer.BadParameter("must be 0 or more days", param_hint="--older-than")
+    result = retention.prune_outbox(settings.outbox_dir, days, dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    console.print(f"{verb} {result.files:,} files ({result.bytes / 1e6:,.1f} MB) older than {days:g} days "
+                  f"from {settings.outbox_dir}/")
 
 
 campaign_app = typer.Typer(help="Campaigns as files: create or update a draft from YAML, preview an email.",

@@ -5,6 +5,7 @@ Services only `flush()`. The API commits in its request dependency, tasks and th
 is registered with `on_commit` and runs after the commit, never before.
 """
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -16,6 +17,7 @@ from sqlmodel import Session, create_engine
 from campaigns.settings import get_settings
 
 _AFTER_COMMIT = "after_commit_callbacks"
+log = logging.getLogger(__name__)
 
 
 def make_engine(url: str) -> Engine:
@@ -58,8 +60,14 @@ def on_commit(session: Session, callback: Callable[[], None]) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _run_after_commit(session):
+    """Run what waited for the commit. The data is durable by now, so a step that fails cannot undo
+    it and must not break the session: it is logged, and the work it was to start is found again
+    from the database (services/sweeper.py)."""
     for callback in session.info.pop(_AFTER_COMMIT, []):
-        callback()
+        try:
+            callback()
+        except Exception:
+            log.exception("a step after the commit failed: %r", callback)
 
 
 @event.listens_for(Session, "after_rollback")

@@ -70,6 +70,23 @@ HTTP_SECONDS = prom.Histogram(
 )
 HTTP_REQUESTS = prom.Counter("mab_http_requests_total", "API requests.", ["method", "route", "status"])
 GUARD_PAUSES = prom.Counter("mab_guard_pauses_total", "Campaigns the guard paused, by the rule that tripped.", ["rule"])
+SEND_FAILURES = prom.Counter(
+    "mab_send_failures_total",
+    "Failed sends by kind of reason (render: the template failed for the customer, with the error's type; "
+    "delivery: the server refused it; suppressed: the customer was suppressed by send time).",
+    ["kind"],
+)
+PERIOD_HALTS = prom.Counter(
+    "mab_period_halts_total", "Periods halted (campaign paused) because their failure share passed the threshold."
+)
+DISPATCH_FAILURES = prom.Counter(
+    "mab_dispatch_failures_total", "Tasks that could not be handed to the broker (the sweeper dispatches again).",
+    ["task"],
+)
+REDISPATCHED = prom.Counter(
+    "mab_redispatched_total", "Work the sweeper handed out again after its task was lost (period plans, chunks).",
+    ["kind"],
+)
 
 
 # --- what the code calls ----------------------------------------------------------------------------
@@ -84,14 +101,45 @@ def observe_sends(sent: int, failed: int, suppressed: int, backend: str) -> None
 def observe_send_results(results: Iterable[dict], backend: str) -> None:
     """One committed delivery batch (`sending._record`): dicts with new_status and err."""
     sent = failed = suppressed = 0
+    kinds: Counter = Counter()
     for r in results:
         if r["new_status"] == "sent":
             sent += 1
-        elif (r.get("err") or "").startswith("suppressed:"):
+            continue
+        kind = failure_kind(r.get("err"))
+        kinds[kind] += 1
+        if kind == "suppressed":
             suppressed += 1
         else:
             failed += 1
     observe_sends(sent, failed, suppressed, backend)
+    for kind, n in kinds.items():
+        SEND_FAILURES.labels(kind).inc(n)
+
+
+def failure_kind(error: str | None) -> str:
+    """A failure's reason as a label of bounded cardinality: `render:<error type>`, `suppressed`,
+    `delivery` (the full reason is on the send and in the period's summary)."""
+    error = error or ""
+    if error.startswith("suppressed:"):
+        return "suppressed"
+    if error.startswith("render failed: "):
+        kind = error[len("render failed: "):].split(":", 1)[0]
+        return f"render:{kind[:40]}" if kind.isidentifier() else "render"
+    return "delivery"
+
+
+def observe_period_halt() -> None:
+    PERIOD_HALTS.inc()
+
+
+def observe_dispatch_failure(task: str) -> None:
+    DISPATCH_FAILURES.labels(task.rsplit(".", 1)[-1]).inc()
+
+
+def observe_redispatch(kind: str, n: int = 1) -> None:
+    if n:
+        REDISPATCHED.labels(kind).inc(n)
 
 
 def _type_of(event) -> str:
@@ -143,7 +191,7 @@ def entropy_bits(weights: Iterable[float]) -> float:
 
 
 def broker_url() -> str:
-    return get_settings().redis_url or "redis://127.0.0.1:6379/0"
+    return get_settings().broker_url()
 
 
 @lru_cache(maxsize=4)
@@ -198,10 +246,14 @@ def _database_families(up: dict) -> list:
     arms = GaugeMetricFamily("mab_allocation_arms", "Arms in that allocation (log2 of it: the uniform entropy).",
                              labels=labels)
     campaigns = GaugeMetricFamily("mab_campaigns", "Campaigns by status.", labels=["status"])
+    periods = GaugeMetricFamily(
+        "mab_periods_in_flight", "Periods queued or running, by state (queued, planning, sending, paused, stalled): "
+        "a stalled period has not moved for longer than a chunk lease.", labels=["state"])
     try:
         with session_scope() as session:
             rows = repo.latest_weights(session)
             by_status = repo.campaigns_by_status(session)
+            by_state = _period_states(session)
     except Exception as exc:
         log.warning("metrics: database unreadable: %s", type(exc).__name__)
         up["database"] = False
@@ -211,8 +263,18 @@ def _database_families(up: dict) -> list:
         arms.add_metric([str(campaign_id), segment], len(weights))
     for status in ("draft", "active", "paused", "completed"):
         campaigns.add_metric([status], by_status.get(status, 0))
+    for state in ("queued", "planning", "sending", "paused", "stalled"):
+        periods.add_metric([state], by_state.get(state, 0))
     up["database"] = True
-    return [entropy, arms, campaigns]
+    return [entropy, arms, campaigns, periods]
+
+
+def _period_states(session) -> Counter:
+    """In-flight periods by the state their API resource shows (services/periods.py `public`)."""
+    from campaigns.repositories import campaigns as campaign_repo
+    from campaigns.services import periods  # late: the services import this module
+
+    return Counter(periods.public(session, p)["state"] for p in campaign_repo.in_flight_periods(session))
 
 
 class LiveCollector:

@@ -184,6 +184,12 @@ class SendPeriod(SQLModel, table=True):
     # every segment claimed (the plan commits segment by segment, and delivery starts with the first)
     planned_at: datetime | None = None
     guard_tripped_at: datetime | None = None  # the guard paused the campaign over this period (once)
+    # Health (services/period_health.py): sends per second, decayed since `progress_epoch` (epoch
+    # seconds of the last progress, so the update is plain arithmetic in SQL on both databases).
+    progress_epoch: float | None = None
+    recent_rate: float = Field(default=0.0, sa_column_kwargs={"server_default": "0"})
+    failures: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))  # reason -> count, examples
+    redispatched_at: datetime | None = None  # the sweeper last handed its work out again
 
 
 class SendChunk(SQLModel, table=True):
@@ -202,6 +208,7 @@ class SendChunk(SQLModel, table=True):
     last_send_id: int = Field(sa_column=Column(BigInteger, nullable=False))
     status: str = Field(default=ChunkStatus.PENDING)
     lease_until: datetime | None = None
+    holder: str | None = None  # "host/pid-namespace:pid" of the process holding the lease
     attempts: int = 0
     sent: int = 0
     failed: int = 0

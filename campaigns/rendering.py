@@ -8,6 +8,8 @@ trial-rendered for the baseline and every variant under the same limits.
 """
 
 import binascii
+import multiprocessing
+import os
 import re
 import time
 import uuid
@@ -30,6 +32,8 @@ ATTRIBUTE_FILTERS = {"map", "selectattr", "rejectattr", "sort", "groupby", "sum"
 # Save time trial-renders every variant: all of it together may take this long (each render is also
 # capped on its own), so a slow template cannot hold an API worker for long.
 TRIAL_RENDER_SECONDS = 5.0
+# What a trial-render process may take on top of that to start and answer before it is killed.
+TRIAL_PROCESS_SLACK_SECONDS = 5.0
 
 
 def _environment(autoescape: bool) -> BoundedSandbox:
@@ -209,6 +213,73 @@ def validate_templates(templates: dict[str, str], factor_names: set[str], sample
                 if time.monotonic() > deadline:
                     raise too_slow from None
                 raise InvalidInput(f"template.{part}", f"fails to render for {params}: {_reason(exc)}") from None
+
+
+def trial_render(templates: dict[str, str], factor_names: set[str], sample_params: list[dict]) -> None:
+    """`validate_templates` in a child process that is killed once past its time budget.
+
+    The sandbox bounds every step it sees, but one step can be a C call (a regex inside a filter)
+    that holds the GIL: in the API process it would stall every request, `/health` included, and no
+    in-process clock can stop it. In a child process the API only waits on a pipe, and a child that
+    overruns is killed. The children fork from a forkserver that has this module imported, so a save
+    pays a fork (milliseconds), not an interpreter start."""
+    context = _trial_context()
+    receive, send = context.Pipe(duplex=False)
+    env = {k: v for k, v in os.environ.items() if k.startswith("MAB_")}
+    child = context.Process(target=_trial_child, args=(send, env, templates, sorted(factor_names), sample_params),
+                            name="mab-trial-render", daemon=True)
+    child.start()
+    send.close()
+    try:
+        if not receive.poll(TRIAL_RENDER_SECONDS + TRIAL_PROCESS_SLACK_SECONDS):
+            raise InvalidInput("template", f"trial rendering of the {len(sample_params)} variants takes longer "
+                               f"than {TRIAL_RENDER_SECONDS:g} s; simplify the template")
+        try:
+            outcome = receive.recv()
+        except EOFError:
+            raise RuntimeError(f"the trial-render process died (exit code {child.exitcode})") from None
+    finally:
+        receive.close()
+        if child.is_alive():
+            child.kill()
+        child.join()
+    if outcome is None:
+        return
+    kind, first, second = outcome
+    if kind == "invalid":
+        raise InvalidInput(first, second)
+    raise RuntimeError(f"trial rendering failed: {first}: {second}")
+
+
+_TRIAL_CONTEXT = None
+
+
+def _trial_context():
+    global _TRIAL_CONTEXT
+    if _TRIAL_CONTEXT is None:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["campaigns.rendering"])
+        _TRIAL_CONTEXT = context
+    return _TRIAL_CONTEXT
+
+
+def _trial_child(send, env: dict, templates, factor_names, sample_params) -> None:
+    # The forkserver's environment is the API's when it started: the settings are the API's now.
+    for key in [k for k in os.environ if k.startswith("MAB_")]:
+        del os.environ[key]
+    os.environ.update(env)
+    from campaigns.settings import get_settings
+
+    get_settings.cache_clear()
+    try:
+        validate_templates(templates, set(factor_names), sample_params)
+        outcome = None
+    except InvalidInput as exc:
+        outcome = ("invalid", exc.field, exc.message)
+    except BaseException as exc:  # noqa: BLE001 (sent to the parent, which raises it)
+        outcome = ("error", type(exc).__name__, str(exc)[:1000])
+    send.send(outcome)
+    send.close()
 
 
 def _reason(exc: Exception) -> str:

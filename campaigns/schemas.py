@@ -4,7 +4,19 @@ import re
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, HttpUrl, StrictBool, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    StrictBool,
+    TypeAdapter,
+    ValidationError,
+    WrapValidator,
+    field_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 Objective = Literal["click", "conversion", "revenue"]
 Cadence = Literal["manual", "hourly", "daily", "weekly", "cron"]
@@ -30,6 +42,48 @@ def _not_bool(value):
 
 
 IsoDatetime = Annotated[datetime, BeforeValidator(_iso_datetime)]
+
+# A request's 422 lists at most this many problems, then how many more there were.
+MAX_LISTED_PROBLEMS = 50
+
+
+def _bounded_items(item_type, chunk: int = 1_000):
+    """A list validator that keeps only the first MAX_LISTED_PROBLEMS problems, then a count of the
+    rest. pydantic keeps an error object, with a reference to its input, for every problem of every
+    item: 10 MB of bad items made over a million of them (gigabytes). Validated a chunk of items at a
+    time, no more than one chunk's errors exist at once."""
+    adapter = TypeAdapter(list[item_type])
+
+    def validate(value, handler):
+        if not isinstance(value, list):
+            return handler(value)
+        items, problems, more = [], [], 0
+        for start in range(0, len(value), chunk):
+            try:
+                validated = adapter.validate_python(value[start:start + chunk])
+            except ValidationError as exc:
+                room = MAX_LISTED_PROBLEMS - len(problems)
+                if room <= 0:
+                    more += exc.error_count()
+                    continue
+                errors = exc.errors(include_url=False, include_context=False)
+                more += max(len(errors) - room, 0)
+                problems += [InitErrorDetails(type=PydanticCustomError(e["type"], e["msg"]),
+                                              loc=(start + e["loc"][0], *e["loc"][1:]), input=None)
+                             for e in errors[:room]]
+                continue
+            if not problems:
+                items += validated
+        if more:
+            problems.append(InitErrorDetails(
+                type=PydanticCustomError("too_many_problems", f"and {more:,} more problems (the first "
+                                                              f"{MAX_LISTED_PROBLEMS} are listed)"),
+                loc=(), input=None))
+        if problems:
+            raise ValidationError.from_exception_data(item_type.__name__, problems)
+        return handler(items)
+
+    return WrapValidator(validate)
 
 # The columns' integer ranges (INTEGER ids and counts; BIGINT sends, events and audit entries, and
 # SQLite's one 64-bit INTEGER): a larger number in a request is refused (422) instead of overflowing
@@ -221,7 +275,7 @@ class CustomerIn(Strict):
 
 
 class CustomersIn(Strict):
-    customers: Annotated[list[CustomerIn], Field(min_length=1)]
+    customers: Annotated[list[CustomerIn], Field(min_length=1), _bounded_items(CustomerIn)]
 
 
 class ImportResult(BaseModel):
@@ -246,7 +300,7 @@ class OrderIn(Strict):
 
 
 class OrdersIn(Strict):
-    orders: Annotated[list[OrderIn], Field(min_length=1)]
+    orders: Annotated[list[OrderIn], Field(min_length=1), _bounded_items(OrderIn)]
 
 
 class DeriveResult(BaseModel):
@@ -282,11 +336,17 @@ class EventIn(Strict):
 
 
 class EventsIn(Strict):
-    events: Annotated[list[EventIn], Field(min_length=1)]
+    events: Annotated[list[EventIn], Field(min_length=1), _bounded_items(EventIn)]
 
 
 class EventsAccepted(BaseModel):
     accepted: int
+
+
+class FailureReason(BaseModel):
+    reason: str
+    count: int
+    examples: list[str]
 
 
 class PeriodPublic(BaseModel):
@@ -300,8 +360,17 @@ class PeriodPublic(BaseModel):
     failed: int
     remaining: int
     chunks: int
-    rate_per_second: float | None = Field(description="Sends settled per second since the period started.")
-    eta_seconds: float | None = Field(description="Estimated seconds until every send is settled.")
+    rate_per_second: float | None = Field(description="Sends settled per second lately (decayed over about 30 s; "
+                                          "a finished period: its average). Falls towards 0 when the period stalls.")
+    eta_seconds: float | None = Field(description="Estimated seconds until every send is settled, from the recent "
+                                      "rate; none while planning, paused or stalled.")
+    state: str = Field(description="queued, planning, sending, paused, stalled, completed or failed.")
+    state_reason: str | None = Field(description="Why it is paused, stalled or failed, in words.")
+    stalled_since: datetime | None = Field(description="When a stalled period last moved.")
+    failures: list[FailureReason] = Field(description="Failed sends by reason, most frequent first, with up to "
+                                          "three example customers (external ids) each.")
+    redispatched_at: datetime | None = Field(description="When the sweeper last handed out this period's work "
+                                             "again after its task was lost.")
     error: str | None
     created_at: datetime
     started_at: datetime | None

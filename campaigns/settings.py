@@ -1,5 +1,7 @@
 """The one settings object. Every knob is an environment variable prefixed `MAB_`."""
 
+import json
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -20,6 +22,14 @@ class Settings(BaseSettings):
 
     delivery_backend: str = Field("outbox", description="`outbox` (.eml files) or `smtp`.")
     outbox_dir: Path = Field(Path("var/outbox"), description="Where the outbox backend writes .eml files.")
+    outbox_retention_days: float = Field(
+        14.0, ge=0, description="Outbox .eml files older than this are deleted by beat, hourly (0: kept forever)."
+    )
+    log_max_bytes: int = Field(
+        50_000_000, ge=0,
+        description="A log file under var/logs (`mab up`) past this size is moved to `<name>.1` "
+                    "(replacing the previous one) and started afresh, hourly (0: never).",
+    )
     smtp_host: str = Field("127.0.0.1", description="SMTP relay host (delivery backend `smtp`).")
     smtp_port: int = Field(25, ge=1, le=65535, description="SMTP relay port.")
     smtp_username: str = Field("", description="SMTP login (empty: no AUTH).")
@@ -147,6 +157,14 @@ class Settings(BaseSettings):
         7.0, gt=0, description="The guard watches periods running or finished within this many days."
     )
     guard_interval_seconds: float = Field(60.0, gt=0, description="How often beat runs the guard.")
+    failure_halt_share: float = Field(
+        0.05, ge=0, le=1, description="Halt a period and pause its campaign when more than this share of the sends "
+        "tried so far failed (suppressions at send time do not count; 0: never halt).")
+    failure_halt_min_tried: int = Field(
+        200, ge=1, description="A period's failure share is judged once at least this many of its sends were tried.")
+    sweep_interval_seconds: float = Field(
+        30.0, gt=0, description="How often beat's sweeper looks for work a lost task left behind (queued periods, "
+        "chunks whose lease ran out, stalled plans) and dispatches it again.")
 
     # Bounds and idempotency (issue 5). See README "Limits". A rate limit of 0 is off.
     idempotency_ttl_hours: float = Field(
@@ -175,9 +193,27 @@ class Settings(BaseSettings):
     )
 
     def resolved_database_url(self) -> str:
+        """MAB_DATABASE_URL; else the database of the `mab up` running in this folder; else SQLite."""
         if self.database_url:
             return self.database_url
-        return f"sqlite:///{(self.var_dir / 'mab.db').resolve()}"
+        return self.running_stack().get("database_url") or f"sqlite:///{(self.var_dir / 'mab.db').resolve()}"
+
+    def broker_url(self) -> str:
+        """MAB_REDIS_URL; else the broker of the `mab up` running in this folder (its private
+        redis-server listens on a port of its own); else Redis's default port."""
+        return self.redis_url or self.running_stack().get("redis_url") or "redis://127.0.0.1:6379/0"
+
+    def running_stack(self) -> dict:
+        """What `mab up` recorded in var/stack.json, while that `mab up` is alive (campaigns/stack.py)."""
+        try:
+            recorded = json.loads((self.var_dir / STACK_FILE).read_text())
+            os.kill(int(recorded["pid"]), 0)  # signal 0: only asks whether the process exists
+        except (OSError, ValueError, KeyError, TypeError):
+            return {}
+        return recorded
+
+
+STACK_FILE = "stack.json"
 
 
 @lru_cache

@@ -8,7 +8,8 @@ from sqlalchemy.exc import OperationalError
 
 from campaigns.db import session_scope
 from campaigns.delivery import DeliveryError
-from campaigns.services import clicks, events, guard, periods, sending
+from campaigns.jobs import BrokerUnavailable
+from campaigns.services import clicks, events, guard, periods, retention, sending, sweeper
 from campaigns.settings import get_settings
 from worker.app import celery_app
 
@@ -74,7 +75,7 @@ def fold_clicks(self, chain: bool = True) -> dict:
     campaigns/services/clicks.py."""
     try:
         return clicks.fold(chain=chain)
-    except (OperationalError, RedisError) as exc:  # the batch stays pending and is read back first
+    except (OperationalError, RedisError, BrokerUnavailable) as exc:  # the batch stays pending, read back first
         raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from exc
 
 
@@ -88,3 +89,16 @@ def guard_campaigns() -> dict[int, str]:
     """Beat, every MAB_GUARD_INTERVAL_SECONDS: pause campaigns whose unsubscribe or complaint rate
     in a period passes its threshold (campaigns/services/guard.py)."""
     return guard.run_guard()
+
+
+@celery_app.task
+def sweep() -> dict:
+    """Beat, every MAB_SWEEP_INTERVAL_SECONDS: hand out again the work of lost tasks
+    (campaigns/services/sweeper.py)."""
+    return sweeper.sweep()
+
+
+@celery_app.task
+def apply_retention() -> dict:
+    """Beat, hourly: delete outbox files past MAB_OUTBOX_RETENTION_DAYS, trim logs past MAB_LOG_MAX_BYTES."""
+    return retention.apply_retention()

@@ -65,7 +65,7 @@ def list_variants(campaign_id: PathId, request: Request, response: Response, ses
 @router.post("/{campaign_id}/periods", status_code=202, response_model=PeriodPublic, dependencies=[Marketer])
 def start_period(campaign_id: PathId, session: SessionDep, idem: IdempotencyDep):
     """Start the next send period now; a worker allocates, assigns, renders and delivers it."""
-    return idem.respond(periods.public(periods.start_period(session, campaign_id)), 202)
+    return idem.respond(periods.public(session, periods.start_period(session, campaign_id)), 202)
 
 
 @router.get("/{campaign_id}/periods", response_model=list[PeriodPublic], dependencies=[Reader])
@@ -77,7 +77,7 @@ def list_periods(campaign_id: PathId, request: Request, response: Response, sess
 
 @router.get("/{campaign_id}/periods/{number}", response_model=PeriodPublic, dependencies=[Reader])
 def get_period(campaign_id: PathId, number: PathId, session: SessionDep):
-    return periods.public(periods.get_period(session, campaign_id, number))
+    return periods.public(session, periods.get_period(session, campaign_id, number))
 
 
 @router.get(

@@ -64,6 +64,25 @@ def in_flight_period(session: Session, campaign_id: int) -> SendPeriod | None:
     return session.execute(stmt).scalars().first()
 
 
+def in_flight_periods(session: Session) -> list[SendPeriod]:
+    stmt = select(SendPeriod).where(SendPeriod.status.in_(IN_FLIGHT)).order_by(SendPeriod.id)
+    return list(session.execute(stmt).scalars())
+
+
+def in_flight_of_active_campaigns(session: Session) -> list[SendPeriod]:
+    """Periods queued or running whose campaign is active: the work the sweeper looks after."""
+    stmt = (select(SendPeriod).join(Campaign, Campaign.id == SendPeriod.campaign_id)
+            .where(SendPeriod.status.in_(IN_FLIGHT), Campaign.status == CampaignStatus.ACTIVE)
+            .order_by(SendPeriod.id))
+    return list(session.execute(stmt).scalars())
+
+
+def last_claim_at(session: Session, period_id: int) -> datetime | None:
+    """When the plan last claimed a segment: a plan in progress moves here, not in the counts."""
+    stmt = select(func.max(AllocationSnapshot.claimed_at)).where(AllocationSnapshot.period_id == period_id)
+    return session.execute(stmt).scalar_one()
+
+
 def last_period_number(session: Session, campaign_id: int) -> int:
     stmt = select(func.coalesce(func.max(SendPeriod.number), 0)).where(SendPeriod.campaign_id == campaign_id)
     return session.execute(stmt).scalar_one()

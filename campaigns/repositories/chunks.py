@@ -1,6 +1,7 @@
 """Queries over send chunks: creation, leases, completion."""
 
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy import func, select, text, update
 from sqlmodel import Session
@@ -46,20 +47,28 @@ def get(session: Session, chunk_id: int) -> SendChunk | None:
     return session.get(SendChunk, chunk_id)
 
 
-def take_lease(session: Session, chunk_id: int, now: datetime, until: datetime) -> bool:
-    """Take the chunk when nobody holds it (pending, or its holder's lease ran out). One UPDATE,
-    so two workers can never both win."""
+def take_lease(session: Session, chunk_id: int, now: datetime, until: datetime, holder: str,
+               dead_holder: str | None = None) -> bool:
+    """Take the chunk when nobody holds it (pending, or its holder's lease ran out), or when it is
+    still held by `dead_holder`, a process known to be dead. One UPDATE, so two workers can never
+    both win."""
     t = SendChunk.__table__
+    free = (t.c.status == ChunkStatus.PENDING) | (t.c.lease_until < now)
+    if dead_holder is not None:
+        free = free | (t.c.holder == dead_holder)
     result = session.execute(
         update(t)
-        .where(
-            t.c.id == chunk_id,
-            t.c.status != ChunkStatus.DONE,
-            (t.c.status == ChunkStatus.PENDING) | (t.c.lease_until < now),
-        )
-        .values(status=ChunkStatus.RUNNING, lease_until=until, attempts=t.c.attempts + 1, updated_at=now)
+        .where(t.c.id == chunk_id, t.c.status != ChunkStatus.DONE, free)
+        .values(status=ChunkStatus.RUNNING, lease_until=until, holder=holder, attempts=t.c.attempts + 1,
+                updated_at=now)
     )
     return result.rowcount == 1
+
+
+def holder_of(session: Session, chunk_id: int) -> str | None:
+    t = SendChunk.__table__
+    stmt = select(t.c.holder).where(t.c.id == chunk_id, t.c.status == ChunkStatus.RUNNING)
+    return session.execute(stmt).scalar_one_or_none()
 
 
 def progress(session: Session, chunk_id: int, sent: int, failed: int, until: datetime) -> None:
@@ -76,14 +85,14 @@ def release(session: Session, chunk_id: int) -> None:
     t = SendChunk.__table__
     session.execute(
         update(t).where(t.c.id == chunk_id, t.c.status == ChunkStatus.RUNNING)
-        .values(status=ChunkStatus.PENDING, lease_until=None, updated_at=utcnow())
+        .values(status=ChunkStatus.PENDING, lease_until=None, holder=None, updated_at=utcnow())
     )
 
 
 def mark_done(session: Session, chunk_id: int) -> None:
     t = SendChunk.__table__
     session.execute(update(t).where(t.c.id == chunk_id).values(status=ChunkStatus.DONE, lease_until=None,
-                                                               updated_at=utcnow()))
+                                                               holder=None, updated_at=utcnow()))
 
 
 def lock_period(session: Session, period_id: int) -> SendPeriod | None:
@@ -105,3 +114,46 @@ def campaign_status(session: Session, campaign_id: int) -> str | None:
     """Just the status, read before every delivery batch (a pause must stop the chunk): loading the
     whole campaign row, with its templates and JSON columns, into an ORM object cost more."""
     return session.execute(select(Campaign.status).where(Campaign.id == campaign_id)).scalar_one_or_none()
+
+
+class ChunkFacts(NamedTuple):
+    """What a period's unfinished chunks are doing, for the stall diagnosis and the sweeper."""
+
+    pending: int
+    held: int  # running, lease still valid
+    expired: int  # running, lease ran out: the holder stopped
+    first_held: int | None  # the number of a held chunk, and its lease
+    held_until: datetime | None
+    first_expired: int | None
+    expired_at: datetime | None
+    last_update: datetime | None  # the newest change to any of its chunks
+
+
+def facts(session: Session, period_id: int, now: datetime) -> ChunkFacts:
+    t = SendChunk.__table__
+    rows = session.execute(
+        select(t.c.number, t.c.status, t.c.lease_until, t.c.updated_at)
+        .where(t.c.period_id == period_id, t.c.status != ChunkStatus.DONE).order_by(t.c.number)
+    ).all()
+    held = [r for r in rows if r.status == ChunkStatus.RUNNING and r.lease_until and r.lease_until >= now]
+    expired = [r for r in rows if r.status == ChunkStatus.RUNNING and (not r.lease_until or r.lease_until < now)]
+    last = session.execute(select(func.max(t.c.updated_at)).where(t.c.period_id == period_id)).scalar_one()
+    return ChunkFacts(
+        pending=sum(r.status == ChunkStatus.PENDING for r in rows), held=len(held), expired=len(expired),
+        first_held=held[0].number if held else None, held_until=held[0].lease_until if held else None,
+        first_expired=expired[0].number if expired else None,
+        expired_at=expired[0].lease_until if expired else None, last_update=last,
+    )
+
+
+def abandoned(session: Session, period_id: int, now: datetime, include_pending: bool) -> list[tuple[int, str | None]]:
+    """(id, holder) of the unfinished chunks that may have nobody working on them: running with a
+    lease that ran out, running at all (the caller checks whether the holder is alive), and — when
+    the period has not moved for a lease — pending, whose task was lost with a worker or the broker."""
+    t = SendChunk.__table__
+    candidates = t.c.status == ChunkStatus.RUNNING
+    if include_pending:
+        candidates = candidates | (t.c.status == ChunkStatus.PENDING)
+    stmt = select(t.c.id, t.c.holder, t.c.status, t.c.lease_until).where(t.c.period_id == period_id, candidates)
+    rows = session.execute(stmt.order_by(t.c.number)).all()
+    return [(r.id, None if r.status == ChunkStatus.PENDING or r.lease_until < now else r.holder) for r in rows]

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import NamedTuple
 
 import numpy as np
-from sqlalchemy import and_, bindparam, case, func, select, text, update
+from sqlalchemy import Float, and_, bindparam, case, func, literal, select, text, update
 from sqlmodel import Session
 
 from campaigns import audience_filter
@@ -247,10 +247,25 @@ def record_results(session: Session, results: list[dict]) -> None:
         session.connection().execute(stmt, failed)
 
 
-def add_progress(session: Session, period_id: int, sent: int, failed: int) -> None:
-    """Atomic increments: chunks finishing on many workers at once never lose a count."""
+def add_progress(session: Session, period_id: int, sent: int, failed: int, now_epoch: float, tau: float) -> None:
+    """Atomic increments: chunks finishing on many workers at once never lose a count. The recent
+    rate is updated in the same statement, from the row's own values under its lock (the formula:
+    campaigns/services/period_health.py)."""
     t = SendPeriod.__table__
-    session.execute(update(t).where(t.c.id == period_id).values(sent=t.c.sent + sent, failed=t.c.failed + failed))
+    now = literal(now_epoch, Float)
+    last = func.coalesce(t.c.progress_epoch, now)
+    gap = case((last < now, now - last), else_=literal(0.0, Float)) + tau
+    session.execute(update(t).where(t.c.id == period_id).values(
+        sent=t.c.sent + sent, failed=t.c.failed + failed,
+        recent_rate=t.c.recent_rate * tau / gap + (sent + failed) / gap,
+        progress_epoch=case((last > now, last), else_=now),
+    ))
+
+
+def lock_period_failures(session: Session, period_id: int) -> SendPeriod:
+    """The period's row, locked for a read-modify-write of its failure summary."""
+    stmt = select(SendPeriod).where(SendPeriod.id == period_id).with_for_update()
+    return session.execute(stmt).scalars().one()
 
 
 def add_claimed(session: Session, period_id: int, claimed: int, chunks: int) -> None:

@@ -7,7 +7,7 @@ from campaigns import design, schedules
 from campaigns.db import on_commit
 from campaigns.errors import Conflict, InvalidInput, NotFound
 from campaigns.models import Campaign, CampaignSegment, CampaignStatus, PeriodStatus, Variant, utcnow
-from campaigns.rendering import static_links, validate_templates
+from campaigns.rendering import static_links, trial_render
 from campaigns.repositories import campaigns as repo
 from campaigns.repositories import customers as customer_repo
 from campaigns.schemas import CampaignCreate, CampaignUpdate, TemplateIn
@@ -76,7 +76,7 @@ def _validated_design(session: Session, data: CampaignCreate) -> tuple[list[dict
 
     # Trial-render the baseline and every distinct level at least once: an undefined variable or a
     # template that breaks on some level is refused now, not in the middle of a send.
-    validate_templates(data.template.model_dump(), set(data.factors), [baseline, *variants])
+    trial_render(data.template.model_dump(), set(data.factors), [baseline, *variants])
     schedules.normalize(data.cadence, _schedule(data))
     _audience(data)
     return variants, {n: known[n] for n in data.segments}, baseline
@@ -147,7 +147,7 @@ def update(session: Session, campaign_id: int, data: CampaignUpdate) -> Campaign
     limits.check_template(data.template)
     if "template" in changes:
         variants = [v.params for v in repo.variants(session, campaign_id)]
-        validate_templates(changes["template"], set(campaign.factors), [campaign.baseline, *variants])
+        trial_render(changes["template"], set(campaign.factors), [campaign.baseline, *variants])
         t = changes.pop("template")
         campaign.subject_template, campaign.html_template, campaign.text_template = t["subject"], t["html"], t["text"]
         campaign.links = static_links(t["html"])
@@ -176,7 +176,7 @@ def fix_template(session: Session, campaign: Campaign, new: TemplateIn) -> Campa
     limits.check_template(new)
     template = new.model_dump()
     variants = [v.params for v in repo.variants(session, campaign.id)]
-    validate_templates(template, set(campaign.factors), [campaign.baseline, *variants])
+    trial_render(template, set(campaign.factors), [campaign.baseline, *variants])
     audience.require_renderable(session, campaign, template)
     previous = campaign.template_version
     campaign.subject_template, campaign.html_template, campaign.text_template = (
@@ -255,6 +255,8 @@ def transition(session: Session, campaign_id: int, action: str) -> Campaign:
         inflight = repo.in_flight_period(session, campaign_id)
         if inflight is not None:
             period_id = inflight.id
+            if inflight.error and " halted: " in inflight.error:
+                inflight.error = None  # its failures stay in `failures`; the halt is over
             on_commit(session, lambda: periods.enqueue_resume(period_id))
     session.flush()
     return campaign

@@ -35,6 +35,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from campaigns import jobs
 from campaigns.db import session_scope
 from campaigns.services import events
 from campaigns.settings import get_settings
@@ -50,7 +51,7 @@ FORGET_CONSUMER_MS = 3_600_000  # a consumer with nothing pending and idle this 
 
 
 def _url() -> str:
-    return get_settings().redis_url or "redis://127.0.0.1:6379/0"
+    return get_settings().broker_url()
 
 
 # Append the click and claim the right to schedule the fold, in one round trip. A script, not a
@@ -92,9 +93,7 @@ def flag_seconds() -> int:
 
 
 def schedule_fold() -> None:
-    from worker.tasks import fold_clicks  # late import: the worker imports services
-
-    fold_clicks.apply_async(countdown=FOLD_DELAY_SECONDS)
+    jobs.send(jobs.FOLD_CLICKS, countdown=FOLD_DELAY_SECONDS)
 
 
 def _event(fields: dict[bytes, bytes]) -> dict:

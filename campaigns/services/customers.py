@@ -2,6 +2,7 @@
 
 import csv
 import io
+import re
 from collections.abc import Iterable, Iterator
 
 from pydantic import ValidationError
@@ -99,16 +100,15 @@ def json_rows(customers: list[CustomerIn]) -> Iterator[tuple[str, CustomerIn]]:
 def csv_column_types(lines: Iterable[str]) -> dict[str, str]:
     """First pass over a CSV: each attribute column's type, from its header annotation
     (`loyalty_points:int`) or inferred from every non-empty value (see campaigns.attributes)."""
-    reader = csv.reader(lines)
-    header = next(reader, None)
-    if header is None:
+    reader = CsvRows(lines)
+    if reader.fieldnames is None:
         raise InvalidInput("body", "the CSV is empty (expected a header line)")
-    names, annotated = _header(header)
+    names, annotated = _header(reader.fieldnames)
     types = attributes.ColumnTypes(annotated)
-    columns = [(i, n) for i, n in enumerate(names) if n not in RESERVED_COLUMNS]
-    for row in reader:
-        for i, name in columns:
-            if i < len(row) and (value := row[i].strip()):
+    columns = [(raw, name) for raw, name in zip(reader.fieldnames, names, strict=True) if name not in RESERVED_COLUMNS]
+    for _, row in reader:
+        for raw, name in columns:
+            if (value := (row.get(raw) or "").strip()):
                 types.see(name, value)
     return types.result()
 
@@ -126,39 +126,37 @@ def _header(header: list[str]) -> tuple[list[str], dict[str, str]]:
 
 
 def csv_rows(lines: Iterable[str], types: dict[str, str] | None = None) -> Iterator[tuple[str, CustomerIn]]:
-    """Parse a CSV stream lazily: columns external_id, email, segment, consent; any other column
-    becomes a typed template attribute (`types`, from `csv_column_types`; text without it). An
-    empty cell is no attribute at all. The header is line 1; a bad row is named by its line number
-    (and column)."""
-    reader = csv.reader(lines)
-    header = next(reader, None)
-    if header is None:
+    """Parse a CSV stream lazily: columns external_id, email, segment, consent, lists; any other
+    column becomes a typed template attribute (`types`, from `csv_column_types`; text without it).
+    An empty cell is no attribute at all. The header is line 1; a bad row is named by its line
+    number (and column)."""
+    reader = CsvRows(lines)
+    if reader.fieldnames is None:
         raise InvalidInput("body", "the CSV is empty (expected a header line)")
-    names, annotated = _header(header)
+    names, annotated = _header(reader.fieldnames)
+    rename = dict(zip(reader.fieldnames, names, strict=True))
     types = {**annotated, **(types or {})}
     missing = {"external_id", "email"} - set(names)
     if missing:
         raise InvalidInput("line 1", f"missing column(s): {', '.join(sorted(missing))}")
-    for fields in reader:
-        if not fields:
-            continue  # a blank line
-        where = f"line {reader.line_num}"
-        if len(fields) > len(names):
+    for where, fields in reader:
+        if None in fields:
             raise InvalidInput(where, "more fields than header columns")
-        row = dict(zip(names, fields, strict=False))
+        row = {rename[k]: v for k, v in fields.items()}
         try:
             consent = _csv_bool(row.get("consent"))
         except ValueError as exc:
             raise InvalidInput(f"{where}.consent", str(exc)) from None
         attrs = {}
         for name, raw in row.items():
-            value = raw.strip()
+            value = (raw or "").strip()
             if name in RESERVED_COLUMNS or not value:
                 continue
             kind = types.get(name, "text")
             if not attributes.fits(kind, value):
                 raise InvalidInput(f"{where}.{name}", f"{value[:40]!r} is not a valid {kind} (the column's type)")
             attrs[name] = attributes.convert(kind, value) if kind != "text" else raw
+        lists = row.get("lists")
         try:
             yield where, CustomerIn(
                 external_id=row.get("external_id"),
@@ -166,7 +164,7 @@ def csv_rows(lines: Iterable[str], types: dict[str, str] | None = None) -> Itera
                 segment=row.get("segment") or None,
                 consent=consent,
                 attributes=attrs,
-                lists=[n.strip() for n in row["lists"].split(LIST_SEPARATOR) if n.strip()] if "lists" in row else None,
+                lists=[n.strip() for n in lists.split(LIST_SEPARATOR) if n.strip()] if lists is not None else None,
             )
         except ValidationError as exc:
             err = exc.errors()[0]
@@ -183,13 +181,59 @@ def _csv_bool(value: str | None) -> bool | None:
     raise ValueError(f"consent must be true/false/yes/no/1/0, not {value!r}")
 
 
+# A physical line longer than this is refused before it is decoded: with csv's own field limit
+# (131,072 characters) it bounds what one row can hold in memory.
+MAX_CSV_LINE_BYTES = 1 << 20
+_LONE_CR = re.compile(r"(?<=\r)(?!\n)")
+
+
 def decode_lines(chunks: Iterable[bytes]) -> Iterator[str]:
-    """Bytes chunks of a streamed upload -> text lines, without holding the file in memory."""
-    wrapper = io.TextIOWrapper(_ChunkReader(chunks), encoding="utf-8-sig", newline="")
-    try:
-        yield from wrapper
-    except UnicodeDecodeError as exc:
-        raise InvalidInput("body", f"the CSV is not valid UTF-8: {exc.reason}") from None
+    """Bytes chunks of a streamed upload -> text lines (ends kept: `\n`, `\r\n` or a lone `\r`),
+    without holding the file in memory. Each line is decoded alone, so bad UTF-8 is named by its line."""
+    reader = io.BufferedReader(_ChunkReader(chunks), 1 << 16)
+    number = 0
+    while line := reader.readline(MAX_CSV_LINE_BYTES + 1):
+        number += 1
+        if len(line) > MAX_CSV_LINE_BYTES and not line.endswith(b"\n"):
+            raise InvalidInput(f"line {number}", f"longer than {MAX_CSV_LINE_BYTES:,} bytes")
+        try:
+            text = line.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(f"line {number}", f"not valid UTF-8 ({exc.reason} at byte {exc.start + 1})") from None
+        if "\r" in text:
+            yield from filter(None, _LONE_CR.split(text))
+        else:
+            yield text
+
+
+class CsvRows:
+    """`csv.DictReader` (strict: a quote left open, or text after a closing quote, is an error)
+    whose parse errors of any kind are a 422 naming the line where the row starts; iterating gives
+    (`"line N"`, row)."""
+
+    def __init__(self, lines: Iterable[str]):
+        self._reader = csv.DictReader(lines, strict=True)
+        self.fieldnames = self._guarded(lambda: self._reader.fieldnames, 1)
+
+    def _guarded(self, read, start: int):
+        try:
+            return read()
+        except csv.Error as exc:
+            message = str(exc)
+            if "field larger than field limit" in message:
+                message += " characters"
+            elif message == "unexpected end of data":
+                message = "a quoted field is not closed (unexpected end of data)"
+            raise InvalidInput(f"line {start}", f"not valid CSV: {message}") from None
+
+    def __iter__(self) -> Iterator[tuple[str, dict]]:
+        while True:
+            start = self._reader.line_num + 1
+            try:
+                row = self._guarded(lambda: next(self._reader), start)
+            except StopIteration:
+                return
+            yield f"line {start}", row
 
 
 class _ChunkReader(io.RawIOBase):

@@ -10,7 +10,6 @@ within the attribution window, is stored as `unattributed`; a click judged to be
 bot's is stored as `excluded` with its reason. Only `applied` clicks and conversions are rewards.
 """
 
-import csv
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -21,13 +20,14 @@ from functools import lru_cache
 from pydantic import ValidationError
 from sqlmodel import Session
 
-from campaigns import metrics
+from campaigns import jobs, metrics
 from campaigns.db import on_commit
 from campaigns.errors import InvalidInput, Unavailable
 from campaigns.models import EventStatus, EventType, as_utc, utcnow
 from campaigns.repositories import campaigns as campaign_repo
 from campaigns.repositories import events as repo
 from campaigns.schemas import EventIn
+from campaigns.services.customers import CsvRows
 from campaigns.settings import get_settings
 
 ENQUEUE_BATCH = 5_000  # events per process_events task when a big import is queued
@@ -58,13 +58,11 @@ def enqueue(events: list[EventIn]) -> int:
 
 
 def enqueue_payload(payload: list[dict]) -> int:
-    from worker.tasks import process_events  # late import: the worker imports services
-
     try:
-        process_events.delay(payload)
-        metrics.observe_events_received(payload)
-    except Exception as exc:  # broker down: the caller must retry, nothing was accepted
-        raise Unavailable(f"the event queue is unavailable, retry later ({type(exc).__name__})") from exc
+        jobs.send(jobs.PROCESS_EVENTS, payload)
+    except jobs.BrokerUnavailable as exc:  # the caller must retry: nothing was accepted
+        raise Unavailable(f"the event queue is unavailable, retry later ({str(exc).split(':')[0]})") from exc
+    metrics.observe_events_received(payload)
     return len(payload)
 
 
@@ -74,14 +72,13 @@ CSV_COLUMNS = ("event_id", "campaign_id", "customer_external_id", "revenue", "oc
 def conversion_csv_rows(lines: Iterable[str]) -> Iterator[tuple[str, EventIn]]:
     """Offline conversions from a CSV stream, parsed lazily: every column of CSV_COLUMNS is required
     on every row (other columns are ignored). The header is line 1; a bad row is named by its line."""
-    reader = csv.DictReader(lines)
+    reader = CsvRows(lines)
     if reader.fieldnames is None:
         raise InvalidInput("body", "the CSV is empty (expected a header line)")
     missing = [c for c in CSV_COLUMNS if c not in reader.fieldnames]
     if missing:
         raise InvalidInput("line 1", f"missing column(s): {', '.join(missing)} (expected {','.join(CSV_COLUMNS)})")
-    for row in reader:
-        where = f"line {reader.line_num}"
+    for where, row in reader:
         if None in row:
             raise InvalidInput(where, "more fields than header columns")
         for column in CSV_COLUMNS:

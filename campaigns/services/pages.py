@@ -56,7 +56,7 @@ def periods(session: Session, campaign_id: int, limit: int, cursor: str | None) 
     campaign_service.get(session, campaign_id)
     rows = repo.periods(session, campaign_id, _int_cursor(cursor), limit + 1)
     rows, nxt = _split(rows, limit, lambda p: str(p.number))
-    return [period_service.public(p) for p in rows], nxt
+    return [period_service.public(session, p) for p in rows], nxt  # only in-flight ones cost queries
 
 
 def snapshots(session: Session, campaign_id: int, limit: int, cursor: str | None) -> tuple[list[dict], str | None]:

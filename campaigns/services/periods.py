@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 import bandit
-from campaigns import design, schedules
+from campaigns import design, jobs, metrics, schedules
 from campaigns.db import on_commit, pinned_session_scope, session_scope
 from campaigns.errors import Conflict, NotFound
 from campaigns.models import (
@@ -35,6 +35,7 @@ from campaigns.repositories import campaigns as repo
 from campaigns.repositories import chunks as chunk_repo
 from campaigns.repositories import sends as send_repo
 from campaigns.services import campaigns as campaign_service
+from campaigns.services import period_health
 from campaigns.services import versions as version_service
 from campaigns.settings import get_settings
 
@@ -44,9 +45,7 @@ HOLDOUT = bandit.HOLDOUT
 
 
 def enqueue_run(period_id: int) -> None:
-    from worker.tasks import run_period  # the worker imports services; import late to avoid a cycle
-
-    run_period.delay(period_id)
+    jobs.run_period(period_id)
 
 
 def enqueue_resume(period_id: int) -> None:
@@ -260,10 +259,7 @@ def _close_plan(period_id: int) -> str:
 
 
 def enqueue_chunks(chunk_ids: list[int]) -> None:
-    from worker.tasks import deliver_chunk  # the worker imports services; import late to avoid a cycle
-
-    for chunk_id in chunk_ids:
-        deliver_chunk.delay(chunk_id)
+    jobs.deliver_chunks(chunk_ids)
 
 
 def coordinate(period_id: int, enqueue: Callable[[list[int]], None] = enqueue_chunks) -> str:
@@ -320,20 +316,78 @@ def finish(session: Session, period: SendPeriod, campaign: Campaign) -> None:
     campaign.next_period_at = schedules.next_slot(campaign.cadence, campaign.schedule, utcnow())
 
 
-def public(period: SendPeriod) -> dict:
-    return {**period.model_dump(), **progress(period)}
+def public(session: Session, period: SendPeriod, now: datetime | None = None) -> dict:
+    """The period as the API and the CLI show it: counts, recent rate and ETA, failures by reason,
+    and its state — stalled since when and why, when it should move and does not."""
+    now = now or utcnow()
+    info = period_health.progress(period, now)
+    state, reason, since = _state(session, period, now)
+    if state != "sending":
+        info["eta_seconds"] = None
+    return {**period.model_dump(), **info, "state": state, "state_reason": reason, "stalled_since": since,
+            "failures": period_health.top_reasons(period.failures)}
 
 
-def progress(period: SendPeriod) -> dict:
-    """Sent / total / failed, rate and ETA: what the API and the CLI's progress bar show."""
-    done = period.sent + period.failed
-    rate = eta = None
-    if period.started_at and done:
-        elapsed = ((period.completed_at or utcnow()) - period.started_at).total_seconds()
-        rate = done / elapsed if elapsed > 0 else None
-        if rate and period.status != PeriodStatus.COMPLETED and period.planned_at:  # total is final
-            eta = max(period.total - done, 0) / rate
-    return {"rate_per_second": rate, "eta_seconds": eta, "remaining": max(period.total - done, 0)}
+def progress(period: SendPeriod, now: datetime | None = None) -> dict:
+    """Sent / total / failed, recent rate and ETA (period_health.progress)."""
+    return period_health.progress(period, now or utcnow())
+
+
+def _state(session: Session, period: SendPeriod, now: datetime) -> tuple[str, str | None, datetime | None]:
+    """(state, why, stalled since): completed, failed, paused, queued, planning, sending or stalled."""
+    if period.status in (PeriodStatus.COMPLETED, PeriodStatus.FAILED):
+        return period.status, period.error, None
+    campaign = repo.get_campaign(session, period.campaign_id)
+    if campaign.status != CampaignStatus.ACTIVE:
+        return "paused", campaign.status_reason or f"the campaign is {campaign.status}", None
+    lease = get_settings().chunk_lease_seconds
+    facts = chunk_repo.facts(session, period.id, now)
+    moved = max(t for t in (period_health.last_moved(period), facts.last_update,
+                            repo.last_claim_at(session, period.id)) if t is not None)
+    normal = "queued" if period.status == PeriodStatus.QUEUED else "sending" if period.planned_at else "planning"
+    if (now - moved).total_seconds() <= lease:
+        return normal, None, None
+    return "stalled", _stall_reason(period, facts, now), moved
+
+
+def _stall_reason(period: SendPeriod, facts: chunk_repo.ChunkFacts, now: datetime) -> str:
+    swept = f"; handed out again at {period.redispatched_at:%H:%M:%S} UTC" if period.redispatched_at else ""
+    if period.status == PeriodStatus.QUEUED:
+        return f"waiting for a worker: no worker has taken the period's plan{swept}"
+    if facts.held:
+        return (f"chunk {facts.first_held} is held by a worker (lease until {facts.held_until:%H:%M:%S} UTC) "
+                "that reports no progress")
+    if facts.expired:
+        return (f"the worker delivering chunk {facts.first_expired} stopped (its lease ran out at "
+                f"{facts.expired_at:%H:%M:%S} UTC){swept}")
+    if facts.pending:
+        return f"waiting for a worker: {facts.pending} chunks not taken{swept}"
+    return f"waiting for a worker to finish the plan{swept}"
+
+
+def halt_if_systematic(period_id: int, max_share: float, min_tried: int) -> str | None:
+    """Halt the period when its failures are systematic (period_health.judge): pause the campaign
+    with the reason, in its own transaction. Returns the reason, or None. Locks the campaign, then
+    the period: the order every lifecycle transition takes."""
+    with session_scope() as session:
+        period = repo.get_period(session, period_id)
+        verdict = period_health.judge(period.failures, period.sent, period.failed, max_share, min_tried)
+        if not verdict.halt:
+            return None
+        try:
+            campaign = campaign_service.transition(session, period.campaign_id, "pause")
+        except Conflict:
+            return None  # paused meanwhile: by a person, the guard, or another worker's halt
+        period = chunk_repo.lock_period(session, period_id)
+        session.refresh(period)
+        reason = f"period {period.number} halted: {verdict.reason}"
+        campaign.status_reason = reason[:2000]
+        period.error = reason[:2000]
+        period.failures = period_health.restart_window(period.failures, period.sent, period.failed)
+        on_commit(session, metrics.observe_period_halt)
+    log.warning(reason, extra={"campaign_id": campaign.id, "period_id": period_id, "tried": verdict.tried,
+                               "failed": verdict.failed})
+    return reason
 
 
 def mark_failed(period_id: int, error: str) -> None:

@@ -8,10 +8,15 @@ the batch in flight: with the outbox backend that rewrites the same file (named 
 SMTP it is at most `MAB_SMTP_COMMIT_EVERY` messages, which carry the same Message-ID as before.
 """
 
+import logging
+import os
 import signal
+import socket
 import threading
 import time
+from collections import Counter
 from datetime import timedelta
+from functools import lru_cache
 
 from campaigns import attributes, metrics, signing
 from campaigns.db import on_commit, session_scope
@@ -21,8 +26,10 @@ from campaigns.rendering import CompiledCampaign, MessageWriter, rewrite_links
 from campaigns.repositories import campaigns as repo
 from campaigns.repositories import chunks as chunk_repo
 from campaigns.repositories import sends as send_repo
-from campaigns.services import periods
+from campaigns.services import period_health, periods
 from campaigns.settings import get_settings
+
+log = logging.getLogger(__name__)
 
 HOLDOUT = periods.HOLDOUT
 HELD = "held by another worker"
@@ -30,6 +37,38 @@ HELD = "held by another worker"
 
 class RenderLimitExceeded(Exception):
     pass
+
+
+@lru_cache
+def _namespace() -> str:
+    """This host and PID namespace: where a holder's process id means something."""
+    try:
+        pid_ns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        pid_ns = "?"
+    return f"{socket.gethostname()}/{pid_ns}"
+
+
+def holder_id() -> str:
+    """Who holds a chunk's lease: this process, named so that a worker beside it can tell it died."""
+    return f"{_namespace()}:{os.getpid()}"
+
+
+def dead_local_holder(holder: str | None) -> str | None:
+    """`holder` when it is a process of this host and PID namespace that no longer exists (a worker
+    child killed mid-chunk): its lease need not run out before another process takes over."""
+    if not holder:
+        return None
+    where, _, pid = holder.rpartition(":")
+    if where != _namespace() or not pid.isdigit() or int(pid) == os.getpid():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return holder
+    except OSError:  # it exists, under another user
+        return None
+    return None
 
 
 def _on_alarm(signum, frame):
@@ -81,6 +120,7 @@ class ChunkContext:
         self.writer = MessageWriter(settings.mail_from, self.domain)  # headers and MIME skeleton, once
         self.render_timeout = settings.render_timeout_seconds
         self.max_bytes = settings.max_message_bytes
+        self.sent = 0  # by this task, for its log line
 
     def email_for(self, row):
         unsub_token = signing.sign("unsub", row.id)
@@ -139,7 +179,8 @@ def _deliver_with_retries(backend, send_id, msg, attempts: int) -> None:
 def _deliver_rows(ctx: ChunkContext, rows, backend, limiter) -> list[dict]:
     results = []
     for row in rows:
-        result = {"sid": row.id, "new_status": SendStatus.FAILED, "mid": None, "at": None, "err": None}
+        result = {"sid": row.id, "new_status": SendStatus.FAILED, "mid": None, "at": None, "err": None,
+                  "xid": row.external_id}
         results.append(result)
         if row.status != "active":  # suppression is re-checked at send time
             result["err"] = f"suppressed: customer is {row.status}"
@@ -170,13 +211,44 @@ class _Interrupted(Exception):
         self.cause = cause
 
 
-def _record(session, period_id: int, chunk_id: int, results: list[dict], lease: float) -> None:
+def _record(session, period_id: int, chunk_id: int, results: list[dict], lease: float) -> dict:
+    """Record a batch's outcomes, the period's progress and its failures by reason; returns the
+    batch's failures by reason."""
     send_repo.record_results(session, results)
     backend = get_settings().delivery_backend
     on_commit(session, lambda: metrics.observe_send_results(results, backend))  # counted once it holds
     sent = sum(r["new_status"] == SendStatus.SENT for r in results)
-    send_repo.add_progress(session, period_id, sent, len(results) - sent)
+    failures = period_health.summarize(results)
+    if failures:  # a read-modify-write of the summary, under the row lock the progress update takes too
+        period = send_repo.lock_period_failures(session, period_id)
+        period.failures = period_health.merge(period.failures, failures)
+    send_repo.add_progress(session, period_id, sent, len(results) - sent, time.time(), period_health.RATE_TAU_SECONDS)
     chunk_repo.progress(session, chunk_id, sent, len(results) - sent, utcnow() + timedelta(seconds=lease))
+    return failures
+
+
+def _log_chunk(chunk_id: int, period_id: int, campaign_id: int, tally: Counter, sent: int, outcome: str) -> None:
+    """One line per chunk: what it sent, what failed and why."""
+    failed = sum(tally.values())
+    extra = {"campaign_id": campaign_id, "period_id": period_id, "chunk_id": chunk_id, "sent": sent,
+             "failed": failed}
+    if not failed:
+        log.info("chunk %s: %s sent; %s", chunk_id, sent, outcome, extra=extra)
+        return
+    reasons = "; ".join(f"{n} × {reason}" for reason, n in tally.most_common(3))
+    log.warning("chunk %s: %s sent, %s failed (%s); %s", chunk_id, sent, failed, reasons, outcome,
+                extra={**extra, "reasons": dict(tally.most_common(period_health.MAX_REASONS))})
+
+
+def _take(session, chunk_id: int, now, lease: float) -> bool:
+    until = now + timedelta(seconds=lease)
+    if chunk_repo.take_lease(session, chunk_id, now, until, holder_id()):
+        return True
+    dead = dead_local_holder(chunk_repo.holder_of(session, chunk_id))
+    if dead and chunk_repo.take_lease(session, chunk_id, now, until, holder_id(), dead_holder=dead):
+        log.warning("chunk %s: its holder %s died; taken over before its lease ran out", chunk_id, dead)
+        return True
+    return False
 
 
 def deliver_chunk(chunk_id: int) -> str:
@@ -187,8 +259,7 @@ def deliver_chunk(chunk_id: int) -> str:
         chunk = chunk_repo.get(session, chunk_id)
         if chunk is None or chunk.status == ChunkStatus.DONE:
             return "done already"
-        now = utcnow()
-        if not chunk_repo.take_lease(session, chunk_id, now, now + timedelta(seconds=lease)):
+        if not _take(session, chunk_id, utcnow(), lease):
             return HELD
         period = repo.get_period(session, chunk.period_id)
         campaign = repo.get_campaign(session, period.campaign_id)
@@ -201,28 +272,53 @@ def deliver_chunk(chunk_id: int) -> str:
     backend = make_backend(settings, ctx.outbox)
     limiter = RateLimiter(settings.smtp_rate_per_second if settings.delivery_backend == "smtp" else 0)
     batch = settings.smtp_commit_every if settings.delivery_backend == "smtp" else settings.send_commit_every
-    cursor = first
+    tally: Counter = Counter()
+    outcome = "interrupted"
     try:
-        while cursor <= last:
-            upper = min(cursor + batch - 1, last)  # a slice of the chunk's id range
-            with session_scope() as session:
-                status = chunk_repo.campaign_status(session, campaign_id)
-                if status != CampaignStatus.ACTIVE:
-                    chunk_repo.release(session, chunk_id)
-                    return f"waiting: campaign is {status}"
-                rows = send_repo.queued_batch(session, period_id, cursor, upper)
-                if rows:
-                    try:
-                        results = _deliver_rows(ctx, rows, backend, limiter)
-                    except _Interrupted as stop:
-                        _record(session, period_id, chunk_id, stop.results, lease)
-                        session.commit()
-                        raise stop.cause from None
-                    _record(session, period_id, chunk_id, results, lease)
-            cursor = upper + 1
+        outcome = _deliver_range(ctx, chunk_id, period_id, campaign_id, first, last, backend, limiter, batch,
+                                 lease, tally)
+        if not outcome:
+            outcome = close_chunk(chunk_id, period_id)
+        return outcome
     finally:
         backend.close()
-    return close_chunk(chunk_id, period_id)
+        _log_chunk(chunk_id, period_id, campaign_id, tally, ctx.sent, outcome)
+
+
+def _deliver_range(ctx, chunk_id, period_id, campaign_id, first, last, backend, limiter, batch, lease,
+                   tally: Counter) -> str | None:
+    """Deliver the chunk's queued sends batch by batch; None when the range is done, else why it
+    stopped (the campaign was paused, by a person, the guard or the failure halt below)."""
+    settings = ctx.settings
+    cursor = first
+    while cursor <= last:
+        upper = min(cursor + batch - 1, last)  # a slice of the chunk's id range
+        with session_scope() as session:
+            status = chunk_repo.campaign_status(session, campaign_id)
+            if status != CampaignStatus.ACTIVE:
+                chunk_repo.release(session, chunk_id)
+                return f"waiting: campaign is {status}"
+            rows = send_repo.queued_batch(session, period_id, cursor, upper)
+            failures = {}
+            if rows:
+                try:
+                    results = _deliver_rows(ctx, rows, backend, limiter)
+                except _Interrupted as stop:
+                    _count(ctx, tally, stop.results, _record(session, period_id, chunk_id, stop.results, lease))
+                    session.commit()
+                    raise stop.cause from None
+                failures = _record(session, period_id, chunk_id, results, lease)
+                _count(ctx, tally, results, failures)
+        if any(period_health.is_judged(reason) for reason in failures):
+            # A halt pauses the campaign: the next batch sees it and gives the chunk back.
+            periods.halt_if_systematic(period_id, settings.failure_halt_share, settings.failure_halt_min_tried)
+        cursor = upper + 1
+    return None
+
+
+def _count(ctx, tally: Counter, results: list[dict], failures: dict) -> None:
+    ctx.sent += sum(r["new_status"] == SendStatus.SENT for r in results)
+    tally.update({reason: entry["count"] for reason, entry in failures.items()})
 
 
 def close_chunk(chunk_id: int, period_id: int) -> str:

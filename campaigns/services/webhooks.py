@@ -55,7 +55,7 @@ def _redis(url: str) -> redis.Redis:
 
 
 def _replay_store() -> redis.Redis:
-    return _redis(get_settings().redis_url or "redis://127.0.0.1:6379/0")
+    return _redis(get_settings().broker_url())
 
 
 def verify(timestamp: str | None, sig: str | None, body: bytes, now: float | None = None) -> str:

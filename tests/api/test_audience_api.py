@@ -191,7 +191,13 @@ BAD_CSV = [
     ("duplicate-id", GOOD + b"z1,z1b@example.com,champions,Ann\n", "line 4.external_id", "appears twice"),
     ("missing-email-column", b"external_id,segment\nz1,champions\n", "line 1", "email"),
     ("missing-both-columns", b"id,mail\nz1,z1@example.com\n", "line 1", "email, external_id"),
-    ("non-utf8", GOOD + b"z3,z3@example.com,champions,Jos\xe9\n", "body", "UTF-8"),
+    ("non-utf8", GOOD + b"z3,z3@example.com,champions,Jos\xe9\n", "line 4", "UTF-8"),
+    ("field-over-csv-limit", GOOD + b"z3,z3@example.com,champions," + b"x" * 140_000 + b"\n", "line 4",
+     "field larger than field limit (131072)"),
+    ("unterminated-quote", GOOD + b'z3,"z3@example.com,champions,Cy\nz4,z4@example.com,,Di\n', "line 4", "not closed"),
+    ("text-after-closing-quote", GOOD + b'z3,"z3"@example.com,champions,Cy\n', "line 4", "expected after"),
+    ("line-over-1-mib", GOOD + b"z3,z3@example.com,champions," + b"y," * 600_000 + b"\n", "line 4",
+     "longer than 1,048,576 bytes"),
     ("empty", b"", "body", "empty"),
 ]
 
@@ -222,7 +228,7 @@ def test_bad_row_after_several_written_batches_rolls_everything_back(api):
 
     body = csv_body(rows[:2500]) + b"k2500,k2500@example.com,champions,Jos\xe9,C\n"
     r = api("POST", "/customers/csv", "marketer", headers=CSV, content=body)
-    assert r.status_code == 422 and loc_and_msg(r)[0] == "body"
+    assert r.status_code == 422 and loc_and_msg(r)[0] == "line 2502"
     assert count(Customer) == 0
 
 

@@ -108,8 +108,11 @@ def test_bad_files_are_422(api, queue, sent):
         ("", "body", "empty"),
         ("event_id,campaign_id,customer_external_id,revenue\nx,1,m0,1\n", "line 1", "occurred_at"),
         (HEADER + "\n", "body", "no rows"),
-        (b"event_id,campaign_id,customer_external_id,revenue,occurred_at\nx,1,m\xff,1,2030-01-01\n", "body",
+        (b"event_id,campaign_id,customer_external_id,revenue,occurred_at\nx,1,m\xff,1,2030-01-01\n", "line 2",
          "utf-8"),
+        (f"{HEADER}\nx,{cid},m0,1,2030-01-01\ny,{cid},m{'0' * 140_000},1,2030-01-01\n", "line 3", "field limit"),
+        (f'{HEADER}\nx,{cid},m0,1,2030-01-01\ny,{cid},"m0,1,2030-01-01\nz,{cid},m1,1,2030-01-01\n', "line 3",
+         "not closed"),
     ]
     for text, loc, fragment in cases:
         r = post_csv(api, text)

@@ -7,7 +7,6 @@ import email
 import email.policy
 import os
 import signal
-import subprocess
 import time
 from collections import Counter
 
@@ -99,8 +98,8 @@ def assert_exactly_once(st, cid: int, eligible: set[str]) -> None:
     assert set(recipients) == eligible
 
 
-def worker_proc(st) -> subprocess.Popen:
-    return next(p for name, p in st["stack"].children if name == "worker")
+def child(st, name: str):
+    return next(c for c in st["stack"].children if c.name == name)
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
@@ -108,13 +107,13 @@ def test_kill_9_a_worker_mid_period(stack_factory, kind):
     st = stack_factory(kind)
     cid = load_and_start(st)
     wait_for(st, cid, lambda p: p["sent"] > N * 0.25, "a quarter sent")
-    victim = worker_proc(st)
-    os.killpg(victim.pid, signal.SIGKILL)  # the worker and its pool processes, no goodbye
-    victim.wait()
+    victim = child(st, "worker")
+    os.killpg(victim.proc.pid, signal.SIGKILL)  # the worker and its pool processes, no goodbye
+    victim.proc.wait()
     stalled = period(st, cid)
     assert stalled["status"] == "running" and stalled["sent"] < N
-    st["stack"].children.remove(("worker", victim))
-    st["stack"]._spawn("worker", victim.args, "worker2.log")  # a fresh worker takes over
+    st["stack"].supervise()  # what `mab up` does every second: a fresh worker takes over
+    assert victim.proc.poll() is None and victim.restarts == 1
     assert_exactly_once(st, cid, {f"f{i}" for i in range(N)})
 
 
@@ -122,12 +121,12 @@ def test_restart_redis_mid_period(stack_factory):
     st = stack_factory("sqlite")
     cid = load_and_start(st)
     wait_for(st, cid, lambda p: p["sent"] > N * 0.2, "a fifth sent")
-    redis_proc = next(p for name, p in st["stack"].children if name == "redis")
-    redis_proc.terminate()  # SIGTERM: redis writes its append-only file and exits
-    redis_proc.wait(20)
+    redis = child(st, "redis")
+    redis.proc.terminate()  # SIGTERM: redis writes its append-only file and exits
+    redis.proc.wait(20)
     time.sleep(1)
-    st["stack"].children.remove(("redis", redis_proc))
-    st["stack"]._spawn("redis", redis_proc.args, "redis2.log")  # same port, same data directory
+    st["stack"].supervise()  # restarted on the same port, with the same data directory
+    assert redis.proc.poll() is None and redis.restarts == 1
     assert_exactly_once(st, cid, {f"f{i}" for i in range(N)})
 
 
