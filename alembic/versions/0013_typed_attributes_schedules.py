@@ -9,7 +9,7 @@ versions.
   (an attribute filter and customer lists), `campaign.template_version` (1, then one more per fix).
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 Create Date: 2026-12-04 16:40:00
 """
 import json
@@ -21,7 +21,7 @@ from alembic import op
 from campaigns import attributes
 
 revision: str = '0013'
-down_revision: str | None = '0011'
+down_revision: str | None = '0012'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

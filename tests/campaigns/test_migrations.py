@@ -68,7 +68,7 @@ def test_0013_types_the_text_attributes_of_earlier_imports(database_url):
     from campaigns.models import Customer
 
     reset_engine()
-    command.downgrade(alembic_config(database_url), "0011")
+    command.downgrade(alembic_config(database_url), "0012")
     rows = [
         ("a", {"points": "1200", "score": "1.5", "vip": "true", "since": "2024-03-01", "zip": "01234", "city": ""}),
         ("b", {"points": "80", "score": "2", "vip": "no", "since": "2025-12-31", "zip": "75001", "city": "Lyon"}),
