@@ -11,6 +11,9 @@ from pydantic import (
     Field,
     HttpUrl,
     StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
     TypeAdapter,
     ValidationError,
     WrapValidator,
@@ -42,6 +45,16 @@ def _not_bool(value):
 
 
 IsoDatetime = Annotated[datetime, BeforeValidator(_iso_datetime)]
+
+
+def _iso_date_text(value):
+    # pydantic also reads a number as Unix seconds; a date here is ISO text (2026-03-01), as documented
+    if not isinstance(value, str | date):
+        raise ValueError("Input should be a valid date: ISO 8601 text such as 2026-03-01")
+    return value
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_date_text)]
 
 # A request's 422 lists at most this many problems, then how many more there were.
 MAX_LISTED_PROBLEMS = 50
@@ -151,7 +164,8 @@ class ScheduleIn(Strict):
 
 AttributeName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 ListName = Annotated[str, Field(min_length=1, max_length=64)]
-Scalar = Annotated[StrictBool, Field()] | int | float | Annotated[str, Field(max_length=200)]
+# strict: "12" stays text and 12 a number, as the attributes they are compared with
+Scalar = StrictBool | StrictInt | StrictFloat | Annotated[StrictStr, Field(max_length=200)]
 
 
 class AttributeCondition(Strict):
@@ -162,8 +176,8 @@ class AttributeCondition(Strict):
     one_of: Annotated[list[Scalar], Field(min_length=1, max_length=1000)] | None = None
     min: Number | None = Field(None, description="A number at least this.")
     max: Number | None = Field(None, description="A number at most this.")
-    since: date | None = Field(None, description="A date on or after this (ISO).")
-    until: date | None = Field(None, description="A date on or before this (ISO).")
+    since: IsoDate | None = Field(None, description="A date on or after this (ISO).")
+    until: IsoDate | None = Field(None, description="A date on or before this (ISO).")
 
 
 class AudienceIn(Strict):

@@ -210,8 +210,11 @@ def preview_access(request: Request, session: SessionDep,
             expires = int(q.get("expires", ""))
         except ValueError:
             expires = 0
-        preview.check_link(int(request.path_params["campaign_id"]), q.get("customer", ""), q.get("variant", ""),
-                           expires, q["sig"])
+        try:
+            campaign_id = int(request.path_params["campaign_id"])
+        except ValueError:
+            return  # not an id: the path's own validation refuses the request (422) before anything is read
+        preview.check_link(campaign_id, q.get("customer", ""), q.get("variant", ""), expires, q["sig"])
         return
     row = current_key(session, key, request)
     if row.role not in (Role.ADMIN, Role.MARKETER, Role.ANALYST):

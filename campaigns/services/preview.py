@@ -88,8 +88,8 @@ def signed_link(campaign_id: int, customer: str, variant: str, now: float | None
 
 
 def check_link(campaign_id: int, customer: str, variant: str, expires: int, sig: str) -> None:
-    if expires < time.time() or not signing.verify_link("preview", _subject(campaign_id, customer, variant, expires),
-                                                        sig):
+    subject = _subject(campaign_id, customer, variant, expires)
+    if expires < time.time() or not sig.isascii() or not signing.verify_link("preview", subject, sig):
         raise Unauthorized("the preview link is expired or not genuine: ask for a new one")
 
 
