@@ -5,7 +5,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import errors, idempotency, openapi_rules
+from api import docs_ui, errors, idempotency, openapi_rules
 from api.deps import Audited, NoNul
 from api.limits import BodySizeLimit, RateLimit, document_limits
 from api.middleware import RequestObserver
@@ -40,7 +40,10 @@ def create_app() -> FastAPI:
         description="Multi-armed bandit experimentation for email marketing.",
         # the audit log of every call made with an API key; no NUL in a path or query (api/deps.py)
         dependencies=[Audited, NoNul],
+        docs_url=None,  # /docs and /redoc: served offline by api/docs_ui.py
+        redoc_url=None,
     )
+    docs_ui.install(app)
     errors.install(app)
     openapi_rules.install(app)  # what the API enforces, in its OpenAPI document
     idempotency.install(app)  # replays of an Idempotency-Key

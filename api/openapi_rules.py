@@ -16,6 +16,7 @@ from campaigns import schemas
 
 BOUNDS = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt": "exclusiveMaximum"}
 NO_NUL = "^[^\\u0000]*$"
+HTTP_URL = "^[Hh][Tt][Tt][Pp][Ss]?://[^\\u0000\\s/?#][^\\u0000]*$"
 # The rules each model checks in Python, as JSON Schema (keep in step with campaigns/schemas.py and
 # campaigns/design.py; tests/api/test_openapi_rules.py holds them to what the API does).
 MODEL_RULES = {
@@ -59,7 +60,9 @@ def _no_nul(node) -> None:
         return
     if node.get("type") == "string" and "enum" not in node and "const" not in node:
         pattern = node.get("pattern")
-        if pattern is None:
+        if node.get("format") == "uri" and pattern is None:  # pydantic's HttpUrl: http(s), then a host
+            node["pattern"] = HTTP_URL
+        elif pattern is None:
             node["pattern"] = NO_NUL
         elif "\\u0000" not in pattern:  # only negated classes and literals in ours: exclude NUL from each
             node["pattern"] = pattern.replace("[^", "[^\\u0000")

@@ -4,8 +4,8 @@ Prints, each beside its baseline measured in the same run:
 
 * `/health` latency while a campaign whose HTML holds `{{ (')'*58000 ~ 'x.')|urlize }}` is saved
   again and again (each save must be a 422), against `/health` latency with nothing else running;
-* the API process's peak memory (VmHWM) and the answer's size for a 10 MB body of invalid customers,
-  against the same for a 10 MB body of valid ones.
+* the API process's peak memory (VmHWM), the answer's size and `/health` latency meanwhile for a
+  10 MB body of invalid customers, against the same for a 10 MB body of valid ones.
 
     nice -n 10 .venv/bin/python benchmarks/bench_hostile_input.py [--saves 20]
 """
@@ -114,7 +114,7 @@ def main() -> None:
         try:
             run(f"http://127.0.0.1:{port}", (folder / "var" / "admin.key").read_text().strip(), api_pid(port), args)
         finally:
-            os.killpg(proc.pid, signal.SIGINT)
+            os.killpg(proc.pid, signal.SIGTERM)  # what Ctrl-C does: a clean stop
             proc.wait(60)
 
 
@@ -144,13 +144,19 @@ def run(url: str, key: str, pid: int, args) -> None:
     for label, valid in (("invalid", False), ("valid", True)):  # invalid first: its own peak
         body = customers_body(valid, size)
         before = memory_kb(pid, "VmRSS")
+        stop, result = threading.Event(), []
+        poller = threading.Thread(target=lambda out=result, done=stop: out.append(health_latencies(url, done, 0)))
+        poller.start()
         started = time.perf_counter()
         r = httpx.post(url + "/customers", content=body, timeout=600,
                        headers={**headers, "Content-Type": "application/json"})
         seconds = time.perf_counter() - started
+        stop.set()
+        poller.join()
         print(f"{len(body) / 1e6:.1f} MB of {label} customers: {r.status_code} in {seconds:.1f} s, answer "
               f"{len(r.content):,} bytes; API RSS before {before / 1024:.0f} MB, peak so far (VmHWM) "
               f"{memory_kb(pid, 'VmHWM') / 1024:.0f} MB")
+        print(f"  /health meanwhile: {describe(result[0])}")
         if not valid:
             detail = r.json()["detail"]
             print(f"  {len(detail)} entries; last: {detail[-1]}")

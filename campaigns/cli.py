@@ -35,8 +35,9 @@ def _migrate() -> str:
     return url
 
 
-def _ensure_admin_key() -> str | None:
-    """On first start, create an admin key, show it once, and keep it in var/admin.key (0600)."""
+def _ensure_admin_key() -> tuple[str | None, bool]:
+    """On first start, create an admin key and keep it in var/admin.key (0600). Returns the key
+    (None when keys exist but the file is gone) and whether it was created now: only then is it shown."""
     from sqlalchemy import func, select
 
     from campaigns.db import session_scope
@@ -46,11 +47,11 @@ def _ensure_admin_key() -> str | None:
     key_file = get_settings().var_dir / "admin.key"
     with session_scope() as session:
         if session.execute(select(func.count()).select_from(ApiKey)).scalar_one():
-            return key_file.read_text().strip() if key_file.exists() else None
+            return (key_file.read_text().strip() if key_file.exists() else None), False
         _, plaintext = keys.create_key(session, "first admin (mab up)", "admin")
     key_file.write_text(plaintext + "\n")
     key_file.chmod(0o600)
-    return plaintext
+    return plaintext, True
 
 
 @app.command()
@@ -114,11 +115,16 @@ def up(
         os.environ.update(MAB_REDIS_URL=redis_url, MAB_DATABASE_URL=url)
         stack.start_services(host, port, concurrency)
         stack.record(database_url=url, redis_url=redis_url, api_url=api_url)
-        admin_key = _ensure_admin_key()
+        admin_key, created = _ensure_admin_key()
         console.print(f"[bold green]MAB Campaigns is up[/] at {api_url} (docs: /docs)")
         console.print(f"database {url}\nbroker   {redis_url}\nlogs     {settings.var_dir / 'logs'}/")
-        if admin_key:
-            console.print(f"admin key (also in {settings.var_dir / 'admin.key'}): {admin_key}")
+        key_file = settings.var_dir / "admin.key"
+        if created:
+            console.print(f"admin key (shown once; kept in {key_file}): {admin_key}")
+        elif admin_key:
+            console.print(f"admin key: in {key_file}")
+        else:
+            console.print(f"[yellow]no {key_file}:[/] create an admin key with `mab create-key --role admin`")
         if demo:
             from campaigns.demo import Demo
 
@@ -227,9 +233,20 @@ def _simulate_command() -> None:
 _simulate_command()
 
 
+def _reading_commands() -> None:
+    from campaigns import reading_cli
+
+    app.command("campaigns")(reading_cli.campaigns_cmd)
+    app.command("report")(reading_cli.report_cmd)
+    app.command("docs")(reading_cli.docs_cmd)
+
+
+_reading_commands()
+
+
 @app.command("config-reference")
 def config_reference(
-    output: Annotated[str, typer.Option(help="Where to write it (default: docs/configuration.md)")] = "",
+    output: Annotated[str, typer.Option(help="Where to write it (default: docs/reference/configuration.md)")] = "",
     check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 if the file is out of date")] = False,
 ) -> None:
     """Generate the configuration reference (every MAB_* variable) from the settings object."""
@@ -266,6 +283,74 @@ def unsubscribe_mail(
     for name, raw in messages:
         with session_scope() as session:  # one message, one commit: a bad one never holds back the rest
             typer.echo(f"{name}: {inbound.process_message(session, raw)}")  # one plain line each
+
+
+@app.command("inbound")
+def inbound_reports(
+    files: Annotated[list[str] | None, typer.Argument(help="Raw messages (.eml); none: one message on stdin")] = None,
+) -> None:
+    """Process bounce (RFC 3464 DSN) and complaint (RFC 5965 ARF) reports that arrive by mail, e.g. from
+    a Postfix pipe transport on the bounce address. Hard bounces and complaints suppress the customer;
+    reports that cannot be parsed or matched are kept under MAB_INBOUND_DIR and counted."""
+    from pathlib import Path
+
+    from campaigns.db import session_scope
+    from campaigns.services import feedback_mail
+
+    messages = [(name, Path(name).read_bytes()) for name in files] if files else [("stdin", sys.stdin.buffer.read())]
+    for name, raw in messages:
+        with session_scope() as session:  # one message, one commit: a bad one never holds back the rest
+            typer.echo(f"{name}: {feedback_mail.process_report(session, raw)}")
+
+
+@app.command("check-domain")
+def check_domain() -> None:
+    """Print the DNS records (DKIM, SPF, DMARC) to publish for the configured sending domain."""
+    from campaigns import dkim_signing
+
+    settings = get_settings()
+    try:
+        records = dkim_signing.dns_records(settings)
+    except dkim_signing.DkimConfigError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    if not dkim_signing.parse_keys(settings.dkim_keys):
+        typer.echo("DKIM: no key configured (MAB_DKIM_KEYS): messages leave unsigned; receivers that require "
+                   "DKIM (Gmail, Yahoo: bulk senders) will refuse or junk them.")
+    for name, value, why in records:
+        typer.echo(f"; {why}")
+        # TXT strings are at most 255 characters each (RFC 4408 3.1.3): a 2048-bit key needs two
+        chunks = " ".join(f'"{value[i:i + 255]}"' for i in range(0, len(value), 255))
+        typer.echo(f"{name}. IN TXT {chunks}")
+
+
+@app.command("check-email")
+def check_email(
+    campaign_id: Annotated[int, typer.Argument(help="The campaign whose emails to score")],
+    samples: Annotated[int, typer.Option(help="Emails to build: the baseline and variants across the grid")] = 5,
+) -> None:
+    """Score a campaign's emails, built as they are sent (List-Id, DKIM), with SpamAssassin's local rules
+    (no network tests). Exit 1 if any scores above 0, or if SpamAssassin is not installed."""
+    from campaigns import spam_check
+    from campaigns.db import session_scope
+    from campaigns.errors import DomainError
+
+    if not spam_check.available():
+        console.print("[red]spamassassin is not installed[/] (Debian: apt-get install spamassassin)")
+        raise typer.Exit(1)
+    try:
+        with session_scope() as session:
+            messages = spam_check.campaign_messages(session, campaign_id, get_settings(), samples)
+    except DomainError as exc:
+        console.print(f"[red]{exc.detail}[/]")
+        raise typer.Exit(1) from None
+    scores = [spam_check.score(raw, label) for label, raw in messages]
+    for s in scores:
+        typer.echo(f"{s.score:5.1f}  {'ok  ' if s.passed else 'HIGH'}  {s.label}: {', '.join(s.rules) or 'no rule'}")
+    worst = max(s.score for s in scores)
+    typer.echo(f"worst score {worst:.1f} (required: <= {spam_check.THRESHOLD:.1f}; SpamAssassin calls 5.0 spam)")
+    if worst > spam_check.THRESHOLD:
+        raise typer.Exit(1)
 
 
 @app.command("revoke-key")

@@ -1,4 +1,4 @@
-"""The configuration reference (docs/configuration.md), generated from the settings object.
+"""The configuration reference (docs/reference/configuration.md), generated from the settings object.
 
 Each field of `campaigns.settings.Settings` is one row: its environment variable, its type and
 bounds, its default and its description. The description is the field's `Field(description=...)`;
@@ -22,7 +22,7 @@ import annotated_types
 from campaigns import settings as settings_module
 from campaigns.settings import PROJECT_ROOT, Settings
 
-DOCUMENT = PROJECT_ROOT / "docs" / "configuration.md"
+DOCUMENT = PROJECT_ROOT / "docs" / "reference" / "configuration.md"
 NO_DESCRIPTION = "*(no description in campaigns/settings.py yet)*"
 LONG_DEFAULT = 60  # characters of a default shown before it is cut
 

@@ -102,6 +102,25 @@ def pinned_session_scope() -> Iterator[Session]:
         yield session
 
 
+@contextmanager
+def snapshot_scope() -> Iterator[Session]:
+    """A read-only unit of work that sees one consistent state of the database across all its
+    queries (a report must not count events whose sends it has not counted yet): REPEATABLE READ on
+    PostgreSQL; on SQLite an explicit BEGIN, since the driver would otherwise run every SELECT in
+    a snapshot of its own. Nothing is ever committed."""
+    with get_engine().connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execution_options(isolation_level="REPEATABLE READ")
+        else:
+            conn.exec_driver_sql("BEGIN")
+        with Session(bind=conn, expire_on_commit=False) as session:
+            try:
+                yield session
+            finally:
+                session.rollback()
+                conn.rollback()
+
+
 def is_postgres(session: Session) -> bool:
     """Bulk paths differ by backend (COPY, arrays on PostgreSQL; executemany on SQLite)."""
     return session.get_bind().dialect.name == "postgresql"

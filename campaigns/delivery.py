@@ -18,10 +18,13 @@ class DeliveryError(Exception):
     """permanent: the server refused for good (5xx). connection_lost: nothing can be sent until the
     server is back, so the chunk stops; otherwise a temporary refusal concerns this message only."""
 
-    def __init__(self, message: str, permanent: bool, connection_lost: bool = False):
+    def __init__(self, message: str, permanent: bool, connection_lost: bool = False, code: int | None = None,
+                 deferred: bool = False):
         super().__init__(message)
         self.permanent = permanent
         self.connection_lost = connection_lost
+        self.code = code  # the SMTP reply code, when the server answered (campaigns/services/bounces.py)
+        self.deferred = deferred  # temporary refusals that persisted through every attempt
 
 
 class Backend(Protocol):
@@ -87,11 +90,11 @@ class SmtpBackend:
             codes = [code for code, _ in exc.recipients.values()]
             self._after_refusal(codes)
             raise DeliveryError(f"recipient refused: {exc.recipients}", permanent=all(c >= 500 for c in codes),
-                                connection_lost=421 in codes) from exc
+                                connection_lost=421 in codes, code=min(codes)) from exc
         except smtplib.SMTPResponseException as exc:
             self._after_refusal([exc.smtp_code])
             raise DeliveryError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}", permanent=exc.smtp_code >= 500,
-                                connection_lost=exc.smtp_code == 421) from exc
+                                connection_lost=exc.smtp_code == 421, code=exc.smtp_code) from exc
         except (smtplib.SMTPException, OSError) as exc:
             self.close()
             raise DeliveryError(f"SMTP unavailable: {exc}", permanent=False, connection_lost=True) from exc

@@ -164,13 +164,38 @@ class Demo:
             report = self.wait_for_events(cid, posted)
             self.console.print(f"period {period['number']}: {period['sent']} sent; {posted} events so far")
             self.show_allocation(report, period["number"])
-        lift = report["overall"]["lift"]["conversion_rate"]
-        self.console.print(
-            f"[bold]Conversion per send[/]: control {lift['control']:.4f}, bandit {lift['bandit']:.4f}, "
-            f"relative lift {lift['relative_lift']:+.1%} "
-            f"(absolute 95% CI {lift['absolute_lift_ci95'][0]:+.4f} … {lift['absolute_lift_ci95'][1]:+.4f})"
-        )
-        base = str(self.http.base_url).rstrip("/")
-        self.console.print(f"Full report: GET {base}/campaigns/{cid}/report (JSON), /report.csv, /report.html "
-                           "(with an analyst or admin key)")
+        self.console.print(lift_line(report))
+        if report.get("summary"):
+            self.console.print(report["summary"])
+        self.next_steps(cid)
         return report
+
+    def next_steps(self, campaign_id: int) -> None:
+        """Where to look next: the emails, the report (a browser cannot send the key header the
+        report's URL needs, so `mab report` writes the page to a file), the manual."""
+        from campaigns.settings import get_settings
+
+        settings = get_settings()
+        base = str(self.http.base_url).rstrip("/")
+        self.console.print(
+            "\n[bold]Next steps[/] (in another terminal, in this folder)\n"
+            f"  the emails      one .eml file per send under {settings.outbox_dir}/\n"
+            f"  the report      .venv/bin/mab report {campaign_id} --open   (or --html report.html, --csv report.csv)\n"
+            "  your campaigns  .venv/bin/mab campaigns\n"
+            "  the manual      .venv/bin/mab docs, then http://127.0.0.1:8001 (its pages are in docs/)\n"
+            f"  the API         {base}/docs, with the admin key in {settings.var_dir / 'admin.key'}"
+        )
+
+
+def _fmt(x, spec: str) -> str:
+    """A number of the report, or "n/a" where the report has none (no delivered control email yet,
+    or a control without conversions: the relative lift is then undefined)."""
+    return "n/a" if x is None else format(x, spec)
+
+
+def lift_line(report: dict) -> str:
+    lift = report["overall"]["lift"]["conversion_rate"]
+    lo, hi = lift["absolute_lift_ci95"]
+    return (f"[bold]Conversion per send[/]: control {_fmt(lift['control'], '.4f')}, "
+            f"bandit {_fmt(lift['bandit'], '.4f')}, relative lift {_fmt(lift['relative_lift'], '+.1%')} "
+            f"(absolute 95% CI {_fmt(lo, '+.4f')} … {_fmt(hi, '+.4f')})")

@@ -87,6 +87,14 @@ REDISPATCHED = prom.Counter(
     "mab_redispatched_total", "Work the sweeper handed out again after its task was lost (period plans, chunks).",
     ["kind"],
 )
+BOUNCES = prom.Counter(
+    "mab_bounces_total", "Customers suppressed by a bounce or complaint, by source (smtp, mail) and kind "
+    "(hard, soft, complaint).", ["source", "kind"],
+)
+INBOUND = prom.Counter(
+    "mab_inbound_messages_total", "Inbound bounce and complaint reports by outcome (recorded, unmatched, "
+    "unparseable, ignored).", ["outcome"],
+)
 
 
 # --- what the code calls ----------------------------------------------------------------------------
@@ -135,6 +143,15 @@ def observe_period_halt() -> None:
 
 def observe_dispatch_failure(task: str) -> None:
     DISPATCH_FAILURES.labels(task.rsplit(".", 1)[-1]).inc()
+
+
+def count_bounces(source: str, kind: str, n: int) -> None:
+    if n:
+        BOUNCES.labels(source, kind).inc(n)
+
+
+def count_inbound(outcome: str) -> None:
+    INBOUND.labels(outcome).inc()
 
 
 def observe_redispatch(kind: str, n: int = 1) -> None:

@@ -346,6 +346,16 @@ def _compiled(part: str, source: str):
     return ENVIRONMENTS[part].from_string(source)
 
 
+def list_id(campaign_id: int, name: str, domain: str) -> str:
+    """The campaign's RFC 2919 List-Id: its name as the phrase, `campaign-<id>.<domain>` as the id."""
+    phrase = " ".join(name.split())
+    if phrase.isascii():
+        phrase = '"' + phrase.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    else:
+        phrase = _encoded_words(phrase)
+    return f"{phrase} <campaign-{campaign_id}.{domain}>"
+
+
 @dataclass(frozen=True)
 class OutgoingEmail:
     sender: str
@@ -414,9 +424,12 @@ class MessageWriter:
     7bit part is only ever text that does not contain it.
     """
 
-    def __init__(self, sender: str, domain: str):
+    def __init__(self, sender: str, domain: str, list_id: str = "", signer=None):
         self.from_header, self.envelope = _sender(sender)
         self.domain = domain
+        # RFC 2919: the campaign is the list; without it SpamAssassin flags the list headers as partial
+        self._list_id = f"List-Id: {list_id}\r\n" if list_id else ""
+        self._signer = signer  # campaigns.dkim_signing.Signer or None: prepends a DKIM-Signature
         self._boundary = boundary = f"=_{uuid.uuid4().hex}"
         part = ("--{b}\r\nContent-Type: text/{kind}; charset=utf-8\r\n"
                 "Content-Transfer-Encoding: {cte}\r\n\r\n")
@@ -432,7 +445,8 @@ class MessageWriter:
     def _now(self) -> str:
         second = int(time.time())
         if second != self._second:
-            self._second, self._date = second, formatdate(second, localtime=False)
+            # formatdate writes UTC as "-0000", which RFC 5322 3.3 reserves for "time zone unknown"
+            self._second, self._date = second, formatdate(second, localtime=False)[:-5] + "+0000"
         return self._date
 
     def build(self, *, to: str, subject: str, html: str, text: str, unsubscribe_url: str,
@@ -448,9 +462,12 @@ class MessageWriter:
             f"Message-ID: {message_id}\r\n"
             f"List-Unsubscribe: {unsubscribe}\r\n"
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+            f"{self._list_id}"
         ).encode("ascii")
         text_body, text_7bit = _body(text, self._boundary)
         html_body, html_7bit = _body(html, self._boundary)
         raw = b"".join((head, self._text_head[text_7bit], text_body, self._html_head[html_7bit], html_body,
                         self._end))
+        if self._signer is not None:
+            raw = self._signer.sign(raw)
         return OutgoingEmail(sender=self.envelope, to=to, message_id=message_id, raw=raw)

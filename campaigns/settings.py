@@ -39,6 +39,13 @@ class Settings(BaseSettings):
         "MAB Campaigns <news@example.com>",
         description="From header and envelope sender; its domain names Message-IDs and the default unsubscribe mailto.",
     )
+    dkim_keys: str = Field(
+        "", description="Comma-separated `selector=/path/to/private-key.pem` DKIM keys (RSA of 2048+ bits or "
+        "Ed25519); each signs every message (one of each: dual signing). Empty: messages leave unsigned.")
+    dkim_next_keys: str = Field(
+        "", description="Keys published ahead of a rotation, same format: `mab check-domain` prints their DNS "
+        "records; they sign nothing until moved into MAB_DKIM_KEYS.")
+    dkim_domain: str = Field("", description="The DKIM signing domain (d=); default: the domain of MAB_MAIL_FROM.")
 
     public_base_url: str = Field(
         "http://127.0.0.1:8000", description="Base of unsubscribe and tracking links in emails."
@@ -74,6 +81,12 @@ class Settings(BaseSettings):
     render_timeout_seconds: float = Field(2.0, gt=0, description="Per-message rendering time cap.")
     smtp_rate_per_second: float = Field(0.0, ge=0, description="Messages per second per worker (0: unlimited).")
     smtp_max_attempts: int = Field(4, ge=1, description="Tries per message on a temporary (4xx) SMTP failure.")
+    soft_bounce_periods: int = Field(
+        3, ge=0, description="Suppress a customer (status bounced) once this many of their sends in a row were "
+        "deferred (4xx) through every SMTP attempt (0: never). A hard bounce (5.1.x) suppresses at once.")
+    inbound_dir: Path = Field(
+        Path("var/inbound"), description="Where `mab inbound` keeps the reports it could not parse (unparseable/) "
+        "or match to a send (unmatched/), one .eml file each.")
     unsubscribe_mailto: str = Field(
         "", description="mailto address in List-Unsubscribe (default unsubscribe@<from domain>)."
     )
@@ -96,7 +109,7 @@ class Settings(BaseSettings):
         2_000, ge=1, description="Variants (the factor grid minus exclusions) per campaign."
     )
 
-    # Behavioural (RFM) segmentation thresholds, see README "Segments".
+    # Behavioural (RFM) segmentation thresholds, see the manual: docs/marketer/customers.md.
     rfm_recent_days: int = 60
     rfm_frequent_orders: int = 4
     rfm_high_spend: float = 200.0
@@ -190,6 +203,13 @@ class Settings(BaseSettings):
     max_page_size: int = Field(1_000, ge=1, description="The largest `limit` a list accepts (422 above).")
     max_template_bytes: int = Field(
         100_000, ge=100, description="UTF-8 bytes per template part (subject, html, text); larger is refused (422)."
+    )
+    report_sequential_tuning_sends: int = Field(
+        50_000, ge=100,
+        description="Sends (holdout and bandit) at which the report's anytime-valid interval is tightest.",
+    )
+    report_projection_periods: int = Field(
+        52, ge=1, description="Periods the report's business projection extrapolates to (52 weekly periods: a year).",
     )
 
     def resolved_database_url(self) -> str:

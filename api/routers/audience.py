@@ -36,7 +36,7 @@ def create_segment(body: SegmentCreate, session: SessionDep):
 
 @router.post("/segments/derive", response_model=DeriveResult, dependencies=[Marketer])
 def derive_segments(session: SessionDep):
-    """Re-segment every customer from purchase history (RFM rules, see README)."""
+    """Re-segment every customer from purchase history (RFM rules: see docs/marketer/customers.md)."""
     return segments.derive_segments(session)
 
 

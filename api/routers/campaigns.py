@@ -135,10 +135,10 @@ def list_allocations(campaign_id: PathId, request: Request, response: Response, 
 
 
 @router.get("/{campaign_id}/report", dependencies=[Reader])
-def lift_report(campaign_id: PathId, session: SessionDep) -> dict:
+def lift_report(campaign_id: PathId) -> dict:
     """Lift against the holdout, leaderboard, factor effects, allocation over time, learning curve,
-    off-policy estimates and health checks (see the `methods` field)."""
-    return reports.lift_report(session, campaign_id)
+    off-policy estimates and health checks (see the `methods` field), from one consistent snapshot."""
+    return reports.consistent_report(campaign_id)
 
 
 @router.get(
@@ -147,9 +147,9 @@ def lift_report(campaign_id: PathId, session: SessionDep) -> dict:
     response_class=StreamingResponse,
     responses={200: {"content": {"text/csv": {}}}},
 )
-def lift_report_csv(campaign_id: PathId, session: SessionDep):
+def lift_report_csv(campaign_id: PathId):
     """The report as tidy CSV: one row per segment × arm × metric (and the control and the bandit)."""
-    report = reports.lift_report(session, campaign_id)  # aggregated in SQL: small, a 404 before streaming
+    report = reports.consistent_report(campaign_id)  # aggregated in SQL: small, a 404 before streaming
 
     def lines():
         buf = io.StringIO()
@@ -168,9 +168,9 @@ def lift_report_csv(campaign_id: PathId, session: SessionDep):
 
 
 @router.get("/{campaign_id}/report.html", dependencies=[Reader], response_class=HTMLResponse)
-def lift_report_html(campaign_id: PathId, session: SessionDep):
+def lift_report_html(campaign_id: PathId):
     """The report as a self-contained HTML page with inline SVG charts (no external scripts)."""
-    return HTMLResponse(reports.render_html(reports.lift_report(session, campaign_id)))
+    return HTMLResponse(reports.render_html(reports.consistent_report(campaign_id)))
 
 
 @router.get("/{campaign_id}/audience", dependencies=[Reader])

@@ -129,3 +129,20 @@ def latest_snapshots(session: Session, campaign_id: int) -> dict[int, Allocation
     for snap, _ in snapshots(session, campaign_id):
         latest[snap.segment_id] = snap
     return latest
+
+
+def all_campaigns(session: Session) -> list[Campaign]:
+    return list(session.execute(select(Campaign).order_by(Campaign.id)).scalars())
+
+
+def last_periods(session: Session) -> dict[int, SendPeriod]:
+    """Each campaign's newest period (by number), in one query."""
+    newest = (
+        select(SendPeriod.campaign_id, func.max(SendPeriod.number).label("number"))
+        .group_by(SendPeriod.campaign_id)
+        .subquery()
+    )
+    stmt = select(SendPeriod).join(
+        newest, (SendPeriod.campaign_id == newest.c.campaign_id) & (SendPeriod.number == newest.c.number)
+    )
+    return {p.campaign_id: p for p in session.execute(stmt).scalars()}

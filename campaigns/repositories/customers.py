@@ -6,7 +6,7 @@ from sqlalchemy import and_, bindparam, case, func, not_, select, update
 from sqlmodel import Session
 
 from campaigns.db import upsert
-from campaigns.models import Customer, CustomerStatus, Order, Segment, utcnow
+from campaigns.models import Customer, CustomerStatus, Order, Segment, Send, SendStatus, utcnow
 
 
 def segments_by_name(session: Session) -> dict[str, int]:
@@ -97,3 +97,29 @@ def set_status(session: Session, customer_id: int, status: CustomerStatus) -> No
     # an old unsubscribe link of an erased customer must not turn `erased` back into something else
     session.execute(update(Customer).where(Customer.id == customer_id, Customer.status != CustomerStatus.ERASED)
                     .values(status=status, updated_at=utcnow()))
+
+
+def sample_active(session: Session, segment_ids: list[int], limit: int) -> list[Customer]:
+    """The first active customers of these segments, by id (a stable sample)."""
+    return list(session.execute(
+        select(Customer).where(Customer.segment_id.in_(segment_ids), Customer.status == CustomerStatus.ACTIVE)
+        .order_by(Customer.id).limit(limit)).scalars())
+
+
+def bounce_active(session: Session, external_ids: list[str]) -> int:
+    """Mark these customers bounced (only active ones: never resurrect or overwrite another state)."""
+    if not external_ids:
+        return 0
+    done = session.execute(update(Customer).where(Customer.external_id.in_(external_ids),
+                                                  Customer.status == CustomerStatus.ACTIVE)
+                           .values(status=CustomerStatus.BOUNCED, updated_at=utcnow()))
+    return done.rowcount
+
+
+def recent_send_errors(session: Session, external_id: str, n: int) -> list[str | None]:
+    """The error of each of the customer's last `n` tried sends (any campaign), newest first
+    (None for a delivered one)."""
+    customer_id = select(Customer.id).where(Customer.external_id == external_id).scalar_subquery()
+    return list(session.execute(
+        select(Send.error).where(Send.customer_id == customer_id, Send.status != SendStatus.QUEUED)
+        .order_by(Send.id.desc()).limit(n)).scalars())

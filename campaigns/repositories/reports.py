@@ -9,7 +9,7 @@ from sqlalchemy import and_, case, func, literal, select
 from sqlalchemy.orm import aliased
 from sqlmodel import Session
 
-from campaigns.models import AllocationSnapshot, Event, Send, SendPeriod
+from campaigns.models import AllocationSnapshot, AuditLog, Event, Order, Send, SendPeriod
 
 EXCLUDED = "excluded"  # bot/scanner events, flagged by the feedback ingestion
 APPLIED = "applied"
@@ -91,5 +91,92 @@ def late_events(session: Session, campaign_id: int, period_ids: list[int], windo
         )
         .where(Event.campaign_id == campaign_id, Event.status == APPLIED, Send.period_id.in_(period_ids))
         .group_by(Send.period_id)
+    )
+    return session.execute(stmt).all()
+
+
+def failures(session: Session, period_ids: list[int]):
+    """Failed sends per (period, reason), the reason read from the ledger's error text (bounded:
+    a handful of classes, not one row per distinct message), with one example message each."""
+    if not period_ids:
+        return []
+    reason = case(
+        (Send.error.like("suppressed:%"), "suppressed at send time"),
+        (Send.error.like("render failed:%"), "template failed to render"),
+        (Send.error.like("deferred %"), "deferred by the mail server until given up"),
+        (Send.error.is_(None), "no reason recorded"),
+        else_="refused by the mail server",
+    )
+    stmt = (
+        select(Send.period_id, reason.label("reason"), func.count().label("sends"),
+               func.min(Send.error).label("example"))
+        .where(Send.period_id.in_(period_ids), Send.status == "failed")
+        .group_by(Send.period_id, reason)
+    )
+    return session.execute(stmt).all()
+
+
+def excluded_events(session: Session, campaign_id: int):
+    """Feedback events excluded as bots or scanners, by type and rule."""
+    stmt = (
+        select(Event.type, Event.reason, func.count().label("events"))
+        .where(Event.campaign_id == campaign_id, Event.status == EXCLUDED)
+        .group_by(Event.type, Event.reason)
+    )
+    return session.execute(stmt).all()
+
+
+def campaign_changes(session: Session, campaign_id: int):
+    """Successful mutating API calls on the campaign (edits, starts, pauses, resumes), oldest first."""
+    stmt = (
+        select(AuditLog.created_at, AuditLog.action, AuditLog.key_name, AuditLog.key_role)
+        .where(AuditLog.object_type == "campaign", AuditLog.object_id == campaign_id,
+               AuditLog.outcome == "success", ~AuditLog.action.like("GET %"))
+        .order_by(AuditLog.id)
+    )
+    return session.execute(stmt).all()
+
+
+def guard_trips(session: Session, campaign_id: int):
+    stmt = (
+        select(SendPeriod.number, SendPeriod.guard_tripped_at)
+        .where(SendPeriod.campaign_id == campaign_id, SendPeriod.guard_tripped_at.is_not(None))
+        .order_by(SendPeriod.number)
+    )
+    return session.execute(stmt).all()
+
+
+def pre_campaign_moments(session: Session, period_ids: list[int], before):
+    """Per (segment, side) of the delivered sends: the sufficient statistics of regression adjustment
+    on each customer's pre-campaign spend (x1) and order count (x2), orders strictly before `before`.
+    side is 'control' for the holdout (arm -1), else 'bandit'. Outcomes: clicked, converted (0/1
+    per send) and revenue."""
+    if not period_ids:
+        return []
+    pre = (
+        select(Order.customer_id, func.sum(Order.amount).label("spend"), func.count().label("orders"))
+        .where(Order.ordered_at < before)
+        .group_by(Order.customer_id)
+        .subquery()
+    )
+    x1 = func.coalesce(pre.c.spend, 0.0)
+    x2 = func.coalesce(pre.c.orders, 0) * 1.0
+    y = {"click": case((Send.first_click_at.is_not(None), 1.0), else_=0.0),
+         "conv": case((Send.first_conversion_at.is_not(None), 1.0), else_=0.0),
+         "rev": func.coalesce(Send.revenue, 0.0)}
+    side = case((Send.arm < 0, "control"), else_="bandit")
+    cols = [Send.segment_id, side.label("side"), func.count().label("n"),
+            func.sum(x1).label("sx1"), func.sum(x2).label("sx2"), func.sum(x1 * x1).label("sx1x1"),
+            func.sum(x2 * x2).label("sx2x2"), func.sum(x1 * x2).label("sx1x2"),
+            func.sum(y["rev"] * y["rev"]).label("syy_rev")]
+    for name, expr in y.items():
+        cols += [func.sum(expr).label(f"sy_{name}"), func.sum(expr * x1).label(f"sy1_{name}"),
+                 func.sum(expr * x2).label(f"sy2_{name}")]
+    stmt = (
+        select(*cols)
+        .select_from(Send)
+        .outerjoin(pre, pre.c.customer_id == Send.customer_id)
+        .where(Send.period_id.in_(period_ids), Send.status == "sent")
+        .group_by(Send.segment_id, side)
     )
     return session.execute(stmt).all()

@@ -314,3 +314,12 @@ def period_assignments(session: Session, period_id: int, after_id: int, limit: i
         .limit(limit)
     )
     return session.execute(stmt).all()
+
+
+def send_for_message_id(session: Session, send_id: int, seed: int) -> tuple[Send, Customer] | None:
+    """The send and its customer that a Message-ID `<send-ID.SEED@…>` names, if the seed is its period's."""
+    row = session.execute(
+        select(Send, Customer).join(Customer, Customer.id == Send.customer_id)
+        .join(SendPeriod, SendPeriod.id == Send.period_id)
+        .where(Send.id == send_id, SendPeriod.seed == seed)).first()
+    return (row[0], row[1]) if row else None

@@ -262,3 +262,15 @@ def transition(session: Session, campaign_id: int, action: str) -> Campaign:
     return campaign
 
 
+def overview(session: Session) -> list[dict]:
+    """Every campaign with its status and newest period: what `mab campaigns` lists."""
+    last = repo.last_periods(session)
+    rows = []
+    for campaign in repo.all_campaigns(session):
+        period = last.get(campaign.id)
+        rows.append({**to_public(session, campaign),
+                     "last_period": None if period is None else {
+                         "number": period.number, "status": period.status, "sent": period.sent,
+                         "failed": period.failed, "total": period.total,
+                         "created_at": period.created_at, "completed_at": period.completed_at}})
+    return rows

@@ -77,7 +77,7 @@ def allocation_chart(segment: dict, index: int) -> dict:
     over = segment["allocation_over_time"]
     periods = over["periods"]
     left, right, top, bottom = 50, WIDTH - 10, PAD, 190
-    labels = [a["variant"] for a in over["arms"]] + ["other"]
+    labels = [a.get("label") or a["variant"] for a in over["arms"]] + ["other"]
     colors = PALETTE[: len(over["arms"])] + [OTHER]
     bands = []
     if periods:
@@ -118,7 +118,7 @@ def leaderboard_chart(segment: dict, index: int, metric: str) -> dict:
     for j, r in enumerate(rows):
         y = top + j * ROW_H
         lo_ci, hi_ci = r["posterior_ci95"]
-        out.append({"label": r["variant"].replace("|", " · "), "short": _short(r["variant"]), "y": y,
+        out.append({"label": r.get("label") or r["variant"], "short": r.get("label") or _short(r["variant"]), "y": y,
                     "bar_w": max(x(r["posterior_mean"]) - x(0.0), 0.5), "x0": x(0.0),
                     "lo": x(lo_ci if lo_ci is not None else r["posterior_mean"]),
                     "hi": x(hi_ci if hi_ci is not None else r["posterior_mean"]),

@@ -18,15 +18,15 @@ from collections import Counter
 from datetime import timedelta
 from functools import lru_cache
 
-from campaigns import attributes, metrics, signing
+from campaigns import attributes, dkim_signing, metrics, signing
 from campaigns.db import on_commit, session_scope
 from campaigns.delivery import DeliveryError, make_backend
 from campaigns.models import CampaignStatus, ChunkStatus, PeriodStatus, SendStatus, utcnow
-from campaigns.rendering import CompiledCampaign, MessageWriter, rewrite_links
+from campaigns.rendering import CompiledCampaign, MessageWriter, list_id, rewrite_links
 from campaigns.repositories import campaigns as repo
 from campaigns.repositories import chunks as chunk_repo
 from campaigns.repositories import sends as send_repo
-from campaigns.services import period_health, periods
+from campaigns.services import bounces, period_health, periods
 from campaigns.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,9 @@ class ChunkContext:
         self.links = {url: i + 1 for i, url in enumerate(campaign.links)}
         self.period_seed = period.seed
         self.campaign_id = campaign.id
-        self.writer = MessageWriter(settings.mail_from, self.domain)  # headers and MIME skeleton, once
+        # headers and MIME skeleton once; the DKIM keys once per process (campaigns/dkim_signing.py)
+        self.writer = MessageWriter(settings.mail_from, self.domain, list_id(campaign.id, campaign.name, self.domain),
+                                    dkim_signing.signer_for(settings))
         self.render_timeout = settings.render_timeout_seconds
         self.max_bytes = settings.max_message_bytes
         self.sent = 0  # by this task, for its log line
@@ -172,7 +174,8 @@ def _deliver_with_retries(backend, send_id, msg, attempts: int) -> None:
             if exc.permanent or (attempt == attempts and exc.connection_lost):
                 raise
             if attempt == attempts:
-                raise DeliveryError(f"deferred {attempts} times: {exc}", permanent=True) from exc
+                raise DeliveryError(f"deferred {attempts} times: {exc}", permanent=True, code=exc.code,
+                                    deferred=True) from exc
             time.sleep(min(0.2 * 2 ** (attempt - 1), 5.0))
 
 
@@ -199,6 +202,7 @@ def _deliver_rows(ctx: ChunkContext, rows, backend, limiter) -> list[dict]:
                 results.pop()
                 raise _Interrupted(results, exc) from exc
             result["err"] = str(exc)[:500]
+            result["bounce"] = bounces.smtp_bounce(exc)  # suppresses the address from the next batch on
             continue
         result.update(new_status=SendStatus.SENT, mid=msg.message_id, at=time.time())  # epoch: see record_results
     return results
@@ -215,6 +219,7 @@ def _record(session, period_id: int, chunk_id: int, results: list[dict], lease: 
     """Record a batch's outcomes, the period's progress and its failures by reason; returns the
     batch's failures by reason."""
     send_repo.record_results(session, results)
+    bounces.apply_smtp_bounces(session, results)
     backend = get_settings().delivery_backend
     on_commit(session, lambda: metrics.observe_send_results(results, backend))  # counted once it holds
     sent = sum(r["new_status"] == SendStatus.SENT for r in results)

@@ -63,10 +63,10 @@ def verify(timestamp: str | None, sig: str | None, body: bytes, now: float | Non
     Unauthorized with the reason. The signature is compared in constant time against every secret."""
     settings = get_settings()
     keys = secrets()
+    if not timestamp or not sig:  # a request without them is refused alike whether the webhook is on or off
+        raise Unauthorized(f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header")
     if not keys:
         raise Unavailable("the conversion webhook is not configured (set MAB_WEBHOOK_SECRETS)")
-    if not timestamp or not sig:
-        raise Unauthorized(f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header")
     try:
         ts = int(timestamp)
     except ValueError:

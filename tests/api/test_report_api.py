@@ -30,7 +30,17 @@ def test_json_csv_and_html_agree(api, campaign):
     rows = list(csv.DictReader(io.StringIO(r.text)))
     assert list(rows[0]) == reports.CSV_COLUMNS
     arms = sum(len(seg["leaderboard"]["click_rate"]) for seg in rep["segments"])
-    assert len(rows) == 3 * 2 * 3 + arms * 3  # (overall + 2 segments) x (control, bandit) x metrics + arms x metrics
+    core = [x for x in rows if x["row"] in ("control", "bandit", "arm")]
+    assert len(core) == 3 * 2 * 3 + arms * 3  # (overall + 2 segments) x (control, bandit) x metrics + arms x metrics
+    assert {x["row"] for x in rows} - {"control", "bandit", "arm"} <= {
+        "adjusted", "projection", "failed_sends", "excluded_events", "unattributed_events", "late_events",
+        "guard_pause"}
+    # the page's numbers: the anytime-valid interval and the projection
+    assert float(next(x for x in rows if x["segment"] == "ALL" and x["row"] == "bandit"
+                      and x["metric"] == "click_rate")["anytime_ci95_low"]) == pytest.approx(
+        rep["overall"]["lift"]["click_rate"]["absolute_lift_anytime_ci95"][0])
+    proj = next(x for x in rows if x["row"] == "projection" and x["metric"] == "conversions")
+    assert float(proj["estimate"]) == pytest.approx(rep["business"]["projection"]["conversions"]["value"])
     # tidy: (segment, row, arm, metric) identifies a row
     assert len({(x["segment"], x["row"], x["arm"], x["metric"]) for x in rows}) == len(rows)
     overall = next(x for x in rows if x["segment"] == "ALL" and x["row"] == "bandit" and x["metric"] == "click_rate")

@@ -1,6 +1,7 @@
 """The HTML report in a real browser: uvicorn serves it, headless Chromium (network blocked, so
 anything not inline would be missing) renders it, and the DOM it dumps must hold every chart the
-server drew -- counted by the page's own script inside the browser too -- and no script error."""
+server drew -- counted by the page's own script inside the browser too -- and no script error,
+nor any debug text a reader would see."""
 
 import os
 import re
@@ -93,8 +94,8 @@ def test_charts_render_in_headless_chromium(served_report, tmp_path):
     assert "data-js-errors" not in dom.body, dom.body.get("data-js-errors")
     # every chart the server drew was parsed by the browser as an SVG element
     expected_charts = 3 + segments + segments + 1  # lift per metric, leaderboard and allocation per segment, learning
-    assert dom.by_id["chart-count"]["text"] == str(expected_charts)
-    assert dom.by_id["dom-chart-count"]["text"] == str(expected_charts)
+    assert dom.body.get("data-charts-server") == str(expected_charts)
+    assert dom.body.get("data-charts-browser") == str(expected_charts)
     assert dom.counts[("svg", "chart")] == expected_charts
     for metric in ("click_rate", "conversion_rate", "revenue_per_send"):
         assert dom.by_id[f"chart-lift-{metric}"]["tag"] == "svg"
@@ -111,6 +112,10 @@ def test_charts_render_in_headless_chromium(served_report, tmp_path):
     # the lift chart shows the numbers of the JSON report
     rel = report["overall"]["lift"]["click_rate"]["relative_lift"]
     assert f"{100 * rel:+.1f}%" in out.stdout
+    # for people: a summary first, human dates, variant names from factor levels, no debug text
+    assert dom.by_id["summary"]["text"].strip() == report["summary"]
+    assert report["generated_at"] not in out.stdout and "Charts rendered" not in out.stdout
+    assert "subject_tone=" not in out.stdout and "|offer=" not in out.stdout
 
     # and it paints: a screenshot in colour, not a blank or an error page
     shot = tmp_path / "report.png"

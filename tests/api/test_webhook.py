@@ -184,6 +184,7 @@ def test_unconfigured_webhook_is_503_and_oversized_body_413(api, queue, settings
     settings_env(MAB_WEBHOOK_SECRETS="")
     r = post(api, body, webhooks.sign(body, secret=FOREIGN))
     assert r.status_code == 503 and "MAB_WEBHOOK_SECRETS" in r.json()["detail"]
+    assert post(api, body, {}).status_code == 401  # unsigned: refused alike, on or off
     settings_env(MAB_WEBHOOK_SECRETS=NEW, MAB_WEBHOOK_MAX_BODY_BYTES="1000")
     big = body_of(*({"event_id": f"e{i}", "type": "conversion", "send_id": 1} for i in range(40)))
     assert len(big) > 1000

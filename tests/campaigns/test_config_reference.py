@@ -1,4 +1,4 @@
-"""docs/configuration.md is generated from the settings object and must not drift from it."""
+"""docs/reference/configuration.md is generated from the settings object and must not drift from it."""
 
 import difflib
 
@@ -14,9 +14,10 @@ def test_docs_configuration_md_is_up_to_date_with_the_settings():
     actual = reference.DOCUMENT.read_text(encoding="utf-8") if reference.DOCUMENT.exists() else ""
     if actual != expected:
         diff = "".join(difflib.unified_diff(actual.splitlines(True), expected.splitlines(True),
-                                            "docs/configuration.md", "generated from campaigns/settings.py", n=0))
+                                            "docs/reference/configuration.md", "generated from campaigns/settings.py",
+                                            n=0))
         raise AssertionError(
-            "docs/configuration.md is out of date with campaigns/settings.py: regenerate it with "
+            "docs/reference/configuration.md is out of date with campaigns/settings.py: regenerate it with "
             f"`mab config-reference` (or `python -m campaigns.cli config-reference`).\n{diff[:4000]}"
         )
 

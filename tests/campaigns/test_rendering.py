@@ -6,7 +6,7 @@ import email.policy
 import pytest
 
 from campaigns.errors import InvalidInput
-from campaigns.rendering import CompiledCampaign, MessageWriter, validate_templates
+from campaigns.rendering import CompiledCampaign, MessageWriter, list_id, validate_templates
 
 OK = {"subject": "{{ tone }} for {{ customer.first_name | default('you') }}",
       "html": "<p>{{ offer }} {{ customer.note }}</p>", "text": "{{ offer }} {{ landing_url }}"}
@@ -85,3 +85,18 @@ def test_render_time_cap_stops_a_runaway_render():
         render_limited(lambda: time.sleep(2), 0.05)
     assert render_limited(lambda: "ok", 0.05) == "ok"
     time.sleep(0.1)  # the timer was disarmed: no stray alarm fires afterwards
+
+
+def test_list_id_names_the_campaign_and_the_date_says_utc():
+    msg = MessageWriter("a@example.com", "example.com", list_id(12, 'Spring "big" sale', "example.com")).build(
+        to="b@example.com", subject="s", html="<p>h</p>", text="t", unsubscribe_url="https://x/u/1")
+    parsed = email.message_from_bytes(msg.raw, policy=email.policy.default)
+    assert parsed["List-Id"] == '"Spring \\"big\\" sale" <campaign-12.example.com>'
+    assert parsed["Date"].endswith(" +0000")  # RFC 5322 3.3: "-0000" would mean "zone unknown"
+    assert parsed["Date"].datetime.utcoffset().total_seconds() == 0
+    accented = list_id(3, "Soldes d'été", "example.com")
+    assert str(email.message_from_string(f"List-Id: {accented}\n\n", policy=email.policy.default)["List-Id"]) \
+        == "Soldes d'été <campaign-3.example.com>"
+    no_list = MessageWriter("a@example.com", "example.com").build(
+        to="b@example.com", subject="s", html="h", text="t", unsubscribe_url="https://x/u/1")
+    assert b"List-Id" not in no_list.raw

@@ -104,9 +104,17 @@ def test_lift_equals_a_per_send_recomputation(campaign):
             assert got["control"] == pytest.approx(c) and got["bandit"] == pytest.approx(b)
             assert got["absolute_lift"] == pytest.approx(b - c)
             assert got["absolute_lift_ci95"] == pytest.approx([b - c - Z * se, b - c + Z * se])
-            rel_se = math.sqrt(vb / c**2 + b**2 * vc / c**4)
             assert got["relative_lift"] == pytest.approx(b / c - 1)
-            assert got["relative_lift_ci95"] == pytest.approx([b / c - 1 - Z * rel_se, b / c - 1 + Z * rel_se])
+            # Fieller: the ratios r with (b - r c)^2 <= Z^2 (vb + r^2 vc), as roots of the quadratic
+            lo, hi = got["absolute_lift_ci95"]
+            if c * c <= Z * Z * vc:  # the control's rate is not told apart from 0: a ratio has no bounds
+                assert got["relative_lift_ci95"] == [None, None]
+            else:
+                roots = sorted(np.roots([c * c - Z * Z * vc, -2 * b * c, b * b - Z * Z * vb]).real)
+                assert got["relative_lift_ci95"] == pytest.approx([roots[0] - 1, roots[1] - 1])
+                assert (lo > 0 or hi < 0) == (not got["relative_lift_ci95"][0] <= 0 <= got["relative_lift_ci95"][1])
+            cs = got["absolute_lift_anytime_ci95"]
+            assert cs[0] < lo and cs[1] > hi  # the anytime-valid interval is wider than the fixed one
             assert got["prob_lift_positive"] == pytest.approx(0.5 * (1 + math.erf((b - c) / se / math.sqrt(2))))
             inc = reports.INCREMENTAL[metric]
             assert got[inc] == pytest.approx((b - c) * len(treated))
@@ -282,7 +290,7 @@ def test_a_campaign_without_periods_reports_empty_sections(database_url, redis_s
     assert rep["learning_curve"]["conversion_rate"] == []
     html = reports.render_html(rep)
     assert "<svg" in html and "No allocation yet" in html
-    rows = list(reports.csv_rows(rep))
+    rows = [r for r in reports.csv_rows(rep) if r[1] in ("control", "bandit", "arm")]
     assert len(rows) == 3 * 2 * 3 + 2 * 6 * 3  # (overall + 2 segments) x sides x metrics + arms x metrics
 
 
@@ -314,3 +322,201 @@ def test_the_ledger_is_read_as_aggregates_not_rows(campaign):
     for g in groups:
         by_cell[(g.period_id, g.segment_id, g.arm)].add(g.propensity)
     assert all(len(p) == 1 for p in by_cell.values())  # one propensity per (period, segment, arm)
+
+
+def test_ipw_arm_and_level_means_equal_the_per_send_hajek_estimate(campaign):
+    rep = report(campaign)
+    sends = [s for s in all_sends(campaign) if s.status == "sent" and s.arm >= 0]
+    with session_scope() as s:
+        share = {(sn.version, sn.segment_id): sn.holdout_share for sn in s.execute(
+            select(AllocationSnapshot).where(AllocationSnapshot.campaign_id == campaign)).scalars()}
+        number = {p.id: p.number for p in s.execute(select(SendPeriod).where(
+            SendPeriod.campaign_id == campaign)).scalars()}
+    checked = 0
+    for seg in rep["segments"]:
+        mine = [x for x in sends if x.segment_id == seg["segment_id"]]
+        w = {x.id: (1 - share[(number[x.period_id], x.segment_id)]) / x.propensity for x in mine}
+        for metric in reports.METRICS:
+            for row in seg["leaderboard"][metric]:
+                arm = [x for x in mine if x.arm == row["arm"]]
+                if not arm:
+                    assert row["ipw"] is None
+                    continue
+                est = sum(w[x.id] * reward(x, metric) for x in arm) / sum(w[x.id] for x in arm)
+                assert row["ipw"] == pytest.approx(est)
+                assert row["ipw_ci95"][0] <= est <= row["ipw_ci95"][1]
+                checked += 1
+            for fe in seg["factor_effects"][metric]:
+                level = [x for x in mine if x.arm in {a["arm"] for a in seg["arms"]
+                                                      if a["params"][fe["factor"]] == fe["level"]}]
+                if level:
+                    est = sum(w[x.id] * reward(x, metric) for x in level) / sum(w[x.id] for x in level)
+                    assert fe["ipw"] == pytest.approx(est)
+    assert checked >= 2 * 3 * 5
+
+
+def test_variant_labels_come_from_factor_levels(campaign):
+    rep = report(campaign)
+    row = rep["segments"][0]["leaderboard"]["click_rate"][0]
+    factors = list(rep["segments"][0]["arms"][0]["params"])
+    assert row["label"] == " · ".join(str(row["params"][f]).replace("_", " ") for f in factors)
+    assert "=" not in row["label"] and "|" not in row["label"]
+
+
+def test_everything_that_happened_is_in_the_report(database_url, redis_server):
+    cid = setup_campaign(200)
+    (pid,) = run_periods(cid, 1)
+    ids = [s.id for s in all_sends(cid)]
+    errors = {ids[0]: "render failed: UndefinedError: 'first_name' is undefined",
+              ids[1]: "render failed: UndefinedError: 'city' is undefined",
+              ids[2]: "suppressed: customer is unsubscribed",
+              ids[3]: "550 5.1.1 no such user"}
+    now = utcnow()
+    with session_scope() as s:
+        for sid, err in errors.items():
+            s.execute(update(Send).where(Send.id == sid).values(status="failed", error=err, sent_at=None))
+        s.execute(Event.__table__.insert(), [
+            {"event_id": f"bot-{i}", "type": "click", "status": "excluded", "campaign_id": cid, "send_id": ids[5],
+             "revenue": 0.0, "occurred_at": now, "received_at": now, "reason": reason}
+            for i, reason in enumerate(["bot:fast", "bot:fast", "bot:user_agent"])])
+        s.get(SendPeriod, pid).guard_tripped_at = now
+    rep = report(cid)
+    h = rep["happened"]
+    assert h["failed_sends"] == 4 and h["sends_assigned"] == 200 and h["failed_share"] == pytest.approx(0.02)
+    by_reason = {f["reason"]: f for f in h["failures"]}
+    assert {k: v["sends"] for k, v in by_reason.items()} == {
+        "template failed to render": 2, "suppressed at send time": 1, "refused by the mail server": 1}
+    assert by_reason["template failed to render"]["periods"] == [{"period": 1, "sends": 2}]
+    assert by_reason["template failed to render"]["example"].startswith("render failed:")
+    assert h["excluded_events"] == [{"type": "click", "rule": "bot:fast", "events": 2},
+                                    {"type": "click", "rule": "bot:user_agent", "events": 1}]
+    assert h["guard_pauses"] and h["guard_pauses"][0]["period"] == 1
+    assert any("never delivered" in c for c in rep["caveats"])
+    assert "4 emails could not be delivered" in rep["summary"]
+    # the same in every format
+    html = reports.render_html(rep)
+    for text in ("template failed to render", "bot:user_agent", "suppressed at send time"):
+        assert text in html
+    csv_rows = list(reports.csv_rows(rep))
+    failed = {r[3]: r[6] for r in csv_rows if r[1] == "failed_sends"}
+    assert failed == {"template failed to render": 2, "suppressed at send time": 1, "refused by the mail server": 1}
+    assert {r[3]: r[6] for r in csv_rows if r[1] == "excluded_events"} == {"click bot:fast": 2,
+                                                                          "click bot:user_agent": 1}
+
+
+def _orders_before_start(cid: int, seed: int) -> dict[int, float]:
+    """Pre-campaign orders for most customers; returns each customer's spend."""
+    from campaigns.models import Campaign, Order
+    rng = np.random.default_rng(seed)
+    spend = {}
+    with session_scope() as s:
+        start = s.get(Campaign, cid).started_at
+        rows = []
+        for cust in {x.customer_id for x in all_sends(cid)}:
+            for j in range(int(rng.poisson(2))):
+                amount = float(round(rng.gamma(2.0, 15.0), 2))
+                spend[cust] = spend.get(cust, 0.0) + amount
+                rows.append({"order_id": f"o{cid}-{cust}-{j}", "customer_id": cust, "amount": amount,
+                             "ordered_at": start - timedelta(days=int(rng.integers(1, 300)))})
+            # an order after the start must not count
+            rows.append({"order_id": f"late{cid}-{cust}", "customer_id": cust, "amount": 1_000.0,
+                         "ordered_at": start + timedelta(hours=1)})
+        s.execute(Order.__table__.insert(), rows)
+    return spend
+
+
+def test_cuped_adjustment_on_pre_campaign_orders_and_its_fallback(database_url, redis_server):
+    cid = setup_campaign(800, holdout_share=0.3)
+    run_periods(cid, 1)
+    before = report(cid)["overall"]["adjusted_lift"]["revenue_per_send"]
+    assert before["fallback"] is not None and before["covariates"] == []  # no orders yet: unadjusted
+    assert before["absolute_lift_ci95"] == pytest.approx(before["unadjusted_ci95"])
+    spend = _orders_before_start(cid, seed=8)
+    rng = np.random.default_rng(9)
+    sends = all_sends(cid)
+    with session_scope() as s:  # campaign revenue follows pre-campaign spend, plus noise and a lift
+        for x in sends:
+            rev = 0.5 * spend.get(x.customer_id, 0.0) + float(rng.gamma(1.0, 5.0)) + (3.0 if x.arm >= 0 else 0.0)
+            s.execute(update(Send).where(Send.id == x.id).values(revenue=rev))
+    rep = report(cid)
+    adj = rep["overall"]["adjusted_lift"]["revenue_per_send"]
+    assert adj["fallback"] is None and adj["covariates"] == ["pre-campaign spend", "pre-campaign orders"]
+    assert adj["variance_reduction"] > 0.5
+    # a per-send recomputation: pooled within-group OLS of revenue on (spend, orders)
+    sends = all_sends(cid)
+    y = np.array([x.revenue for x in sends])
+    x1 = np.array([spend.get(x.customer_id, 0.0) for x in sends])
+    with session_scope() as s:
+        from campaigns.models import Campaign, Order
+        start = s.get(Campaign, cid).started_at
+        counts = defaultdict(int)
+        for o in s.execute(select(Order).where(Order.ordered_at < start)).scalars():
+            counts[o.customer_id] += 1
+    x2 = np.array([float(counts[x.customer_id]) for x in sends])
+    t = np.array([x.arm >= 0 for x in sends])
+    X = np.column_stack([x1, x2])
+    Xc = np.where(t[:, None], X - X[t].mean(0), X - X[~t].mean(0))
+    yc = np.where(t, y - y[t].mean(), y - y[~t].mean())
+    theta = np.linalg.lstsq(Xc, yc, rcond=None)[0]
+    diff = (y[t].mean() - y[~t].mean()) - theta @ (X[t].mean(0) - X[~t].mean(0))
+    assert adj["absolute_lift"] == pytest.approx(diff)
+    assert adj["theta"] == pytest.approx(list(theta))
+    width = adj["absolute_lift_ci95"][1] - adj["absolute_lift_ci95"][0]
+    raw_width = adj["unadjusted_ci95"][1] - adj["unadjusted_ci95"][0]
+    assert width < raw_width and width == pytest.approx(raw_width * math.sqrt(1 - adj["variance_reduction"]))
+    html = reports.render_html(rep)
+    assert "pre-campaign" in html
+
+
+def test_summary_and_verdict_follow_the_numbers(campaign):
+    rep = report(campaign)
+    lf = rep["overall"]["lift"][rep["objective_metric"]]
+    assert lf["verdict"] in reports.VERDICTS
+    cs = lf["absolute_lift_anytime_ci95"]
+    assert lf["verdict"] == ("better" if cs[0] > 0 else "worse" if cs[1] < 0 else "undecided")
+    assert f"{rep['overall']['bandit']['sends']:,} customers got an email chosen by the bandit" in rep["summary"]
+    proj = rep["business"]["projection"]["conversions"]
+    audience = rep["business"]["audience_per_period"]
+    assert audience == (rep["overall"]["bandit"]["sends"] + rep["overall"]["control"]["sends"]) / 2
+    assert proj["value"] == pytest.approx(lf["absolute_lift"] * audience * 52)
+    assert rep["business"]["assumptions"]
+    html = reports.render_html(rep)
+    assert rep["summary"].split(".")[0] in html.replace("&#39;", "'")
+    assert "Charts rendered" not in html and rep["generated_at"] not in html
+
+
+def test_posteriors_are_reused_until_the_totals_change(campaign):
+    reports._POSTERIOR_CACHE.clear()
+    first = report(campaign)
+    assert len(reports._POSTERIOR_CACHE) == 1
+    again = report(campaign)
+    assert len(reports._POSTERIOR_CACHE) == 1
+    assert again["segments"][0]["leaderboard"] == first["segments"][0]["leaderboard"]
+    reports._POSTERIOR_CACHE.clear()
+    assert report(campaign)["segments"][0]["leaderboard"] == first["segments"][0]["leaderboard"]  # seeded
+    with session_scope() as s:  # new feedback: every send of arm 0 converts
+        s.execute(update(Send).where(Send.campaign_id == campaign, Send.arm == 0)
+                  .values(first_click_at=utcnow(), first_conversion_at=utcnow(), revenue=100.0))
+    after = report(campaign)
+    assert len(reports._POSTERIOR_CACHE) == 2
+    row = next(r for r in after["segments"][0]["leaderboard"]["conversion_rate"] if r["arm"] == 0)
+    before = next(r for r in first["segments"][0]["leaderboard"]["conversion_rate"] if r["arm"] == 0)
+    assert row["posterior_mean"] > before["posterior_mean"]
+
+
+def test_the_report_reads_one_consistent_snapshot(campaign):
+    """A fold that commits while the report is being computed is not half seen: every query of the
+    report's unit of work sees the database as it was at its first read."""
+    from campaigns.db import snapshot_scope
+
+    def clicks(session) -> int:
+        ids = [p.id for p in report_repo.campaign_periods(session, campaign)]
+        return sum(g.clicks for g in report_repo.ledger_groups(session, ids))
+
+    with snapshot_scope() as snap:
+        before = clicks(snap)
+        with session_scope() as s:  # a worker folds clicks meanwhile
+            s.execute(update(Send).where(Send.campaign_id == campaign).values(first_click_at=utcnow(), clicks=1))
+        assert clicks(snap) == before
+    with session_scope() as s:
+        assert clicks(s) > before
