@@ -402,5 +402,63 @@ def outbox_prune(
                   f"from {settings.outbox_dir}/")
 
 
+campaign_app = typer.Typer(help="Campaigns as files: create or update a draft from YAML, preview an email.",
+                           no_args_is_help=True)
+app.add_typer(campaign_app, name="campaign")
+
+
+@campaign_app.command("apply")
+def campaign_apply(
+    path: Annotated[str, typer.Argument(help="A YAML (or JSON) file with the fields of POST /campaigns")],
+) -> None:
+    """Create a draft from the file, or update the draft named by its `id:` field. Refused, naming
+    the field, when the file is invalid; nothing is written then. Recorded in the audit log."""
+    from campaigns import campaign_files
+    from campaigns.db import session_scope
+    from campaigns.errors import DomainError
+
+    _migrate()
+    try:
+        with session_scope() as session:
+            campaign, created = campaign_files.apply(session, campaign_files.load(path))
+            cid, status = campaign.id, campaign.status
+    except DomainError as exc:
+        for problem in exc.detail if isinstance(exc.detail, list) else [{"loc": "", "msg": exc.detail}]:
+            console.print(f"[red]{path}: {problem['loc']}:[/] {problem['msg']}" if problem["loc"]
+                          else f"[red]{path}:[/] {problem['msg']}")
+        raise typer.Exit(1) from None
+    if created:
+        console.print(f"created draft campaign {cid} from {path}; add `id: {cid}` to the file to update it")
+    else:
+        console.print(f"updated campaign {cid} ({status}) from {path}")
+
+
+@campaign_app.command("preview")
+def campaign_preview(
+    campaign_id: Annotated[int, typer.Argument(help="The campaign")],
+    customer: Annotated[str, typer.Option(help="The customer's external id")],
+    variant: Annotated[str, typer.Option(help="An arm number, control, or factor:level,factor:level")] = "0",
+    html: Annotated[bool, typer.Option(help="Print the HTML part instead of the text part")] = False,
+) -> None:
+    """Print the email the customer would receive for the variant: headers, then the text (or HTML)."""
+    from campaigns.db import session_scope
+    from campaigns.errors import DomainError
+    from campaigns.services import preview
+
+    _migrate()
+    try:
+        with session_scope() as session:
+            result = preview.preview(session, campaign_id, customer, preview.parse_variant(variant))
+    except DomainError as exc:
+        detail = exc.detail if isinstance(exc.detail, str) else "; ".join(f"{d['loc']}: {d['msg']}" for d in exc.detail)
+        console.print(f"[red]error:[/] {detail}")
+        raise typer.Exit(1) from None
+    for name, value in result["headers"].items():
+        print(f"{name}: {value}")
+    print(f"X-Variant: {result['variant']['key']} (arm {result['variant']['arm']})")
+    print()
+    print(result["html"] if html else result["text"])
+
+
 if __name__ == "__main__":
     sys.exit(app())

@@ -92,6 +92,8 @@ class Segment(SQLModel, table=True):
 
 
 class Customer(SQLModel, table=True):
+    # one address, one customer: the import looks an address up without case (migration 0013)
+    __table_args__ = (Index("ix_customer_email_lower", text("lower(email)")),)
     id: int | None = Field(default=None, primary_key=True)
     external_id: str = Field(unique=True)
     email: str
@@ -139,6 +141,11 @@ class Campaign(SQLModel, table=True):
     started_at: datetime | None = None
     next_period_at: datetime | None = None
     status_reason: str | None = None  # why it has its status, e.g. the guard's auto-pause
+    # a recurring cadence's slot: weekday, hour, minute, time zone, or a cron expression (schedules.py)
+    schedule: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # who, beyond the segments: an attribute filter and customer lists (campaigns/audience.py)
+    audience: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    template_version: int = 1  # one more for every template fixed after the start
 
 
 class CampaignSegment(SQLModel, table=True):

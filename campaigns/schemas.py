@@ -1,7 +1,7 @@
 """Request and response models, named by role (Create / Update / Public)."""
 
 import re
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -11,6 +11,9 @@ from pydantic import (
     Field,
     HttpUrl,
     StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
     TypeAdapter,
     ValidationError,
     WrapValidator,
@@ -19,7 +22,8 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 Objective = Literal["click", "conversion", "revenue"]
-Cadence = Literal["manual", "hourly", "daily", "weekly"]
+Cadence = Literal["manual", "hourly", "daily", "weekly", "cron"]
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 EngineModel = Literal["auto", "independent", "hierarchical", "structured"]
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
 _NUMBER = re.compile(r"\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*")
@@ -41,6 +45,16 @@ def _not_bool(value):
 
 
 IsoDatetime = Annotated[datetime, BeforeValidator(_iso_datetime)]
+
+
+def _iso_date_text(value):
+    # pydantic also reads a number as Unix seconds; a date here is ISO text (2026-03-01), as documented
+    if not isinstance(value, str | date):
+        raise ValueError("Input should be a valid date: ISO 8601 text such as 2026-03-01")
+    return value
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_date_text)]
 
 # A request's 422 lists at most this many problems, then how many more there were.
 MAX_LISTED_PROBLEMS = 50
@@ -134,6 +148,46 @@ class ExclusionRule(Strict):
     )
 
 
+class ScheduleIn(Strict):
+    """When a recurring cadence sends, in local time (campaigns.schedules)."""
+
+    weekday: Weekday | None = Field(None, description="weekly: the day (default monday).")
+    hour: Annotated[int, BeforeValidator(_not_bool), Field(ge=0, le=23)] | None = Field(
+        None, description="weekly, daily: the local hour (default 9).")
+    minute: Annotated[int, BeforeValidator(_not_bool), Field(ge=0, le=59)] | None = Field(
+        None, description="The minute past the hour (default 0).")
+    timezone: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
+        None, description="An IANA time zone such as Europe/Paris (default UTC).")
+    cron: Annotated[str, Field(min_length=9, max_length=200)] | None = Field(
+        None, description="cron cadence: minute hour day-of-month month day-of-week, e.g. `0 9 * * 1`.")
+
+
+AttributeName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+ListName = Annotated[str, Field(min_length=1, max_length=64)]
+# strict: "12" stays text and 12 a number, as the attributes they are compared with
+Scalar = StrictBool | StrictInt | StrictFloat | Annotated[StrictStr, Field(max_length=200)]
+
+
+class AttributeCondition(Strict):
+    """One condition on a customer attribute; every given operator must hold."""
+
+    attribute: AttributeName
+    equals: Scalar | None = None
+    one_of: Annotated[list[Scalar], Field(min_length=1, max_length=1000)] | None = None
+    min: Number | None = Field(None, description="A number at least this.")
+    max: Number | None = Field(None, description="A number at most this.")
+    since: IsoDate | None = Field(None, description="A date on or after this (ISO).")
+    until: IsoDate | None = Field(None, description="A date on or before this (ISO).")
+
+
+class AudienceIn(Strict):
+    """Who a campaign mails in its segments: customers for whom every condition holds and, when
+    lists are given, who are in at least one of them."""
+
+    filter: Annotated[list[AttributeCondition], Field(max_length=50)] = []
+    lists: Annotated[list[ListName], Field(max_length=100)] = []
+
+
 class CampaignCreate(Strict):
     name: ShortText
     factors: dict[str, list[str]] = Field(description="Factor name -> its levels, in order.")
@@ -144,7 +198,10 @@ class CampaignCreate(Strict):
     baseline: dict[str, str] | None = Field(
         None, description="The control group's message: a level per factor (default: each first level)."
     )
-    cadence: Cadence = "weekly"
+    cadence: Cadence = Field("manual", description="manual (periods only when asked), or a recurring "
+                             "schedule: weekly, daily, hourly or cron, at the slots of `schedule`.")
+    schedule: ScheduleIn | None = None
+    audience: AudienceIn | None = Field(None, description="Beyond the segments: an attribute filter and lists.")
     landing_url: HttpUrl
     template: TemplateIn
     exploration_floor: Annotated[Number, Field(ge=0.0, lt=1.0)] | None = None
@@ -162,8 +219,17 @@ class CampaignUpdate(Strict):
     name: ShortText | None = None
     holdout_share: Annotated[Number, Field(ge=0.0, le=0.5)] | None = None
     cadence: Cadence | None = None
+    schedule: ScheduleIn | None = None
+    audience: AudienceIn | None = None
     landing_url: HttpUrl | None = None
-    template: TemplateIn | None = None
+    template: TemplateIn | None = Field(None, description="Drafts; a paused campaign too (a new template "
+                                        "version, checked against its audience, used by every email rendered after).")
+
+
+class PreviewIn(Strict):
+    customer: Annotated[str, Field(min_length=1, max_length=200, description="The customer's external id.")]
+    variant: Annotated[int, BeforeValidator(_not_bool), Field(ge=0, le=INT_MAX)] | Literal["control"] | dict[
+        str, str] = Field(description="An arm number, \"control\" (the holdout's message), or a level per factor.")
 
 
 class CampaignPublic(BaseModel):
@@ -177,6 +243,9 @@ class CampaignPublic(BaseModel):
     baseline: dict[str, str]
     holdout_share: float
     cadence: str
+    schedule: dict | None = Field(None, description="The recurring cadence's slot (local time and time zone).")
+    template_version: int = 1
+    audience: dict | None = Field(None, description="The attribute filter and lists, beyond the segments.")
     landing_url: str
     links: list[str] = Field(description="Literal links of the HTML template; each is tracked when sent.")
     variant_count: int
@@ -185,7 +254,7 @@ class CampaignPublic(BaseModel):
     model: str
     created_at: datetime
     started_at: datetime | None
-    next_period_at: datetime | None
+    next_period_at: datetime | None = Field(description="The next scheduled send (none for a manual cadence).")
     status_reason: str | None = Field(None, description="Why the campaign has its status, e.g. the guard's auto-pause.")
 
 
@@ -212,6 +281,8 @@ class CustomerIn(Strict):
     email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=320)]
     segment: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     attributes: dict[str, str | int | float | bool | None] = {}
+    lists: Annotated[list[Annotated[str, Field(min_length=1, max_length=64)]], Field(max_length=100)] | None = Field(
+        None, description="The named lists the customer is in (a campaign's audience can target them).")
     consent: StrictBool | None = Field(
         None, description="Marketing consent; omitted: new customers consent, known ones keep theirs."
     )

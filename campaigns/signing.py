@@ -78,3 +78,12 @@ def verify_click(token: str) -> tuple[int, int, int | None] | None:
     if not _genuine(purpose, subject, mac):
         return None
     return int(send_id), int(link or 0), None if campaign_id is None else int(campaign_id)
+
+
+def sign_link(purpose: str, subject: str) -> str:
+    """The mac of an arbitrary link subject (a preview link's campaign, customer, variant, expiry)."""
+    return _mac(purpose, subject, get_settings().signing_secret)
+
+
+def verify_link(purpose: str, subject: str, mac: str) -> bool:
+    return _genuine(purpose, subject, mac)

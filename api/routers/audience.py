@@ -52,13 +52,20 @@ def import_customers_json(body: CustomersIn, session: SessionDep, idem: Idempote
     openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}, "required": True}},
 )
 async def import_customers_csv(request: Request, session: SessionDep, idem: StreamedIdempotencyDep):
-    """Streamed CSV: header `external_id,email,segment,…`; extra columns become attributes.
+    """Streamed CSV: header `external_id,email,segment,…`; extra columns become typed attributes
+    (integers, decimals, booleans and ISO dates are inferred per column; `points:int` in the header
+    sets a column's type).
     A bad row refuses the whole file (422 naming its line) and nothing is written."""
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
         await idem.spool(request.stream(), spool)  # hashes the body for an Idempotency-Key on the way
-        spool.seek(0)
-        lines = customers.decode_lines(iter(lambda: spool.read(1 << 16), b""))
-        result = await run_in_threadpool(customers.import_customers, session, customers.csv_rows(lines))
+
+        def lines():
+            spool.seek(0)
+            return customers.decode_lines(iter(lambda: spool.read(1 << 16), b""))
+
+        # two passes over the spooled file: the columns' types first, then the typed rows
+        types = await run_in_threadpool(customers.csv_column_types, lines())
+        result = await run_in_threadpool(customers.import_customers, session, customers.csv_rows(lines(), types))
         return await idem.arespond(result)
 
 

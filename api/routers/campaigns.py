@@ -3,24 +3,27 @@ import io
 import os
 import tempfile
 from typing import Annotated, Literal
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Query, Request, Response, Security
 from fastapi.responses import FileResponse, HTMLResponse, StreamingResponse
 
-from api.deps import Analyst, Marketer, PathId, Reader, SessionDep
+from api.deps import Marketer, PathId, Reader, SessionDep, api_key_header, current_key
 from api.idempotency import IdempotencyDep
 from api.pagination import PageDep, PairPageDep, WholePageDep, link_next
 from campaigns.db import session_scope
+from campaigns.models import Role
 from campaigns.schemas import (
     BIGINT_MAX,
     CampaignCreate,
     CampaignPublic,
     CampaignUpdate,
     PeriodPublic,
+    PreviewIn,
     SnapshotPublic,
     VariantPublic,
 )
-from campaigns.services import campaigns, pages, periods, reports
+from campaigns.services import campaigns, pages, periods, preview, reports
 
 router = APIRouter(prefix="/campaigns", tags=["campaigns"])
 LifecycleAction = Literal["start", "pause", "resume", "complete"]
@@ -131,7 +134,7 @@ def list_allocations(campaign_id: PathId, request: Request, response: Response, 
     return items
 
 
-@router.get("/{campaign_id}/report", dependencies=[Analyst])
+@router.get("/{campaign_id}/report", dependencies=[Reader])
 def lift_report(campaign_id: PathId) -> dict:
     """Lift against the holdout, leaderboard, factor effects, allocation over time, learning curve,
     off-policy estimates and health checks (see the `methods` field), from one consistent snapshot."""
@@ -140,7 +143,7 @@ def lift_report(campaign_id: PathId) -> dict:
 
 @router.get(
     "/{campaign_id}/report.csv",
-    dependencies=[Analyst],
+    dependencies=[Reader],
     response_class=StreamingResponse,
     responses={200: {"content": {"text/csv": {}}}},
 )
@@ -164,13 +167,80 @@ def lift_report_csv(campaign_id: PathId):
     return StreamingResponse(lines(), media_type="text/csv", headers={"Content-Disposition": disposition})
 
 
-@router.get("/{campaign_id}/report.html", dependencies=[Analyst], response_class=HTMLResponse)
+@router.get("/{campaign_id}/report.html", dependencies=[Reader], response_class=HTMLResponse)
 def lift_report_html(campaign_id: PathId):
     """The report as a self-contained HTML page with inline SVG charts (no external scripts)."""
     return HTMLResponse(reports.render_html(reports.consistent_report(campaign_id)))
 
 
+@router.get("/{campaign_id}/audience", dependencies=[Reader])
+def audience(campaign_id: PathId, session: SessionDep) -> dict:
+    """How many customers the campaign would mail now, per segment (active, consenting, in its
+    segments and its audience filter; before the holdout and the frequency cap)."""
+    return campaigns.audience_reach(session, campaign_id)
+
+
+@router.get("/{campaign_id}/check", dependencies=[Reader])
+def check(campaign_id: PathId, session: SessionDep) -> dict:
+    """The pre-start check, any time (a dry run: nothing is written or sent): every template part
+    rendered for a sample of the real targeted customers; `problems` names each missing or mistyped
+    attribute with how many sampled customers it fails for and example ids."""
+    return campaigns.dry_run(session, campaign_id)
+
+
+@router.post("/{campaign_id}/preview", dependencies=[Reader])
+def preview_email(campaign_id: PathId, body: PreviewIn, session: SessionDep) -> dict:
+    """The email one customer would receive for one variant: subject, text, HTML, headers (and a
+    short-lived signed link to see it in a browser)."""
+    result = preview.preview(session, campaign_id, body.customer, body.variant)
+    variant = body.variant if not isinstance(body.variant, dict) else ",".join(
+        f"{k}:{v}" for k, v in body.variant.items())
+    link = preview.signed_link(campaign_id, body.customer, str(variant))
+    result["html_url"] = (f"/campaigns/{campaign_id}/preview.html?{urlencode({'customer': body.customer})}"
+                          f"&{urlencode({'variant': str(variant)})}&expires={link['expires']}&sig={link['sig']}")
+    return result
+
+
+def preview_access(request: Request, session: SessionDep,
+                   key: Annotated[str | None, Security(api_key_header)] = None) -> None:
+    """The browser preview's way in: the signed link of `POST …/preview`, or a reader's API key."""
+    q = request.query_params
+    if "sig" in q:
+        try:
+            expires = int(q.get("expires", ""))
+        except ValueError:
+            expires = 0
+        try:
+            campaign_id = int(request.path_params["campaign_id"])
+        except ValueError:
+            return  # not an id: the path's own validation refuses the request (422) before anything is read
+        preview.check_link(campaign_id, q.get("customer", ""), q.get("variant", ""), expires, q["sig"])
+        return
+    row = current_key(session, key, request)
+    if row.role not in (Role.ADMIN, Role.MARKETER, Role.ANALYST):
+        raise HTTPException(403, f"role '{row.role}' may not do this (allowed: admin, analyst, marketer)")
+
+
+@router.get("/{campaign_id}/preview.html", response_class=HTMLResponse, dependencies=[Depends(preview_access)])
+def preview_html(
+    campaign_id: PathId, session: SessionDep,
+    customer: Annotated[str, Query(min_length=1, max_length=200)],
+    variant: Annotated[str, Query(min_length=1, max_length=2000, description="arm, control, or factor:level,…")],
+    expires: Annotated[int | None, Query(ge=0, le=BIGINT_MAX, description="Of a signed link.")] = None,
+    sig: Annotated[str | None, Query(max_length=64, description="Of a signed link.")] = None,
+):
+    """The preview as a browser shows it: with the X-API-Key header, or through the signed link
+    that `POST …/preview` returns (valid 15 minutes, for that customer and variant only)."""
+    result = preview.preview(session, campaign_id, customer, preview.parse_variant(variant))
+    return HTMLResponse(result["html"], headers={"Content-Security-Policy": "default-src 'none'; img-src * data:; "
+                                                 "style-src 'unsafe-inline'"})
+
+
 # Registered last: its path would otherwise shadow POST /{campaign_id}/periods.
 @router.post("/{campaign_id}/{action}", response_model=CampaignPublic, dependencies=[Marketer])
-def lifecycle(campaign_id: PathId, action: LifecycleAction, session: SessionDep):
-    return campaigns.to_public(session, campaigns.transition(session, campaign_id, action))
+def lifecycle(
+    campaign_id: PathId, action: LifecycleAction, session: SessionDep,
+    send_now: Annotated[bool, Query(description="start: send the first period now instead of at the "
+                                    "schedule's next slot (a manual campaign's only way but POST …/periods)")] = False,
+):
+    return campaigns.to_public(session, campaigns.act(session, campaign_id, action, send_now))

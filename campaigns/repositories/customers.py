@@ -23,6 +23,15 @@ def existing_customer_ids(session: Session, external_ids: list[str]) -> dict[str
     return dict(session.execute(stmt).all())
 
 
+def external_ids_by_email(session: Session, lowered_emails: list[str]) -> dict[str, str]:
+    """Lower-cased address -> the external id of a customer who has it (index ix_customer_email_lower)."""
+    if not lowered_emails:
+        return {}
+    address = func.lower(Customer.email)
+    stmt = select(address, Customer.external_id).where(address.in_(lowered_emails))
+    return dict(session.execute(stmt).all())
+
+
 def upsert_customers(session: Session, rows: list[dict]) -> None:
     """Insert new customers, update known ones. Status (unsubscribed, bounced) is never reset here,
     and a row without a segment keeps the segment the customer already has."""

@@ -10,6 +10,7 @@ import numpy as np
 from sqlalchemy import Float, and_, bindparam, case, func, literal, select, text, update
 from sqlmodel import Session
 
+from campaigns import audience_filter
 from campaigns.db import is_postgres
 from campaigns.models import Customer, Send, SendPeriod, SendStatus
 
@@ -70,7 +71,8 @@ def capped_customers(session: Session, cap: tuple[int, datetime] | None) -> Iter
     session.execute(text(f"DROP TABLE {CAPPED_TABLE}"))
 
 
-def eligible_customer_ids(session: Session, segment_id: int, period_id: int, capped: bool = False) -> np.ndarray:
+def eligible_customer_ids(session: Session, segment_id: int, period_id: int, capped: bool = False,
+                          audience: dict | None = None) -> np.ndarray:
     """Active, consenting customers of the segment not yet claimed in this period and, with
     `capped`, not at the frequency cap (inside `capped_customers`), in id order (deterministic).
 
@@ -80,11 +82,13 @@ def eligible_customer_ids(session: Session, segment_id: int, period_id: int, cap
     capped_clause = (f"AND NOT EXISTS (SELECT 1 FROM {CAPPED_TABLE} k WHERE k.customer_id = c.id)"  # noqa: S608
                      if capped else "")
     pg = is_postgres(session)
+    audience_clause, audience_params = audience_filter.sql(audience, pg, "c.attributes")  # bound values only
+    params.update(audience_params)
     sql = f"""
         SELECT {"CAST(c.id AS BIGINT)" if pg else "c.id"} FROM customer c
         WHERE c.segment_id = %(segment_id)s AND c.status = 'active' AND c.consent = TRUE
           AND NOT EXISTS (SELECT 1 FROM send s WHERE s.period_id = %(period_id)s AND s.customer_id = c.id)
-          {capped_clause}
+          {capped_clause} {audience_clause}
         ORDER BY c.id"""  # noqa: S608 (no values are formatted in: only the optional clause)
     if pg:
         with _driver_connection(session).cursor() as cur:

@@ -44,6 +44,7 @@ PERSONAL_READS = frozenset({
     ("GET", "/customers/{external_id}/export"),
     ("GET", "/campaigns/{campaign_id}/periods/{number}/sends.csv"),
     ("GET", "/campaigns/{campaign_id}/periods/{number}/sends.parquet"),
+    ("GET", "/campaigns/{campaign_id}/preview.html"),  # one customer's email, with their attributes
 })
 # Path parameters that name the call's object.
 PATH_OBJECTS = {"campaign_id": "campaign", "key_id": "api_key", "external_id": "customer"}

@@ -1,22 +1,18 @@
 """Campaign definition and lifecycle: draft -> active <-> paused -> completed (forward only)."""
 
-from datetime import timedelta
-
 from sqlmodel import Session
 
 import bandit
-from campaigns import design
+from campaigns import design, schedules
 from campaigns.db import on_commit
 from campaigns.errors import Conflict, InvalidInput, NotFound
 from campaigns.models import Campaign, CampaignSegment, CampaignStatus, PeriodStatus, Variant, utcnow
 from campaigns.rendering import static_links, trial_render
 from campaigns.repositories import campaigns as repo
 from campaigns.repositories import customers as customer_repo
-from campaigns.schemas import CampaignCreate, CampaignUpdate
-from campaigns.services import limits
+from campaigns.schemas import CampaignCreate, CampaignUpdate, TemplateIn
+from campaigns.services import audience, audit, limits
 from campaigns.settings import get_settings
-
-CADENCE = {"hourly": timedelta(hours=1), "daily": timedelta(days=1), "weekly": timedelta(weeks=1)}
 
 # Which lifecycle action may move a campaign from which status.
 TRANSITIONS = {
@@ -81,7 +77,29 @@ def _validated_design(session: Session, data: CampaignCreate) -> tuple[list[dict
     # Trial-render the baseline and every distinct level at least once: an undefined variable or a
     # template that breaks on some level is refused now, not in the middle of a send.
     trial_render(data.template.model_dump(), set(data.factors), [baseline, *variants])
+    schedules.normalize(data.cadence, _schedule(data))
+    _audience(data)
     return variants, {n: known[n] for n in data.segments}, baseline
+
+
+def _audience(data: CampaignCreate | CampaignUpdate) -> dict | None:
+    """The stored audience (dates as ISO text), or a 422 naming the condition that cannot hold."""
+    if data.audience is None:
+        return None
+    for i, c in enumerate(data.audience.filter):
+        where = f"audience.filter[{i}]"
+        if all(getattr(c, op) is None for op in ("equals", "one_of", "min", "max", "since", "until")):
+            raise InvalidInput(where, "a condition needs an operator: equals, one_of, min, max, since or until")
+        if c.min is not None and c.max is not None and c.min > c.max:
+            raise InvalidInput(f"{where}.max", "max is below min: no customer can match")
+        if c.since is not None and c.until is not None and c.since > c.until:
+            raise InvalidInput(f"{where}.until", "until is before since: no customer can match")
+    audience = data.audience.model_dump(mode="json", exclude_none=True)
+    return audience if audience["filter"] or audience["lists"] else None
+
+
+def _schedule(data: CampaignCreate | CampaignUpdate) -> dict | None:
+    return data.schedule.model_dump(exclude_none=True) if data.schedule is not None else None
 
 
 def create(session: Session, data: CampaignCreate) -> Campaign:
@@ -95,6 +113,8 @@ def create(session: Session, data: CampaignCreate) -> Campaign:
         baseline=baseline,
         holdout_share=data.holdout_share,
         cadence=data.cadence,
+        schedule=schedules.normalize(data.cadence, _schedule(data)),
+        audience=_audience(data),
         landing_url=str(data.landing_url),
         subject_template=data.template.subject,
         html_template=data.template.html,
@@ -118,16 +138,27 @@ def create(session: Session, data: CampaignCreate) -> Campaign:
 
 def update(session: Session, campaign_id: int, data: CampaignUpdate) -> Campaign:
     campaign = get(session, campaign_id, for_update=True)
-    if campaign.status != CampaignStatus.DRAFT:
-        raise Conflict(f"campaign {campaign_id} is {campaign.status}: only drafts can be edited")
-    limits.check_template(data.template)
     changes = data.model_dump(exclude_unset=True, exclude_none=True)
+    if campaign.status == CampaignStatus.PAUSED and set(changes) == {"template"}:
+        return fix_template(session, campaign, data.template)
+    if campaign.status != CampaignStatus.DRAFT:
+        raise Conflict(f"campaign {campaign_id} is {campaign.status}: only drafts can be edited "
+                       "(a paused campaign accepts a new template alone)")
+    limits.check_template(data.template)
     if "template" in changes:
         variants = [v.params for v in repo.variants(session, campaign_id)]
         trial_render(changes["template"], set(campaign.factors), [campaign.baseline, *variants])
         t = changes.pop("template")
         campaign.subject_template, campaign.html_template, campaign.text_template = t["subject"], t["html"], t["text"]
         campaign.links = static_links(t["html"])
+    if "cadence" in changes or "schedule" in changes:
+        cadence = changes.pop("cadence", campaign.cadence)
+        given = _schedule(data) if "schedule" in changes else (campaign.schedule if cadence == campaign.cadence
+                                                                    else None)
+        changes.pop("schedule", None)
+        campaign.cadence, campaign.schedule = cadence, schedules.normalize(cadence, given)
+    if "audience" in changes:
+        changes["audience"] = _audience(data)
     if "landing_url" in changes:
         changes["landing_url"] = str(changes["landing_url"])
     for field, value in changes.items():
@@ -135,6 +166,63 @@ def update(session: Session, campaign_id: int, data: CampaignUpdate) -> Campaign
     campaign.updated_at = utcnow()
     session.flush()
     return campaign
+
+
+def fix_template(session: Session, campaign: Campaign, new: TemplateIn) -> Campaign:
+    """A paused campaign's new template: checked like a new one (trial render of every variant, then
+    against a sample of the real audience), stored as the next template version and recorded in the
+    audit log. The design (factors, segments, objective) is unchanged, so learning continues; every
+    email rendered from now on, the rest of an interrupted period included, uses the new version."""
+    limits.check_template(new)
+    template = new.model_dump()
+    variants = [v.params for v in repo.variants(session, campaign.id)]
+    trial_render(template, set(campaign.factors), [campaign.baseline, *variants])
+    audience.require_renderable(session, campaign, template)
+    previous = campaign.template_version
+    campaign.subject_template, campaign.html_template, campaign.text_template = (
+        template["subject"], template["html"], template["text"])
+    campaign.links = static_links(template["html"])
+    campaign.template_version = previous + 1
+    campaign.updated_at = utcnow()
+    inflight = repo.in_flight_period(session, campaign.id)
+    first = inflight.number if inflight is not None else repo.last_period_number(session, campaign.id) + 1
+    audit.record_operator(session, "template_version", "campaign", campaign.id, {
+        "template_version": campaign.template_version, "previous_version": previous, "from_period": first,
+        "in_flight_period": inflight.number if inflight is not None else None})
+    session.flush()
+    return campaign
+
+
+def dry_run(session: Session, campaign_id: int) -> dict:
+    """The pre-start check, any time: the templates rendered for a sample of the real audience."""
+    campaign = get(session, campaign_id)
+    return {**audience.check(session, campaign), **{"reach": audience.reach(session, campaign)}}
+
+
+def audience_reach(session: Session, campaign_id: int) -> dict:
+    return audience.reach(session, get(session, campaign_id))
+
+
+def start(session: Session, campaign_id: int, send_now: bool) -> Campaign:
+    """Start: refused (422) when the templates fail for sampled targeted customers, before anything
+    is sent. The first period goes out at the schedule's next slot, or now with `send_now`."""
+    campaign = get(session, campaign_id, for_update=True)
+    if campaign.status == CampaignStatus.DRAFT:
+        audience.require_renderable(session, campaign)
+    campaign = transition(session, campaign_id, "start")
+    if send_now:
+        from campaigns.services import periods  # periods imports this module
+
+        periods.start_period(session, campaign_id)
+    return campaign
+
+
+def act(session: Session, campaign_id: int, action: str, send_now: bool = False) -> Campaign:
+    if action == "start":
+        return start(session, campaign_id, send_now)
+    if send_now:
+        raise InvalidInput("send_now", "only `start` takes send_now (a running campaign: POST …/periods)")
+    return transition(session, campaign_id, action)
 
 
 def transition(session: Session, campaign_id: int, action: str) -> Campaign:
@@ -150,8 +238,8 @@ def transition(session: Session, campaign_id: int, action: str) -> Campaign:
     campaign.updated_at = utcnow()
     if action == "start":
         campaign.started_at = utcnow()
-        # The first period is due at once when the campaign has a cadence.
-        campaign.next_period_at = utcnow() if campaign.cadence in CADENCE else None
+        # never at the start itself: the first period is the schedule's next slot (or asked for)
+        campaign.next_period_at = schedules.next_slot(campaign.cadence, campaign.schedule, utcnow())
     if action == "complete":
         inflight = repo.in_flight_period(session, campaign_id)
         if inflight is not None:  # its remaining queued sends will never go out: say so on the period
@@ -159,6 +247,10 @@ def transition(session: Session, campaign_id: int, action: str) -> Campaign:
             inflight.error = "stopped: the campaign was completed before this period finished"
     if action == "resume":
         from campaigns.services import periods  # periods imports this module
+
+        if campaign.next_period_at is not None and campaign.next_period_at <= utcnow():
+            # a slot missed while paused is not made up at once: the next one is
+            campaign.next_period_at = schedules.next_slot(campaign.cadence, campaign.schedule, utcnow())
 
         inflight = repo.in_flight_period(session, campaign_id)
         if inflight is not None:

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator
 from pydantic import ValidationError
 from sqlmodel import Session
 
+from campaigns import attributes
 from campaigns.errors import InvalidInput, NotFound
 from campaigns.models import as_utc, utcnow
 from campaigns.repositories import customers as repo
@@ -15,7 +16,8 @@ from campaigns.schemas import CustomerIn, OrderIn
 from campaigns.settings import get_settings
 
 BATCH = 2_000
-RESERVED_COLUMNS = {"external_id", "email", "segment", "consent"}
+RESERVED_COLUMNS = {"external_id", "email", "segment", "consent", "lists"}
+LIST_SEPARATOR = ";"  # a CSV `lists` cell: `vip;newsletter`
 TRUE, FALSE = {"1", "true", "yes", "y"}, {"0", "false", "no", "n"}
 
 
@@ -38,6 +40,7 @@ def import_customers(session: Session, customers: Iterable[tuple[str, CustomerIn
     cap = get_settings().max_customers_per_request
     received = inserted = 0
     seen: set[str] = set()
+    emails: dict[str, tuple[str, str]] = {}  # lower-cased address -> (external id, where) in this import
     for batch in _batches(customers, BATCH):
         rows = []
         for where, c in batch:
@@ -49,19 +52,26 @@ def import_customers(session: Session, customers: Iterable[tuple[str, CustomerIn
             if c.external_id in seen:
                 raise InvalidInput(f"{where}.external_id", f"'{c.external_id}' appears twice in this import")
             seen.add(c.external_id)
+            address = c.email.lower()
+            if address in emails:
+                other, other_where = emails[address]
+                raise InvalidInput(f"{where}.email", f"{c.email} is also the address of '{other}' ({other_where}): "
+                                   "one address, one customer")
+            emails[address] = (c.external_id, where)
             now = utcnow()
             rows.append(
                 {
                     "external_id": c.external_id,
                     "email": c.email,
                     "segment_id": segments.get(c.segment) if c.segment else None,
-                    "attributes": c.attributes,
+                    "attributes": c.attributes if c.lists is None else {**c.attributes, "lists": sorted(set(c.lists))},
                     "status": "active",
                     "consent": True if c.consent is None else c.consent,
                     "created_at": now,
                     "updated_at": now,
                 }
             )
+        _refuse_shared_addresses(session, batch)
         known = repo.existing_customer_ids(session, [r["external_id"] for r in rows])
         inserted += len(rows) - len(known)
         repo.upsert_customers(session, rows)
@@ -71,34 +81,90 @@ def import_customers(session: Session, customers: Iterable[tuple[str, CustomerIn
     return {"received": received, "inserted": inserted, "updated": received - inserted}
 
 
+def _refuse_shared_addresses(session: Session, batch: list[tuple[str, CustomerIn]]) -> None:
+    """One address, one customer: an address already held by another customer (compared without
+    case) is refused naming both, since both would otherwise be mailed."""
+    owners = repo.external_ids_by_email(session, [c.email.lower() for _, c in batch])
+    for where, c in batch:
+        other = owners.get(c.email.lower())
+        if other is not None and other != c.external_id:
+            raise InvalidInput(f"{where}.email", f"{c.email} is already the address of customer '{other}' "
+                               f"(not '{c.external_id}'): one address, one customer")
+
+
 def json_rows(customers: list[CustomerIn]) -> Iterator[tuple[str, CustomerIn]]:
     for i, c in enumerate(customers):
         yield f"customers[{i}]", c
 
 
-def csv_rows(lines: Iterable[str]) -> Iterator[tuple[str, CustomerIn]]:
-    """Parse a CSV stream lazily: columns external_id, email, segment; any other column becomes a
-    template attribute. The header is line 1; a bad row is named by its line number."""
+def csv_column_types(lines: Iterable[str]) -> dict[str, str]:
+    """First pass over a CSV: each attribute column's type, from its header annotation
+    (`loyalty_points:int`) or inferred from every non-empty value (see campaigns.attributes)."""
     reader = CsvRows(lines)
     if reader.fieldnames is None:
         raise InvalidInput("body", "the CSV is empty (expected a header line)")
-    missing = {"external_id", "email"} - set(reader.fieldnames)
+    names, annotated = _header(reader.fieldnames)
+    types = attributes.ColumnTypes(annotated)
+    columns = [(raw, name) for raw, name in zip(reader.fieldnames, names, strict=True) if name not in RESERVED_COLUMNS]
+    for _, row in reader:
+        for raw, name in columns:
+            if (value := (row.get(raw) or "").strip()):
+                types.see(name, value)
+    return types.result()
+
+
+def _header(header: list[str]) -> tuple[list[str], dict[str, str]]:
+    try:
+        names, annotated = attributes.parse_header(header)
+    except ValueError as exc:
+        raise InvalidInput("line 1", str(exc)) from None
+    if len(set(names)) != len(names):
+        raise InvalidInput("line 1", "a column appears twice")
+    for reserved in RESERVED_COLUMNS & set(annotated):
+        raise InvalidInput("line 1", f"column '{reserved}' cannot carry a type annotation")
+    return names, annotated
+
+
+def csv_rows(lines: Iterable[str], types: dict[str, str] | None = None) -> Iterator[tuple[str, CustomerIn]]:
+    """Parse a CSV stream lazily: columns external_id, email, segment, consent, lists; any other
+    column becomes a typed template attribute (`types`, from `csv_column_types`; text without it).
+    An empty cell is no attribute at all. The header is line 1; a bad row is named by its line
+    number (and column)."""
+    reader = CsvRows(lines)
+    if reader.fieldnames is None:
+        raise InvalidInput("body", "the CSV is empty (expected a header line)")
+    names, annotated = _header(reader.fieldnames)
+    rename = dict(zip(reader.fieldnames, names, strict=True))
+    types = {**annotated, **(types or {})}
+    missing = {"external_id", "email"} - set(names)
     if missing:
         raise InvalidInput("line 1", f"missing column(s): {', '.join(sorted(missing))}")
-    for where, row in reader:
-        if None in row:
+    for where, fields in reader:
+        if None in fields:
             raise InvalidInput(where, "more fields than header columns")
+        row = {rename[k]: v for k, v in fields.items()}
         try:
             consent = _csv_bool(row.get("consent"))
         except ValueError as exc:
             raise InvalidInput(f"{where}.consent", str(exc)) from None
+        attrs = {}
+        for name, raw in row.items():
+            value = (raw or "").strip()
+            if name in RESERVED_COLUMNS or not value:
+                continue
+            kind = types.get(name, "text")
+            if not attributes.fits(kind, value):
+                raise InvalidInput(f"{where}.{name}", f"{value[:40]!r} is not a valid {kind} (the column's type)")
+            attrs[name] = attributes.convert(kind, value) if kind != "text" else raw
+        lists = row.get("lists")
         try:
             yield where, CustomerIn(
-                external_id=row["external_id"],
-                email=row["email"],
+                external_id=row.get("external_id"),
+                email=row.get("email"),
                 segment=row.get("segment") or None,
                 consent=consent,
-                attributes={k: v for k, v in row.items() if k not in RESERVED_COLUMNS and v is not None},
+                attributes=attrs,
+                lists=[n.strip() for n in lists.split(LIST_SEPARATOR) if n.strip()] if lists is not None else None,
             )
         except ValidationError as exc:
             err = exc.errors()[0]

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 import bandit
-from campaigns import design, jobs, metrics
+from campaigns import design, jobs, metrics, schedules
 from campaigns.db import on_commit, pinned_session_scope, session_scope
 from campaigns.errors import Conflict, NotFound
 from campaigns.models import (
@@ -231,7 +231,8 @@ def _claim_segment(session: Session, period_id: int, snapshot_id: int, capped: b
     if not repo.mark_claimed(session, snapshot_id, utcnow()):
         return []  # a coordinator before this one claimed the segment
     snap = session.get(AllocationSnapshot, snapshot_id)
-    customer_ids = send_repo.eligible_customer_ids(session, snap.segment_id, period_id, capped)
+    audience = repo.get_campaign(session, period.campaign_id).audience  # the attribute filter and lists
+    customer_ids = send_repo.eligible_customer_ids(session, snap.segment_id, period_id, capped, audience)
     if not len(customer_ids):
         return []
     drawn = bandit.assign(len(customer_ids), np.asarray(snap.weights), snap.holdout_share,
@@ -322,8 +323,7 @@ def run_period(period_id: int) -> str:
 def finish(session: Session, period: SendPeriod, campaign: Campaign) -> None:
     period.status = PeriodStatus.COMPLETED
     period.completed_at = utcnow()
-    step = campaign_service.CADENCE.get(campaign.cadence)
-    campaign.next_period_at = (period.started_at or utcnow()) + step if step else None
+    campaign.next_period_at = schedules.next_slot(campaign.cadence, campaign.schedule, utcnow())
 
 
 def public(session: Session, period: SendPeriod, now: datetime | None = None) -> dict:

@@ -18,7 +18,7 @@ from collections import Counter
 from datetime import timedelta
 from functools import lru_cache
 
-from campaigns import dkim_signing, metrics, signing
+from campaigns import attributes, dkim_signing, metrics, signing
 from campaigns.db import on_commit, session_scope
 from campaigns.delivery import DeliveryError, make_backend
 from campaigns.models import CampaignStatus, ChunkStatus, PeriodStatus, SendStatus, utcnow
@@ -128,7 +128,8 @@ class ChunkContext:
         unsub_token = signing.sign("unsub", row.id)
         unsubscribe_url = f"{self.base}/u/{unsub_token}"
         landing_url = f"{self.base}/t/{signing.sign_click(0, row.id, self.campaign_id)}"
-        customer = {"external_id": row.external_id, "email": row.email, **(row.attributes or {})}
+        customer = {"external_id": row.external_id, "email": row.email,
+                    **attributes.template_values(row.attributes or {})}
         subject, html, text = render_limited(
             self.compiled.render, self.render_timeout, self.params[row.arm], customer, landing_url, unsubscribe_url)
         html = rewrite_links(html, self.links,

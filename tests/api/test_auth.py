@@ -46,9 +46,13 @@ EXPECTED: dict[tuple[str, str], tuple[str, ...]] = {
     ("GET", "/campaigns/{campaign_id}/periods/{number}/sends.csv"): (M,),
     ("GET", "/campaigns/{campaign_id}/periods/{number}/sends.parquet"): (M,),
     ("GET", "/campaigns/{campaign_id}/allocations"): READER,
-    ("GET", "/campaigns/{campaign_id}/report"): (A,),
-    ("GET", "/campaigns/{campaign_id}/report.csv"): (A,),
-    ("GET", "/campaigns/{campaign_id}/report.html"): (A,),
+    ("GET", "/campaigns/{campaign_id}/report"): (M, A),
+    ("GET", "/campaigns/{campaign_id}/report.csv"): (M, A),
+    ("GET", "/campaigns/{campaign_id}/report.html"): (M, A),
+    ("GET", "/campaigns/{campaign_id}/audience"): (M, A),
+    ("GET", "/campaigns/{campaign_id}/check"): (M, A),
+    ("POST", "/campaigns/{campaign_id}/preview"): (M, A),
+    ("GET", "/campaigns/{campaign_id}/preview.html"): (M, A),
     ("POST", "/campaigns/{campaign_id}/{action}"): (M,),
     ("POST", "/campaigns/{campaign_id}/segments/{segment}/promote"): (M,),
     ("POST", "/campaigns/{campaign_id}/segments/{segment}/rollback"): (M,),
@@ -123,9 +127,10 @@ def test_role_matrix(api):
                     wrong.append((method, url, role, "should be 403", r.status_code, r.text))
     assert wrong == []
     # The message also lists who may.
-    r = api("GET", "/campaigns/1/report", "marketer")
+    r = api("GET", "/campaigns/1/report", "ingest")
     assert r.status_code == 403
-    assert r.json() == {"error": "forbidden", "detail": "role 'marketer' may not do this (allowed: admin, analyst)"}
+    assert r.json() == {"error": "forbidden",
+                        "detail": "role 'ingest' may not do this (allowed: admin, analyst, marketer)"}
 
 
 def revoked_keys() -> dict[str, str]:

@@ -64,6 +64,8 @@ def test_no_get_route_exposes_hashes_secrets_or_other_customers(secrets_set, api
             url = f"/t/{signing.sign('click', sends[0])}"
         elif path.startswith("/u/"):
             url = f"/u/{signing.sign('unsub', sends[0])}"
+        elif path.endswith("/preview.html"):  # one customer's email, named in the query
+            url = f"/campaigns/{shop['campaign']}/preview.html?customer={victim}&variant=0"
         else:
             names = re.findall(r"\{(\w+)\}", path)
             assert set(names) <= set(values), f"{path}: give its path parameters a value in this test"

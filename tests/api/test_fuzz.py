@@ -53,6 +53,11 @@ BUSINESS_RULES = {
                        "factor levels",
     "POST /events": "send_id, or campaign_id and customer_external_id; a complaint names its send",
     "GET /audit": "until must be later than since",
+    "PATCH /campaigns/{campaign_id}": "the template must compile and render for the audience; a schedule's time "
+                                      "zone must exist and its cron match; audience conditions must be able to hold",
+    "POST /campaigns/{campaign_id}/preview": "the customer must exist; the variant must be one of the campaign's",
+    "GET /campaigns/{campaign_id}/preview.html": "the customer must exist; the variant must be one of the campaign's",
+    "POST /campaigns/{campaign_id}/{action}": "send_now goes with start only; start renders for the real audience",
 }
 
 

@@ -75,4 +75,5 @@ def test_admin_reads_the_report_and_unknown_campaigns_are_404(api, campaign):
         assert api("GET", f"/campaigns/{campaign}/report{suffix}", "admin").status_code == 200
         r = api("GET", f"/campaigns/999/report{suffix}", "analyst")
         assert r.status_code == 404 and r.json() == {"error": "not_found", "detail": "no campaign with id 999"}
-        assert api("GET", f"/campaigns/{campaign}/report{suffix}", "marketer").status_code == 403
+        assert api("GET", f"/campaigns/{campaign}/report{suffix}", "marketer").status_code == 200
+        assert api("GET", f"/campaigns/{campaign}/report{suffix}", "ingest").status_code == 403

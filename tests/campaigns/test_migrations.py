@@ -53,3 +53,38 @@ def test_0011_marks_what_was_planned_before_it_and_downgrades(database_url, redi
         snapshots = list(s.execute(select(AllocationSnapshot)).scalars())
     assert planned == {1: True, 2: True, 3: True, 4: False}
     assert snapshots and all(snap.claimed_at == snap.created_at for snap in snapshots)
+
+
+def test_0013_types_the_text_attributes_of_earlier_imports(database_url):
+    """Before 0013 every CSV attribute was text: each attribute is re-typed as a CSV import types it
+    now, across all rows (one non-number keeps the whole attribute text), and empty text is dropped."""
+    import json
+
+    from sqlalchemy import text
+
+    from alembic import command
+    from campaigns.db import reset_engine
+    from campaigns.migrate import alembic_config
+    from campaigns.models import Customer
+
+    reset_engine()
+    command.downgrade(alembic_config(database_url), "0012")
+    rows = [
+        ("a", {"points": "1200", "score": "1.5", "vip": "true", "since": "2024-03-01", "zip": "01234", "city": ""}),
+        ("b", {"points": "80", "score": "2", "vip": "no", "since": "2025-12-31", "zip": "75001", "city": "Lyon"}),
+        ("c", {"points": "7", "score": "n/a", "vip": "yes", "since": "2025-02-30"}),
+    ]
+    with get_engine().begin() as conn:
+        for ext, attrs in rows:
+            conn.execute(text("INSERT INTO customer (external_id, email, attributes, status, consent, created_at, "
+                              "updated_at) VALUES (:e, :m, :a, 'active', TRUE, :t, :t)"),
+                         {"e": ext, "m": f"{ext}@example.com", "a": json.dumps(attrs), "t": "2026-11-20 10:00:00"})
+    command.upgrade(alembic_config(database_url), "head")
+    reset_engine()
+    with session_scope() as s:
+        got = {c.external_id: c.attributes for c in s.execute(select(Customer)).scalars()}
+    assert got["a"] == {"points": 1200, "score": "1.5", "vip": True, "since": "2024-03-01", "zip": "01234"}
+    assert got["b"] == {"points": 80, "score": "2", "vip": False, "since": "2025-12-31", "zip": "75001",
+                        "city": "Lyon"}
+    assert got["c"]["points"] == 7 and got["c"]["since"] == "2025-02-30"  # not a real date: the column is text
+    assert isinstance(got["a"]["points"], int) and isinstance(got["b"]["vip"], bool)
