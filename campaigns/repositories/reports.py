@@ -127,9 +127,10 @@ def excluded_events(session: Session, campaign_id: int):
 
 
 def campaign_changes(session: Session, campaign_id: int):
-    """Successful mutating API calls on the campaign (edits, starts, pauses, resumes), oldest first."""
+    """Successful mutating API calls on the campaign (edits, starts, pauses, resumes) and what the
+    service recorded itself (template versions, failure halts), oldest first."""
     stmt = (
-        select(AuditLog.created_at, AuditLog.action, AuditLog.key_name, AuditLog.key_role)
+        select(AuditLog.created_at, AuditLog.action, AuditLog.key_name, AuditLog.key_role, AuditLog.detail)
         .where(AuditLog.object_type == "campaign", AuditLog.object_id == campaign_id,
                AuditLog.outcome == "success", ~AuditLog.action.like("GET %"))
         .order_by(AuditLog.id)

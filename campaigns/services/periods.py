@@ -34,8 +34,8 @@ from campaigns.models import (
 from campaigns.repositories import campaigns as repo
 from campaigns.repositories import chunks as chunk_repo
 from campaigns.repositories import sends as send_repo
+from campaigns.services import audit, period_health
 from campaigns.services import campaigns as campaign_service
-from campaigns.services import period_health
 from campaigns.services import versions as version_service
 from campaigns.settings import get_settings
 
@@ -394,6 +394,7 @@ def halt_if_systematic(period_id: int, max_share: float, min_tried: int) -> str 
         campaign.status_reason = reason[:2000]
         period.error = reason[:2000]
         period.failures = period_health.restart_window(period.failures, period.sent, period.failed)
+        audit.record_operator(session, "halt", "campaign", campaign.id, {"period": period.number, "reason": reason})
         on_commit(session, metrics.observe_period_halt)
     log.warning(reason, extra={"campaign_id": campaign.id, "period_id": period_id, "tried": verdict.tried,
                                "failed": verdict.failed})

@@ -971,8 +971,13 @@ def _happened(session: Session, data: Data, events: dict, late: dict) -> dict:
     excluded = [{"type": t, "rule": reason or "unspecified", "events": int(n)}
                 for t, reason, n in report_repo.excluded_events(session, data.campaign.id)]
     trips = report_repo.guard_trips(session, data.campaign.id)
+    rows = report_repo.campaign_changes(session, data.campaign.id)
     changes = [{"at": r.created_at.isoformat(), "action": r.action, "by": r.key_name, "role": r.key_role}
-               for r in report_repo.campaign_changes(session, data.campaign.id)]
+               for r in rows]
+    versions = [{"version": r.detail["template_version"], "from_period": r.detail.get("from_period"),
+                 "at": r.created_at.isoformat()} for r in rows if r.action == "template_version"]
+    halts = [{"period": r.detail.get("period"), "reason": r.detail.get("reason"), "at": r.created_at.isoformat()}
+             for r in rows if r.action == "halt"]
     return {
         "sends_assigned": int(assigned),
         "failed_sends": int(total_failed),
@@ -989,6 +994,8 @@ def _happened(session: Session, data: Data, events: dict, late: dict) -> dict:
         "status_reason": data.campaign.status_reason,
         "campaign_changes": changes,
         "template_edits": sum(c["action"].startswith("PATCH ") for c in changes),
+        "template_versions": versions,
+        "failure_halts": halts,
     }
 
 
@@ -1155,12 +1162,19 @@ def csv_rows(report: dict):
     yield _row(segment="ALL", row="late_events", total=h["late_events"])
     for g in h["guard_pauses"]:
         yield _row(segment="ALL", row="guard_pause", arm=g["period"], variant=g["at"], total=1)
+    for g in h["failure_halts"]:
+        yield _row(segment="ALL", row="failure_halt", arm=g["period"], variant=g["at"], metric=g["reason"], total=1)
+    for v in h["template_versions"]:
+        yield _row(segment="ALL", row="template_version", arm=v["from_period"], variant=v["at"],
+                   metric=f"version {v['version']}", total=1)
 
 
 METRIC_NAMES = {"click_rate": "clicks per email", "conversion_rate": "orders per email",
                 "revenue_per_send": "revenue per email"}
 CHANGES = {"PATCH": "edited (templates or settings)", "campaigns": "created", "start": "started",
-           "pause": "paused", "resume": "resumed", "complete": "completed", "periods": "period started"}
+           "pause": "paused", "resume": "resumed", "complete": "completed", "periods": "period started",
+           # entries the service writes itself (no API call): a new template version, a failure halt
+           "template_version": "new template version", "halt": "halted: too many failed sends (paused)"}
 
 
 def human_date(value) -> str:
