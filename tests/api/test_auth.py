@@ -65,7 +65,8 @@ EXPECTED: dict[tuple[str, str], tuple[str, ...]] = {
 # No API key: /t and /u are proven by their signed token, the webhook by its HMAC signature
 # (tests/api/test_webhook.py: an API key does not replace it). /ready and /metrics are for probes and
 # scrapers (/metrics takes an admin key when MAB_METRICS_REQUIRE_KEY is set: tests/api/test_ops.py).
-PUBLIC = {"/health", "/ready", "/metrics", "/t/{token}", "/u/{token}", "/webhooks/conversions"}
+PUBLIC = {"/health", "/ready", "/metrics", "/t/{token}", "/u/{token}", "/webhooks/conversions",
+          "/webhooks/esp/mailgun"}  # the ESP's signature instead of a key (tests/api/test_esp_webhooks.py)
 # Any other path parameter gets 1. key_id: a key that does not exist (the admin's own key is #1).
 DUMMY = {"action": "start", "external_id": "x", "key_id": "999999"}
 
