@@ -4,8 +4,8 @@ OpenAPI document: every operation with its summary, description, parameters and 
 (tests/test_docs.py runs the check)."""
 
 import sys
-from pathlib import Path
 
+from campaigns.generated_docs import write_or_check
 from campaigns.settings import PROJECT_ROOT
 
 DOCUMENT = PROJECT_ROOT / "docs" / "reference" / "api.md"
@@ -57,16 +57,7 @@ def render(openapi: dict | None = None) -> str:
 
 
 def main(argv: list[str]) -> int:
-    text = render()
-    if "--check" in argv:
-        if not DOCUMENT.exists() or DOCUMENT.read_text(encoding="utf-8") != text:
-            print(f"{DOCUMENT} is out of date: run `python -m api.reference`", file=sys.stderr)
-            return 1
-        print(f"{DOCUMENT} is up to date")
-        return 0
-    Path(DOCUMENT).write_text(text, encoding="utf-8")
-    print(f"wrote {DOCUMENT}")
-    return 0
+    return write_or_check(DOCUMENT, render(), "python -m api.reference", argv)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import sys
 import click
 import typer
 
+from campaigns.generated_docs import write_or_check
 from campaigns.settings import PROJECT_ROOT
 
 DOCUMENT = PROJECT_ROOT / "docs" / "reference" / "cli.md"
@@ -58,16 +59,7 @@ def render() -> str:
 
 
 def main(argv: list[str]) -> int:
-    text = render()
-    if "--check" in argv:
-        if not DOCUMENT.exists() or DOCUMENT.read_text(encoding="utf-8") != text:
-            print(f"{DOCUMENT} is out of date: run `python -m campaigns.cli_reference`", file=sys.stderr)
-            return 1
-        print(f"{DOCUMENT} is up to date")
-        return 0
-    DOCUMENT.write_text(text, encoding="utf-8")
-    print(f"wrote {DOCUMENT}")
-    return 0
+    return write_or_check(DOCUMENT, render(), "python -m campaigns.cli_reference", argv)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ but never judged (a customer who unsubscribed meanwhile is not a fault of the ca
 import re
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from campaigns.models import PeriodStatus
 
@@ -133,8 +133,6 @@ def decayed_rate(rate: float, last_epoch: float | None, now_epoch: float) -> flo
 
 def last_moved(period) -> datetime | None:
     """When the period last did something a person could see: progress, planning, or being created."""
-    from datetime import UTC
-
     moved = [t for t in (period.created_at, period.started_at, period.planned_at) if t is not None]
     if period.progress_epoch is not None:
         moved.append(datetime.fromtimestamp(period.progress_epoch, UTC))
