@@ -34,8 +34,7 @@ EXEMPT_PREFIXES = ("/t/", "/u/")
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 LABELS = {"ingest": "ingestion", "mutations": "mutating", "webhook": "webhook"}
 WINDOW_MS = 60_000
-REDIS_TIMEOUT = 0.5  # seconds: a hung Redis costs a request this much, once per SKIP_AFTER_ERROR
-SKIP_AFTER_ERROR = 5.0  # seconds without asking Redis after it failed (fail open, see README)
+SKIP_AFTER_ERROR = 5.0  # seconds without asking Redis after it failed (fail open: docs/reference/errors.md)
 WARN_EVERY = 60.0
 
 # A fixed one-minute window per (bucket, caller): one atomic INCR, and the first request of a window
@@ -87,10 +86,12 @@ class RateLimit:
     def _script(self):
         """One Redis client per event loop (uvicorn has one; every TestClient its own)."""
         loop = asyncio.get_running_loop()
-        url = get_settings().broker_url()
-        if self._client is None or self._client[0] is not loop or self._client[1] != url:
-            client = aioredis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
-            self._client = (loop, url, client.register_script(WINDOW_SCRIPT))
+        settings = get_settings()
+        url, timeout = settings.broker_url(), settings.rate_limit_redis_timeout_seconds
+        # A hung Redis costs a request `timeout` seconds, at most once per SKIP_AFTER_ERROR.
+        if self._client is None or self._client[0] is not loop or self._client[1] != (url, timeout):
+            client = aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+            self._client = (loop, (url, timeout), client.register_script(WINDOW_SCRIPT))
         return self._client[2]
 
     async def count(self, name: str, caller: str) -> tuple[int, int] | None:

@@ -115,7 +115,7 @@ class Settings(BaseSettings):
     rfm_high_spend: float = 200.0
     rfm_lookback_days: int = 365
 
-    # Feedback in (issue 4). Conversion webhook: HMAC-SHA256 over "<timestamp>." + raw body. A list so
+    # Feedback in (docs/marketer/feedback.md). Conversion webhook: HMAC-SHA256 over "<timestamp>." + raw body. A list so
     # a secret rotates without downtime: add the new one, switch the sender, remove the old one.
     webhook_secrets: str = Field(
         "", description="Comma-separated webhook secrets; the first signs, every one verifies. Empty: webhook off."
@@ -133,7 +133,7 @@ class Settings(BaseSettings):
         1_000_000, ge=1, description="Row cap of one POST /events/conversions.csv."
     )
     # Bot and scanner clicks are stored as `excluded` with a reason and never rewarded. Each rule is
-    # off at 0 / empty. See README "Bot and scanner clicks".
+    # off at 0 / empty. See docs/marketer/feedback.md.
     bot_min_seconds_after_send: float = Field(
         10.0, ge=0, description="A click this soon after the send's delivery is a link scanner's."
     )
@@ -150,7 +150,7 @@ class Settings(BaseSettings):
     )
     bot_burst_seconds: float = Field(5.0, ge=0, description="The burst window, seconds.")
 
-    # Monitoring (issue 4): logs, metrics and the auto-pause guard. See README "Monitoring".
+    # Monitoring: logs, metrics and the auto-pause guard (docs/operator/monitoring.md).
     log_format: Literal["json", "text"] = Field(
         "json", description="`json`: one JSON object per line (time, level, logger, message, context); `text`."
     )
@@ -182,7 +182,7 @@ class Settings(BaseSettings):
         30.0, gt=0, description="How often beat's sweeper looks for work a lost task left behind (queued periods, "
         "chunks whose lease ran out, stalled plans) and dispatches it again.")
 
-    # Bounds and idempotency (issue 5). See README "Limits". A rate limit of 0 is off.
+    # Bounds and idempotency (docs/reference/errors.md). A rate limit of 0 is off.
     idempotency_ttl_hours: float = Field(
         24.0, gt=0, description="How long an Idempotency-Key's first response is replayed; older keys are forgotten."
     )
@@ -194,6 +194,10 @@ class Settings(BaseSettings):
     )
     rate_limit_webhook_per_minute: int = Field(
         6_000, ge=0, description="Requests per source IP per minute to POST /webhooks/conversions (0: off)."
+    )
+    rate_limit_redis_timeout_seconds: float = Field(
+        0.5, gt=0, le=10, description="How long a request waits for Redis to count it; past that the limits are off "
+        "for 5 s (fail open, with a warning) so a hung Redis never stalls the API."
     )
     max_body_bytes: int = Field(
         20_000_000, ge=1_000, description="Larger request bodies (JSON and all but the CSV imports) are refused (413)."

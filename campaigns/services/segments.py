@@ -1,6 +1,6 @@
 """Segments, and the behavioural (RFM) segmentation derived from purchase history.
 
-Eight segments come from three yes/no questions over the lookback window (see README "Segments"):
+Eight segments come from three yes/no questions over the lookback window (docs/marketer/customers.md):
 recent (last order within `rfm_recent_days`), frequent (at least `rfm_frequent_orders` orders),
 high spend (at least `rfm_high_spend`). Customers without orders are `hibernating`.
 """

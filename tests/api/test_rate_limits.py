@@ -16,11 +16,13 @@ from tests.factories import small_campaign_payload
 @pytest.fixture
 def settings_env(settings_env, redis_server):
     """The shared settings_env (tests/api/conftest.py), with the rate-limit counters of earlier
-    tests cleared so every test starts with a fresh window."""
+    tests cleared so every test starts with a fresh window, and a Redis timeout long enough that a
+    loaded test machine never makes the limiter fail open (that case has its own test)."""
     r = redis.Redis.from_url(redis_server.url)
     for key in r.scan_iter("mab:ratelimit:*"):
         r.delete(key)
     r.close()
+    settings_env(MAB_RATE_LIMIT_REDIS_TIMEOUT_SECONDS=10)
     return settings_env
 
 
