@@ -22,6 +22,7 @@ RUN_PERIOD = "worker.tasks.run_period"
 DELIVER_CHUNK = "worker.tasks.deliver_chunk"
 PROCESS_EVENTS = "worker.tasks.process_events"
 FOLD_CLICKS = "worker.tasks.fold_clicks"
+REFRESH_REPORT = "worker.tasks.refresh_report"
 
 
 class BrokerUnavailable(Exception):
@@ -87,6 +88,10 @@ def run_period(period_id: int) -> bool:
 def deliver_chunks(chunk_ids: list[int]) -> int:
     """Dispatch every chunk; how many reached the broker."""
     return sum(send_quietly(DELIVER_CHUNK, chunk_id) for chunk_id in chunk_ids)
+
+
+def refresh_report(campaign_id: int) -> bool:
+    return send_quietly(REFRESH_REPORT, campaign_id)
 
 
 def broker_reachable() -> str | None:

@@ -340,6 +340,18 @@ class IdempotencyKey(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, index=True)
 
 
+class ReportSnapshot(SQLModel, table=True):
+    """A campaign's latest lift report, computed once and served as is while nothing it reads has
+    changed (`mark`, a fingerprint of those inputs: services/report_store.py). One row per campaign."""
+
+    __tablename__ = "report_snapshot"
+    campaign_id: int = Field(foreign_key="campaign.id", primary_key=True)
+    mark: str
+    computed_at: datetime  # when the consistent snapshot it was computed from was taken
+    compute_seconds: float
+    report: str  # the report's JSON, exactly as the API serves it
+
+
 class AuditLog(SQLModel, table=True):
     """Who did what through the API: every successful mutating call (in the transaction of the work
     itself, so a rolled-back request leaves no success entry), every read of one customer's personal

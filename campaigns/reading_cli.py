@@ -96,18 +96,20 @@ def report_cmd(
     campaign_id: Annotated[int, typer.Argument(help="The campaign's id (`mab campaigns` lists them)")],
     html: Annotated[Path | None, typer.Option("--html", help="Also write the HTML report (with charts) here")] = None,
     csv_file: Annotated[Path | None, typer.Option("--csv", help="Also write the report as tidy CSV here")] = None,
+    pdf: Annotated[Path | None, typer.Option("--pdf", help="Also print the HTML report to a PDF here (needs Chromium "
+                                             "installed: headless, no network)")] = None,
     open_: Annotated[bool, typer.Option("--open", help="Write the HTML report (to --html, or under var/reports/) "
                                         "and open it in the browser")] = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Compute the report now rather than show the stored one "
+                                        "when newer data has arrived since")] = False,
 ) -> None:
     """Show a campaign's lift report: the lift table in the terminal, and the same report as HTML or CSV files."""
-    from campaigns.db import session_scope
     from campaigns.errors import DomainError
-    from campaigns.services import reports
+    from campaigns.services import report_store, reports
     from campaigns.settings import get_settings
 
     try:
-        with session_scope() as session:
-            report = reports.lift_report(session, campaign_id)
+        report = report_store.read(campaign_id, fresh).as_dict()
     except DomainError as exc:
         console.print(f"[red]error:[/] {exc.detail}")
         raise typer.Exit(1) from None
@@ -116,6 +118,8 @@ def report_cmd(
                   f"{report['periods']} period(s), objective {report['objective']}, "
                   f"holdout {report['holdout_share']:.0%}")
     console.print(lift_table(report))
+    if report["freshness"]["state"] == "behind":
+        console.print(f"[yellow]{report['freshness']['detail']}[/] (--fresh computes it now)")
     console.print(f"events applied {report['events']['applied']:,}, unattributed {report['events']['unattributed']:,}; "
                   f"sample-ratio mismatches flagged: {health['srm_flagged']}")
     if open_ and html is None:
@@ -131,6 +135,17 @@ def report_cmd(
             writer.writerow(reports.CSV_COLUMNS)
             writer.writerows(reports.csv_rows(report))
         console.print(f"CSV report: {csv_file}")
+    if pdf is not None:
+        from campaigns.services import report_pdf
+
+        try:
+            data = report_pdf.html_to_pdf(reports.render_html(report))
+        except DomainError as exc:
+            console.print(f"[red]error:[/] no PDF: {exc.detail}")
+            raise typer.Exit(1) from None
+        pdf.parent.mkdir(parents=True, exist_ok=True)
+        pdf.write_bytes(data)
+        console.print(f"PDF report: {pdf} ({len(data) / 1e3:,.0f} kB)")
     if open_ and not webbrowser.open(html.resolve().as_uri()):
         console.print(f"no browser found here: open {html.resolve()} yourself")
 

@@ -218,6 +218,14 @@ class Settings(BaseSettings):
     report_projection_periods: int = Field(
         52, ge=1, description="Periods the report's business projection extrapolates to (52 weekly periods: a year).",
     )
+    report_refresh_seconds: float = Field(
+        30.0, gt=0, description="How often beat recomputes the stored reports that fell behind their data (a "
+        "report is recomputed at most every 10 x its own compute time)."
+    )
+    report_max_behind_seconds: float = Field(
+        900.0, ge=0, description="A stored report behind its data is served (marked `behind`) while younger than "
+        "this; an older one is recomputed on the read (0: always recompute a report that is behind)."
+    )
 
     def resolved_database_url(self) -> str:
         """MAB_DATABASE_URL; else the database of the `mab up` running in this folder; else SQLite."""

@@ -32,6 +32,10 @@ def make_celery() -> Celery:
                 "task": "worker.tasks.guard_campaigns",
                 "schedule": settings.guard_interval_seconds,
             },
+            "refresh-reports": {
+                "task": "worker.tasks.refresh_reports",
+                "schedule": settings.report_refresh_seconds,
+            },
             "apply-retention": {
                 "task": "worker.tasks.apply_retention",
                 "schedule": 3600.0,

@@ -9,7 +9,7 @@ from sqlalchemy.exc import OperationalError
 from campaigns.db import session_scope
 from campaigns.delivery import DeliveryError
 from campaigns.jobs import BrokerUnavailable
-from campaigns.services import clicks, events, guard, periods, retention, sending, sweeper
+from campaigns.services import clicks, events, guard, periods, report_store, retention, sending, sweeper
 from campaigns.settings import get_settings
 from worker.app import celery_app
 
@@ -102,3 +102,15 @@ def sweep() -> dict:
 def apply_retention() -> dict:
     """Beat, hourly: delete outbox files past MAB_OUTBOX_RETENTION_DAYS, trim logs past MAB_LOG_MAX_BYTES."""
     return retention.apply_retention()
+
+
+@celery_app.task
+def refresh_report(campaign_id: int) -> str:
+    """Recompute a campaign's stored lift report unless it is current (services/report_store.py)."""
+    return report_store.refresh(campaign_id)
+
+
+@celery_app.task
+def refresh_reports() -> list[int]:
+    """Beat, every MAB_REPORT_REFRESH_SECONDS: ask for the reports that fell behind their data."""
+    return report_store.refresh_behind()

@@ -23,7 +23,7 @@ from campaigns.schemas import (
     SnapshotPublic,
     VariantPublic,
 )
-from campaigns.services import campaigns, pages, periods, preview, reports
+from campaigns.services import campaigns, pages, periods, preview, report_store, reports
 
 router = APIRouter(prefix="/campaigns", tags=["campaigns"])
 LifecycleAction = Literal["start", "pause", "resume", "complete"]
@@ -134,22 +134,36 @@ def list_allocations(campaign_id: PathId, request: Request, response: Response, 
     return items
 
 
-@router.get("/{campaign_id}/report", dependencies=[Reader])
-def lift_report(campaign_id: PathId) -> dict:
+FRESH = Query(False, description="Compute the report now rather than serve the stored one when it is behind.")
+FRESHNESS_HEADERS = {"X-Report-Freshness": {"description": "current or behind (see the JSON's `freshness`)",
+                                            "schema": {"type": "string"}}}
+
+
+def _freshness_headers(served: report_store.Served) -> dict[str, str]:
+    return {"X-Report-Freshness": served.freshness["state"], "X-Report-Computed-At": served.freshness["computed_at"]}
+
+
+@router.get("/{campaign_id}/report", dependencies=[Reader], response_class=Response,
+            responses={200: {"content": {"application/json": {"schema": {"type": "object"}}},
+                             "headers": FRESHNESS_HEADERS}})
+def lift_report(campaign_id: PathId, fresh: bool = FRESH):
     """Lift against the holdout, leaderboard, factor effects, allocation over time, learning curve,
-    off-policy estimates and health checks (see the `methods` field), from one consistent snapshot."""
-    return reports.consistent_report(campaign_id)
+    off-policy estimates and health checks (see the `methods` field), from one consistent snapshot.
+    Served as stored by the workers; `freshness` says whether newer data has arrived since."""
+    served = report_store.read(campaign_id, fresh)
+    return Response(served.body, media_type="application/json", headers=_freshness_headers(served))
 
 
 @router.get(
     "/{campaign_id}/report.csv",
     dependencies=[Reader],
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/csv": {}}}},
+    responses={200: {"content": {"text/csv": {}}, "headers": FRESHNESS_HEADERS}},
 )
-def lift_report_csv(campaign_id: PathId):
+def lift_report_csv(campaign_id: PathId, fresh: bool = FRESH):
     """The report as tidy CSV: one row per segment × arm × metric (and the control and the bandit)."""
-    report = reports.consistent_report(campaign_id)  # aggregated in SQL: small, a 404 before streaming
+    served = report_store.read(campaign_id, fresh)  # a 404 before streaming
+    report = served.as_dict()
 
     def lines():
         buf = io.StringIO()
@@ -163,14 +177,17 @@ def lift_report_csv(campaign_id: PathId):
                 buf.truncate()
         yield buf.getvalue()
 
-    disposition = f'attachment; filename="campaign-{campaign_id}-report.csv"'
-    return StreamingResponse(lines(), media_type="text/csv", headers={"Content-Disposition": disposition})
+    headers = {"Content-Disposition": f'attachment; filename="campaign-{campaign_id}-report.csv"',
+               **_freshness_headers(served)}
+    return StreamingResponse(lines(), media_type="text/csv", headers=headers)
 
 
-@router.get("/{campaign_id}/report.html", dependencies=[Reader], response_class=HTMLResponse)
-def lift_report_html(campaign_id: PathId):
+@router.get("/{campaign_id}/report.html", dependencies=[Reader], response_class=HTMLResponse,
+            responses={200: {"headers": FRESHNESS_HEADERS}})
+def lift_report_html(campaign_id: PathId, fresh: bool = FRESH):
     """The report as a self-contained HTML page with inline SVG charts (no external scripts)."""
-    return HTMLResponse(reports.render_html(reports.consistent_report(campaign_id)))
+    served = report_store.read(campaign_id, fresh)
+    return HTMLResponse(reports.render_html(served.as_dict()), headers=_freshness_headers(served))
 
 
 @router.get("/{campaign_id}/audience", dependencies=[Reader])

@@ -9,7 +9,18 @@ from sqlalchemy import and_, case, func, literal, select
 from sqlalchemy.orm import aliased
 from sqlmodel import Session
 
-from campaigns.models import AllocationSnapshot, AuditLog, Event, Order, Send, SendPeriod
+from campaigns.db import dialect_insert
+from campaigns.models import (
+    AllocationSnapshot,
+    AuditLog,
+    Campaign,
+    Event,
+    ModelAction,
+    Order,
+    ReportSnapshot,
+    Send,
+    SendPeriod,
+)
 
 EXCLUDED = "excluded"  # bot/scanner events, flagged by the feedback ingestion
 APPLIED = "applied"
@@ -181,3 +192,55 @@ def pre_campaign_moments(session: Session, period_ids: list[int], before):
         .group_by(Send.segment_id, side)
     )
     return session.execute(stmt).all()
+
+
+def input_facts(session: Session, campaign_id: int) -> list:
+    """What the report reads, in a few cheap rows (index lookups and a GROUP BY over the campaign's
+    events, never the ledger): when none of them changed, neither did the report. Sends change only
+    through their period's counters or through feedback events, which both show here."""
+    campaign = select(Campaign.status, Campaign.status_reason, Campaign.updated_at, Campaign.template_version,
+                      Campaign.started_at).where(Campaign.id == campaign_id)
+    periods = (select(SendPeriod.id, SendPeriod.status, SendPeriod.total, SendPeriod.sent, SendPeriod.failed,
+                      SendPeriod.planned_at, SendPeriod.completed_at, SendPeriod.guard_tripped_at)
+               .where(SendPeriod.campaign_id == campaign_id).order_by(SendPeriod.id))
+    events = (select(Event.status, func.count(), func.max(Event.id))
+              .where(Event.campaign_id == campaign_id).group_by(Event.status).order_by(Event.status))
+    latest = select(
+        select(func.max(AllocationSnapshot.id)).where(AllocationSnapshot.campaign_id == campaign_id).scalar_subquery(),
+        select(func.max(ModelAction.id)).where(ModelAction.campaign_id == campaign_id).scalar_subquery(),
+        select(func.max(AuditLog.id)).where(AuditLog.object_type == "campaign",
+                                            AuditLog.object_id == campaign_id).scalar_subquery(),
+        # an erasure deletes a customer's orders (the covariates of the adjusted lift) and is audited
+        select(func.max(AuditLog.id)).where(AuditLog.object_type == "customer",
+                                            ~AuditLog.action.like("GET %")).scalar_subquery(),
+        select(func.max(Order.id)).scalar_subquery(),
+    )
+    return [tuple(session.execute(stmt).all()) for stmt in (campaign, periods, events, latest)]
+
+
+def stored_report(session: Session, campaign_id: int) -> ReportSnapshot | None:
+    return session.get(ReportSnapshot, campaign_id)
+
+
+def stored_marks(session: Session) -> dict[int, tuple[str, object, float]]:
+    """campaign id -> (mark, computed_at, compute_seconds) of every stored report."""
+    rows = session.execute(select(ReportSnapshot.campaign_id, ReportSnapshot.mark, ReportSnapshot.computed_at,
+                                  ReportSnapshot.compute_seconds)).all()
+    return {r.campaign_id: (r.mark, r.computed_at, r.compute_seconds) for r in rows}
+
+
+def store_report(session: Session, row: dict) -> None:
+    """Insert or replace a campaign's stored report, unless the stored one was computed from a
+    newer snapshot (two workers refreshing at once: the newer data wins, whoever finishes last)."""
+    stmt = dialect_insert(session)(ReportSnapshot).values(**row)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[ReportSnapshot.campaign_id],
+        set_={k: stmt.excluded[k] for k in ("mark", "computed_at", "compute_seconds", "report")},
+        where=ReportSnapshot.computed_at <= stmt.excluded.computed_at,
+    )
+    session.execute(stmt)
+
+
+def reportable_campaign_ids(session: Session) -> list[int]:
+    """Campaigns with at least one period: the ones whose report the workers keep up to date."""
+    return list(session.execute(select(SendPeriod.campaign_id).distinct()).scalars())

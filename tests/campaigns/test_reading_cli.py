@@ -12,7 +12,7 @@ from api.app import create_app
 from campaigns import cli, reading_cli
 from campaigns.db import session_scope
 from campaigns.repositories import campaigns as repo
-from campaigns.services import reports
+from campaigns.services import report_pdf, reports
 from tests.campaigns.test_periods import setup_campaign
 from tests.campaigns.test_report import all_sends, feedback, run_periods
 from tests.factories import api_keys
@@ -65,6 +65,25 @@ def test_report_prints_the_lift_and_writes_the_api_files(reported, wide, tmp_pat
     page = html.read_text()
     assert page.startswith("<!") and api_report["name"] in page
     assert page.count("<svg") == len(reports.render_html(api_report).split("<svg")) - 1
+
+
+@pytest.mark.skipif(report_pdf.find_browser() is None, reason="chromium is not installed")
+def test_report_pdf_is_printed_by_chromium(reported, wide, tmp_path):
+    pdf = tmp_path / "out" / "report.pdf"
+    out = runner.invoke(cli.app, ["report", str(reported), "--pdf", str(pdf)])
+    assert out.exit_code == 0, out.output
+    assert f"PDF report: {pdf}" in out.output
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF-") and data.count(b"/Type /Page") - data.count(b"/Type /Pages") >= 2
+
+
+def test_report_pdf_without_a_browser_is_a_clear_error(reported, wide, tmp_path, monkeypatch):
+    monkeypatch.setattr(report_pdf, "find_browser", lambda: None)
+    pdf = tmp_path / "report.pdf"
+    out = runner.invoke(cli.app, ["report", str(reported), "--pdf", str(pdf)])
+    assert out.exit_code == 1
+    assert "no PDF: no headless browser" in out.output and "install chromium" in out.output
+    assert not pdf.exists()
 
 
 def test_report_of_an_unknown_campaign_says_so(sqlite_url, wide):
