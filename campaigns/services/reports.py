@@ -69,7 +69,8 @@ METHODS = {
     "rates": "click_rate and conversion_rate count delivered sends with at least one click / conversion "
              "(0/1 per send); revenue_per_send is revenue over delivered sends.",
     "absolute_lift": "bandit minus control (holdout) per-send mean; Wald 95% interval on the difference of "
-                     "two independent means (binomial variance for rates, sample variance for revenue).",
+                     "two independent means (binomial variance for rates, sample variance for revenue); a rate with no "
+                     "success (or no failure) takes the variance of (x + 1/2) / (n + 1) instead of 0.",
     "relative_lift": "bandit / control - 1; 95% interval by Fieller's method: the ratios r with (b - r c)^2 <= "
                      "z^2 (var_b + r^2 var_c), so it excludes 0 exactly when the absolute interval does; null bounds "
                      "when the control's rate is not told apart from 0 (the ratio is unbounded).",
@@ -155,7 +156,12 @@ class Cell:
         if metric == "revenue_per_send":
             var = max(self.revenue_sq / n - mean * mean, 0.0) * n / max(n - 1, 1)
         else:
-            var = mean * (1 - mean)
+            # No success (or no failure) would give a variance of 0 and an interval of no width, as if
+            # the rate were known exactly. Its variance is then that of the Jeffreys prior's centre,
+            # (x + 1/2) / (n + 1): the intervals stay open on the side the data cannot rule out.
+            x = self.total(metric)
+            p = mean if 0 < x < n else (x + 0.5) / (n + 1)
+            var = p * (1 - p)
         return mean, var / n
 
     def public(self) -> dict:
@@ -1025,8 +1031,8 @@ def _caveats(r: dict) -> list[str]:
             who = "the old email" if side == "control" else "the bandit's emails"
             what = METRIC_NAMES[m].split(" per ")[0]
             fact = f"No {what} at all came from {who}" if x == 0 else f"Every one of {who} brought {what}"
-            out.append(f"{fact} ({n:,} emails): that rate is then taken as exact, so the intervals are too narrow. "
-                       "Wait for more emails before quoting the lift.")
+            out.append(f"{fact} ({n:,} emails): its uncertainty is then that of half an outcome, an assumption, "
+                       "not a measurement. Wait for more emails before quoting the lift.")
     if lf["control"] is None or not r["overall"]["control"]["sends"]:
         out.append("No email of the control group was delivered yet: there is nothing to compare against.")
     late = r["health"]["late_data"]

@@ -176,3 +176,24 @@ def test_lift_and_off_policy_intervals_cover_the_truth_at_the_nominal_rate(runs)
         if not (s["covered"] >= floor and lo <= s["z_sd"] <= hi and abs(s["z_mean"]) <= mean_bound):
             failures.append(s)
     assert failures == []
+
+
+def test_a_side_without_any_success_keeps_an_open_interval():
+    """0 conversions in the holdout would give a variance of 0 (an interval of no width around 0%);
+    its variance is that of half a conversion instead, and the absolute and relative intervals still
+    agree on whether the lift is told apart from 0."""
+    from campaigns.services.reports import Cell, lift_of
+
+    control = Cell(sends=400, clicks=8, conversions=0)
+    for conversions in (0, 1, 3, 12):
+        treated = Cell(sends=3_600, clicks=90, conversions=conversions)
+        lf = lift_of(control, treated, "conversion_rate")
+        lo, hi = lf["absolute_lift_ci95"]
+        assert lo < lf["absolute_lift"] < hi  # never a zero-width interval
+        half = 1.959963984540054 * math.sqrt((0.5 / 401) * (1 - 0.5 / 401) / 400)
+        assert lf["control_ci95"][1] == pytest.approx(half)  # the control's own interval is open above 0
+        rel = lf["relative_lift_ci95"]
+        if None not in rel:
+            assert (rel[0] > 0) == (lo > 0) and (rel[1] < 0) == (hi < 0)
+    everyone = lift_of(Cell(sends=50, conversions=50), Cell(sends=50, conversions=49), "conversion_rate")
+    assert everyone["absolute_lift_ci95"][0] < everyone["absolute_lift"] < everyone["absolute_lift_ci95"][1]
