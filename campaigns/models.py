@@ -66,6 +66,7 @@ class EventType(StrEnum):
     CONVERSION = "conversion"
     UNSUBSCRIBE = "unsubscribe"  # stored by the one-click unsubscribe itself (never a reward)
     COMPLAINT = "complaint"  # a spam complaint reported for a send (never a reward)
+    BOUNCE = "bounce"  # a hard bounce reported after delivery (DSN, ESP): the report's bounce rate
 
 
 class EventStatus(StrEnum):

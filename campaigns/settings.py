@@ -129,6 +129,18 @@ class Settings(BaseSettings):
     mailgun_signing_key: str = Field(
         "", description="Mailgun's HTTP webhook signing key: POST /webhooks/esp/mailgun verifies each event's "
         "HMAC with it. Empty: that webhook is off (503).")
+    sendgrid_verification_key: str = Field(
+        "", description="SendGrid's Event Webhook verification key (base64, as SendGrid shows it): POST "
+        "/webhooks/esp/sendgrid verifies each request's ECDSA signature with it. Empty: that webhook is off (503).")
+    postmark_webhook_auth: str = Field(
+        "", description="`user:password` of the basic auth put in Postmark's webhook URL: POST "
+        "/webhooks/esp/postmark requires it. Empty: that webhook is off (503).")
+    ses_topic_arns: str = Field(
+        "", description="Comma-separated ARNs of the SNS topics SES notifies: POST /webhooks/esp/ses accepts "
+        "SNS-signed messages of these topics only. Empty: that webhook is off (503).")
+    sns_certificate_dir: Path | None = Field(
+        None, description="Where SNS signing certificates are kept once fetched; an operator may put them there "
+        "for a host that cannot reach AWS (file name: the SHA-256 hex of the SigningCertURL, then .pem).")
     max_conversion_rows_per_request: int = Field(
         1_000_000, ge=1, description="Row cap of one POST /events/conversions.csv."
     )

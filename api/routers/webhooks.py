@@ -6,7 +6,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import SessionDep
 from campaigns.schemas import EventsAccepted
-from campaigns.services import esp_webhooks, webhooks
+from campaigns.services import esp_postmark, esp_sendgrid, esp_ses, esp_webhooks, webhooks
 
 router = APIRouter(tags=["webhooks"])
 
@@ -48,3 +48,36 @@ async def mailgun_webhook(request: Request, session: SessionDep):
     body = await webhooks.read_body(request.stream(), request.headers.get("content-length"))
     outcome = await run_in_threadpool(esp_webhooks.receive_mailgun, session, body)
     return {"outcome": outcome}
+
+
+ESP_RESPONSES = {401: {"description": "Signature or credentials missing, wrong, stale or replayed"},
+                 503: {"description": "Off: the ESP's setting is empty"}}
+
+
+@router.post("/webhooks/esp/sendgrid", responses=ESP_RESPONSES)
+async def sendgrid_webhook(request: Request, session: SessionDep):
+    """SendGrid's Event Webhook (bounces, drops, spam reports, unsubscribes, deliveries), verified by its
+    ECDSA signature. 200 with what happened to each event (`outcomes`)."""
+    body = await webhooks.read_body(request.stream(), request.headers.get("content-length"))
+    outcomes = await run_in_threadpool(esp_sendgrid.receive, session, body,
+                                       request.headers.get(esp_sendgrid.SIGNATURE),
+                                       request.headers.get(esp_sendgrid.TIMESTAMP))
+    return {"outcomes": outcomes}
+
+
+@router.post("/webhooks/esp/ses", responses=ESP_RESPONSES)
+async def ses_webhook(request: Request, session: SessionDep):
+    """Amazon SES bounce, complaint and delivery notifications through SNS, verified by the SNS
+    signature and the topic. 200 with what happened to each recipient (`outcomes`); a subscription
+    confirmation is answered with the URL to open once."""
+    body = await webhooks.read_body(request.stream(), request.headers.get("content-length"))
+    return {"outcomes": await run_in_threadpool(esp_ses.receive, session, body)}
+
+
+@router.post("/webhooks/esp/postmark", responses=ESP_RESPONSES)
+async def postmark_webhook(request: Request, session: SessionDep):
+    """Postmark's bounce, spam complaint, subscription change and delivery webhooks, authenticated by
+    the basic auth of the webhook's URL. 200 with what happened (`outcomes`)."""
+    body = await webhooks.read_body(request.stream(), request.headers.get("content-length"))
+    outcomes = await run_in_threadpool(esp_postmark.receive, session, body, request.headers.get("authorization"))
+    return {"outcomes": outcomes}

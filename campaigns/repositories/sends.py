@@ -329,6 +329,15 @@ def period_assignments(session: Session, period_id: int, after_id: int, limit: i
     return session.execute(stmt).all()
 
 
+def latest_send_to(session: Session, email: str) -> tuple[Send, Customer] | None:
+    """The latest delivered send to an address and its customer (index ix_customer_email_lower)."""
+    row = session.execute(
+        select(Send, Customer).join(Customer, Customer.id == Send.customer_id)
+        .where(func.lower(Customer.email) == email.lower(), Send.status == SendStatus.SENT)
+        .order_by(Send.sent_at.desc(), Send.id.desc()).limit(1)).first()
+    return (row[0], row[1]) if row else None
+
+
 def send_for_message_id(session: Session, send_id: int, seed: int) -> tuple[Send, Customer] | None:
     """The send and its customer that a Message-ID `<send-ID.SEED@…>` names, if the seed is its period's."""
     row = session.execute(

@@ -1,4 +1,6 @@
-"""Bounces and complaints pushed by an email service provider, in its native format.
+"""Bounces and complaints pushed by an email service provider, in its native format: Mailgun here;
+SendGrid, Amazon SES (through SNS) and Postmark in the esp_* modules beside it, which share
+`match` and `apply` below.
 
 Mailgun (`POST /webhooks/esp/mailgun`): every event carries `signature.timestamp`, `signature.token`
 and `signature.signature` = hex HMAC-SHA256 of timestamp + token under the account's webhook signing
@@ -29,6 +31,57 @@ from campaigns.settings import get_settings
 MESSAGE_ID = re.compile(r"^<?send-(\d{1,18})\.(\d{1,12})@[^>\s]+>?$")
 _STATUS = re.compile(r"\b5\.(\d{1,3})\.(\d{1,3})\b")
 MAILGUN_REPLAY_PREFIX = "mab:webhook:mailgun:"
+
+
+KINDS = ("hard", "complaint", "unsubscribe", "soft", "delivered")
+
+
+def match(session: Session, message_id: str | None, recipient: str | None, source: str):
+    """(send, customer) an ESP's event is about, or None. By our Message-ID `<send-ID.SEED@…>` when
+    the ESP reports it (the recipient, when given, must be that send's address); else by the
+    recipient's address: that customer's latest delivered send (a bounce or a complaint is about the
+    address; the send only attributes it to a campaign and a variant)."""
+    found = MESSAGE_ID.match((message_id or "").strip())
+    if found:
+        hit = send_repo.send_for_message_id(session, int(found.group(1)), int(found.group(2)))
+        if hit is not None and (not recipient or recipient.lower() == (hit[1].email or "").lower()):
+            return hit
+    return send_repo.latest_send_to(session, recipient) if recipient else None
+
+
+def apply(session: Session, kind: str, message_id: str | None, recipient: str | None, detail: str,
+          source: str) -> str:
+    """Record one normalised ESP event: `hard` bounce (suppress), `complaint` (unsubscribe, feeds the
+    guard), `unsubscribe`; `soft` bounces and `delivered` are acknowledged and counted only (a soft
+    bounce is the ESP's to retry). Returns what happened."""
+    if kind in ("soft", "delivered"):
+        metrics.count_inbound("ignored")
+        return f"ignored: {kind} {detail}".rstrip()
+    hit = match(session, message_id, recipient, source)
+    if hit is None:
+        metrics.count_inbound("unmatched")
+        return f"unmatched: no send of ours with Message-ID {message_id!r} to {recipient!r}"
+    send, customer = hit
+    if kind == "hard":
+        return feedback_mail.record_hard_bounce(session, send, customer, detail or "hard bounce", source=source)
+    if kind == "complaint":
+        return feedback_mail.record_complaint(session, send, customer, source=source)
+    return feedback_mail.record_unsubscribe(session, send, customer, source=source)
+
+
+def each_event(events: list, record) -> list[str]:
+    """Record every event of a batch (`record` says what happened to one, as a line or a list of
+    lines); an event that cannot be read is counted and said, never dropped silently, and does not
+    stop the others (the ESP would resend the whole batch)."""
+    outcomes: list[str] = []
+    for i, event in enumerate(events):
+        try:
+            done = record(event)
+        except InvalidInput as exc:
+            metrics.count_inbound("unparseable")
+            done = f"unparseable: event {i}: {exc.field}: {exc.message}"
+        outcomes += [done] if isinstance(done, str) else done
+    return outcomes
 
 
 def verify_mailgun(payload: dict, now: float | None = None) -> str:

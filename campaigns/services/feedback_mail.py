@@ -116,8 +116,10 @@ def _bounce(session: Session, send, customer, status: str, action: str) -> str:
 
 
 def record_hard_bounce(session: Session, send, customer, status: str, source: str = "mail") -> str:
-    """Suppress the customer of a hard-bounced send (idempotent); one line saying what happened."""
+    """Suppress the customer of a hard-bounced send and record one `bounce` event on the send (both
+    idempotent); one line saying what happened."""
     suppressed = customer_repo.bounce_active(session, [customer.external_id])
+    _event(session, send, customer, EventType.BOUNCE, reason=status[:200] or None)
     if source == "mail":
         on_commit(session, lambda: metrics.count_inbound("recorded"))
     on_commit(session, lambda: metrics.count_bounces(source, "hard", suppressed))
@@ -130,19 +132,35 @@ def record_hard_bounce(session: Session, send, customer, status: str, source: st
 def record_complaint(session: Session, send, customer, source: str = "mail") -> str:
     """Unsubscribe the customer for good and record one complaint event on the send (idempotent)."""
     customer_repo.set_status(session, customer.id, CustomerStatus.UNSUBSCRIBED)
-    now = utcnow()
-    event_repo.insert_new_events(session, [{
-        "event_id": f"complaint-{send.id}", "type": EventType.COMPLAINT, "status": EventStatus.APPLIED,
-        "campaign_id": send.campaign_id, "send_id": send.id, "customer_external_id": customer.external_id,
-        "revenue": 0.0, "occurred_at": now, "received_at": now, "reason": None,
-        "user_agent": None, "link": None,
-    }])
+    _event(session, send, customer, EventType.COMPLAINT)
     if source == "mail":
         on_commit(session, lambda: metrics.count_inbound("recorded"))
     on_commit(session, lambda: metrics.count_bounces(source, "complaint", 1))
     log.info("complaint (%s) for send %s: customer unsubscribed", source, send.id,
              extra={"send_id": send.id, "campaign_id": send.campaign_id, "source": source})
     return f"complaint: send {send.id}; customer {customer.external_id} unsubscribed"
+
+
+def record_unsubscribe(session: Session, send, customer, source: str) -> str:
+    """An unsubscribe reported by an ESP (its own list-unsubscribe handling): as our one-click one,
+    the customer is unsubscribed for good and one `unsubscribe` event is recorded on the send."""
+    customer_repo.set_status(session, customer.id, CustomerStatus.UNSUBSCRIBED)
+    _event(session, send, customer, EventType.UNSUBSCRIBE, event_id=f"unsub-{send.id}")
+    log.info("unsubscribe (%s) for send %s: customer unsubscribed", source, send.id,
+             extra={"send_id": send.id, "campaign_id": send.campaign_id, "source": source})
+    return f"unsubscribe: send {send.id}; customer {customer.external_id} unsubscribed"
+
+
+def _event(session: Session, send, customer, kind: EventType, reason: str | None = None,
+           event_id: str | None = None) -> None:
+    """One event of `kind` per send: a repeated report stores nothing more (the id is the send's)."""
+    now = utcnow()
+    event_repo.insert_new_events(session, [{
+        "event_id": event_id or f"{kind.value}-{send.id}", "type": kind, "status": EventStatus.APPLIED,
+        "campaign_id": send.campaign_id, "send_id": send.id, "customer_external_id": customer.external_id,
+        "revenue": 0.0, "occurred_at": now, "received_at": now, "reason": reason,
+        "user_agent": None, "link": None,
+    }])
 
 
 def _keep(raw: bytes, outcome: str, why: str) -> str:

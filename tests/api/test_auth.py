@@ -66,7 +66,8 @@ EXPECTED: dict[tuple[str, str], tuple[str, ...]] = {
 # (tests/api/test_webhook.py: an API key does not replace it). /ready and /metrics are for probes and
 # scrapers (/metrics takes an admin key when MAB_METRICS_REQUIRE_KEY is set: tests/api/test_ops.py).
 PUBLIC = {"/health", "/ready", "/metrics", "/t/{token}", "/u/{token}", "/webhooks/conversions",
-          "/webhooks/esp/mailgun"}  # the ESP's signature instead of a key (tests/api/test_esp_webhooks.py)
+          # the ESP's signature (or Postmark's basic auth) instead of a key (tests/api/test_esp_webhooks.py)
+          "/webhooks/esp/mailgun", "/webhooks/esp/sendgrid", "/webhooks/esp/ses", "/webhooks/esp/postmark"}
 # Any other path parameter gets 1. key_id: a key that does not exist (the admin's own key is #1).
 DUMMY = {"action": "start", "external_id": "x", "key_id": "999999"}
 
