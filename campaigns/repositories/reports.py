@@ -244,3 +244,26 @@ def store_report(session: Session, row: dict) -> None:
 def reportable_campaign_ids(session: Session) -> list[int]:
     """Campaigns with at least one period: the ones whose report the workers keep up to date."""
     return list(session.execute(select(SendPeriod.campaign_id).distinct()).scalars())
+
+
+REFUSED = and_(Send.status == "failed", Send.error.is_not(None), ~Send.error.like("suppressed:%"),
+               ~Send.error.like("render failed:%"), ~Send.error.like("deferred %"))
+
+
+def refusals_by_arm(session: Session, period_ids: list[int]):
+    """Per (segment, arm): sends the mail server refused for good (not suppressions, render failures or
+    deferrals given up)."""
+    if not period_ids:
+        return []
+    stmt = (select(Send.segment_id, Send.arm, func.count().label("refused"))
+            .where(Send.period_id.in_(period_ids), REFUSED).group_by(Send.segment_id, Send.arm))
+    return session.execute(stmt).all()
+
+
+def negative_events_by_arm(session: Session, campaign_id: int):
+    """Per (segment, arm, type): bounce, complaint and unsubscribe events on the campaign's sends."""
+    stmt = (select(Send.segment_id, Send.arm, Event.type, func.count().label("events"))
+            .join(Send, Send.id == Event.send_id)
+            .where(Event.campaign_id == campaign_id, Event.type.in_(("bounce", "complaint", "unsubscribe")))
+            .group_by(Send.segment_id, Send.arm, Event.type))
+    return session.execute(stmt).all()

@@ -44,7 +44,7 @@ from campaigns.repositories import campaigns as repo
 from campaigns.repositories import events as event_repo
 from campaigns.repositories import reports as report_repo
 from campaigns.services import campaigns as campaign_service
-from campaigns.services import period_health
+from campaigns.services import period_health, report_deliverability
 from campaigns.services import periods as period_service
 from campaigns.services import versions as version_service
 from campaigns.settings import get_settings
@@ -115,6 +115,10 @@ METHODS = {
              f"Wald), arms with >= {DRIFT_MIN_SENDS} sends in both. About 5% of the tested arms alert by chance: "
              "see expected_by_chance and bonferroni. The latest period's feedback may still be arriving "
              "(feedback_window_open), which biases its rates down.",
+    "deliverability": "bounce rate = (sends the mail server refused for good + hard bounces reported after "
+                      "delivery by a bounce message or an ESP) / (delivered + refused); complaint rate = spam "
+                      "complaints / delivered (Gmail and Yahoo: below 0.3%, 0.1% recommended); unsubscribe rate "
+                      "= unsubscribes / delivered; per campaign, segment and variant (the holdout included).",
 }
 
 
@@ -781,6 +785,7 @@ def lift_report(session: Session, campaign_id: int) -> dict:
             "drift": drift,
         },
         "happened": happened,
+        "deliverability": report_deliverability.deliverability(session, data, data.labels),
         "events": {"applied": events["applied"], "unattributed": events["unattributed"]},
         # promote / roll back / resume: who did what, why, and each segment's current mode
         "versions": _versions(session, campaign_id),
@@ -1022,6 +1027,8 @@ def _caveats(r: dict) -> list[str]:
     if h["failed_sends"]:
         out.append(f"{h['failed_sends']:,} emails ({100 * (h['failed_share'] or 0):.1f}%) were never delivered; "
                    "they are left out of both sides of the comparison.")
+    if complaints := report_deliverability.caveat(r["deliverability"]):
+        out.append(complaints)
     if lf["relative_lift"] is not None and None in lf["relative_lift_ci95"]:
         out.append("The control group is too small (or converts too rarely) to put bounds on the relative lift; "
                    "read the absolute lift.")
@@ -1173,6 +1180,21 @@ def csv_rows(report: dict):
     for v in h["template_versions"]:
         yield _row(segment="ALL", row="template_version", arm=v["from_period"], variant=v["at"],
                    metric=f"version {v['version']}", total=1)
+    d = report["deliverability"]
+    for segment, block in [("ALL", d["overall"]), *((b["segment"], b) for b in d["segments"])]:
+        yield from _deliverability_rows(segment, None, None, block)
+    for v in d["variants"]:
+        yield from _deliverability_rows("ALL", v["arm"], v["label"], v)
+
+
+def _deliverability_rows(segment: str, arm, label, block: dict):
+    """One row per rate: `total` the events (bounces: refused + bounced), `sends` its denominator."""
+    counts = {"bounce_rate": (block["refused"] + block["bounced"], block["delivered"] + block["refused"]),
+              "complaint_rate": (block["complaints"], block["delivered"]),
+              "unsubscribe_rate": (block["unsubscribes"], block["delivered"])}
+    for metric, (total, sends) in counts.items():
+        yield _row(segment=segment, row="deliverability", arm=arm, variant=label, metric=metric, sends=sends,
+                   total=total, estimate=block[metric], label=label)
 
 
 METRIC_NAMES = {"click_rate": "clicks per email", "conversion_rate": "orders per email",

@@ -322,3 +322,26 @@ def test_postmark_webhooks(api, configure):
     status = statuses()
     assert [status[e] for e in (e0, e1, e2, e3)] == ["bounced", "active", "unsubscribed", "unsubscribed"]
     assert events_of("bounce") == [s0.id] and events_of("complaint") == [s2.id]
+
+
+def test_the_report_shows_bounce_complaint_and_unsubscribe_rates(api, sendgrid):
+    rows = sends_with_email(8)
+    (s0, e0), (s1, e1), (s2, e2), (s3, e3) = rows[:4]
+    sendgrid_post(api, sendgrid, [sg_event(s0, e0, "bounce", type="bounce", status="5.1.1"),
+                                  sg_event(s1, e1, "spamreport"), sg_event(s2, e2, "spamreport"),
+                                  sg_event(s3, e3, "unsubscribe")])
+    cid = s0.campaign_id
+    report = api("GET", f"/campaigns/{cid}/report?fresh=true", "analyst").json()
+    d = report["deliverability"]
+    delivered = len(rows)
+    assert (d["overall"]["delivered"], d["overall"]["bounced"], d["overall"]["complaints"],
+            d["overall"]["unsubscribes"]) == (delivered, 1, 2, 1)
+    assert d["overall"]["complaint_rate"] == pytest.approx(2 / delivered)
+    assert d["overall"]["bounce_rate"] == pytest.approx(1 / delivered)
+    assert sum(b["delivered"] for b in d["segments"]) == delivered
+    assert sum(v["complaints"] for v in d["variants"]) == 2 and d["variants"][0]["complaints"] >= 1
+    assert any("spam complaint" in c for c in report["caveats"])  # 25% is far above 0.3%
+    csv = api("GET", f"/campaigns/{cid}/report.csv", "analyst").text
+    assert f"ALL,deliverability,,,complaint_rate,{delivered},2," in csv
+    page = api("GET", f"/campaigns/{cid}/report.html", "analyst").text
+    assert "Deliverability: bounces, complaints, unsubscribes" in page and "25.00%" in page

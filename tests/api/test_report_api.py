@@ -34,7 +34,7 @@ def test_json_csv_and_html_agree(api, campaign):
     assert len(core) == 3 * 2 * 3 + arms * 3  # (overall + 2 segments) x (control, bandit) x metrics + arms x metrics
     assert {x["row"] for x in rows} - {"control", "bandit", "arm"} <= {
         "adjusted", "projection", "failed_sends", "excluded_events", "unattributed_events", "late_events",
-        "guard_pause"}
+        "guard_pause", "deliverability"}
     # the page's numbers: the anytime-valid interval and the projection
     assert float(next(x for x in rows if x["segment"] == "ALL" and x["row"] == "bandit"
                       and x["metric"] == "click_rate")["anytime_ci95_low"]) == pytest.approx(
