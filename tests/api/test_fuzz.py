@@ -13,10 +13,13 @@ external ids c0…c3 exist and the fuzzer reaches past the 404s), the rate limit
 key sent as X-API-Key; the ignored_auth check then replays every 2xx without a key and with a wrong one.
 """
 
+import base64
 import os
 
 import pytest
 import schemathesis
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
@@ -30,10 +33,14 @@ from tests.factories import api_keys, customers, small_campaign_payload
 EXAMPLES = int(os.environ.get("MAB_FUZZ_EXAMPLES", "15"))
 DATABASE = os.environ.get("MAB_FUZZ_DATABASE", "sqlite")
 
-# Rate limits off (the fuzzer sends thousands of mutations a minute); the webhook configured (without
-# a secret it is off, a 503 by design).
+# Rate limits off (the fuzzer sends thousands of mutations a minute); the webhooks configured (without
+# a secret or key each is off, a 503 by design).
+SENDGRID_KEY = base64.b64encode(ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
 ENV = {"MAB_RATE_LIMIT_INGEST_PER_MINUTE": "0", "MAB_RATE_LIMIT_MUTATIONS_PER_MINUTE": "0",
-       "MAB_RATE_LIMIT_WEBHOOK_PER_MINUTE": "0", "MAB_WEBHOOK_SECRETS": "fuzz-webhook-secret"}
+       "MAB_RATE_LIMIT_WEBHOOK_PER_MINUTE": "0", "MAB_WEBHOOK_SECRETS": "fuzz-webhook-secret",
+       "MAB_MAILGUN_SIGNING_KEY": "fuzz-mailgun-key", "MAB_SENDGRID_VERIFICATION_KEY": SENDGRID_KEY,
+       "MAB_POSTMARK_WEBHOOK_AUTH": "fuzz:fuzz", "MAB_SES_TOPIC_ARNS": "arn:aws:sns:eu-west-1:1:fuzz"}
 
 app = create_app()
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)
