@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     postmark_webhook_auth: str = Field(
         "", description="`user:password` of the basic auth put in Postmark's webhook URL: POST "
         "/webhooks/esp/postmark requires it. Empty: that webhook is off (503).")
+    verp_address: str = Field(
+        "", description="Bounce address for VERP return paths: each send's envelope sender becomes "
+        "`local+bounce.<send id>.<mac>@domain` and `mab inbound` matches a bounce by it before the Message-ID. "
+        "Empty: the envelope sender is MAB_MAIL_FROM's address.")
     ses_topic_arns: str = Field(
         "", description="Comma-separated ARNs of the SNS topics SES notifies: POST /webhooks/esp/ses accepts "
         "SNS-signed messages of these topics only. Empty: that webhook is off (503).")
