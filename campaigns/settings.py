@@ -139,8 +139,8 @@ class Settings(BaseSettings):
         "", description="Bounce address for VERP return paths: each send's envelope sender becomes "
         "`local+bounce.<send id>.<mac>@domain` and `mab inbound` matches a bounce by it before the Message-ID. "
         "Empty: the envelope sender is MAB_MAIL_FROM's address.")
-    inbound_maildir: Path | None = Field(
-        None, description="A Maildir that receives bounce and feedback-loop reports (the VERP or bounce "
+    inbound_maildir: str = Field(
+        "", description="A Maildir that receives bounce and feedback-loop reports (the VERP or bounce "
         "address's mailbox): beat processes each message in new/ once and moves it to cur/. Empty: not polled.")
     inbound_poll_seconds: float = Field(
         60.0, gt=0, description="How often beat polls MAB_INBOUND_MAILDIR.")

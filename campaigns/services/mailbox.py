@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 def poll_maildir(maildir: Path | None = None) -> dict[str, int]:
     """Process every message in `new/`; the number of messages by outcome."""
-    maildir = maildir or get_settings().inbound_maildir
+    configured = get_settings().inbound_maildir.strip()
+    maildir = maildir or (Path(configured) if configured else None)
     if maildir is None:
         return {}
     new, cur = Path(maildir) / "new", Path(maildir) / "cur"

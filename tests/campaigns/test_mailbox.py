@@ -17,6 +17,7 @@ def test_maildir_is_polled_once_per_message(sqlite_url, redis_server, tmp_path, 
     maildir = tmp_path / "bounces"
     (maildir / "new").mkdir(parents=True)
     monkeypatch.setenv("MAB_INBOUND_MAILDIR", str(maildir))
+    monkeypatch.setenv("MAB_INBOUND_DIR", str(tmp_path / "inbound"))
     get_settings.cache_clear()
     (a, raw_a), (b, raw_b), (c, _) = delivered(6)[:3]
     (maildir / "new" / "1.host").write_bytes(dsn(raw_a, a))
@@ -44,7 +45,12 @@ def test_beat_polls_the_mailbox():
     assert entry["task"] == "worker.tasks.poll_inbound_mailbox" and entry["task"] in celery_app.tasks
 
 
-def test_no_maildir_configured_polls_nothing(monkeypatch):
-    monkeypatch.delenv("MAB_INBOUND_MAILDIR", raising=False)
+def test_no_maildir_configured_polls_nothing(monkeypatch, tmp_path):
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "1.host").write_bytes(b"Subject: x\r\n\r\nx\r\n")
+    monkeypatch.chdir(tmp_path)  # an empty setting must not mean "the current directory"
+    monkeypatch.setenv("MAB_INBOUND_MAILDIR", "")
     get_settings.cache_clear()
     assert tasks.poll_inbound_mailbox() == {}
+    assert (tmp_path / "new" / "1.host").exists()
+    get_settings.cache_clear()

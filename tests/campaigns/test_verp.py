@@ -49,7 +49,7 @@ def test_verp_envelope_sender_and_matching(database_url, redis_server, smtp, mon
     assert (status[a], status[b], status[c]) == ("bounced", "active", "bounced")
 
 
-def test_verp_off_keeps_the_from_address(database_url, redis_server, smtp):
+def test_verp_off_keeps_the_from_address(sqlite_url, redis_server, smtp):
     cid = setup_campaign(3)
     assert periods.run_period(new_period(cid)) == PeriodStatus.COMPLETED
     assert {m.mail_from for m in smtp.handler.messages} == {"news@example.com"}
