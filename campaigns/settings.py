@@ -142,6 +142,9 @@ class Settings(BaseSettings):
     inbound_maildir: str = Field(
         "", description="A Maildir that receives bounce and feedback-loop reports (the VERP or bounce "
         "address's mailbox): beat processes each message in new/ once and moves it to cur/. Empty: not polled.")
+    inbound_pop3_url: str = Field(
+        "", description="A POP3 mailbox of bounce and feedback-loop reports, `pop3://user:password@host:port` "
+        "or `pop3s://…`: beat processes each message and deletes it. Empty: not polled.")
     inbound_poll_seconds: float = Field(
         60.0, gt=0, description="How often beat polls MAB_INBOUND_MAILDIR.")
     ses_topic_arns: str = Field(

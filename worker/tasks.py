@@ -99,10 +99,10 @@ def sweep() -> dict:
 
 
 @celery_app.task
-def poll_inbound_mailbox() -> dict[str, int]:
-    """Beat, every MAB_INBOUND_POLL_SECONDS: bounce and complaint reports in MAB_INBOUND_MAILDIR
-    (campaigns/services/mailbox.py)."""
-    return mailbox.poll_maildir()
+def poll_inbound_mailbox() -> dict[str, dict[str, int]]:
+    """Beat, every MAB_INBOUND_POLL_SECONDS: bounce and complaint reports in MAB_INBOUND_MAILDIR and
+    MAB_INBOUND_POP3_URL (campaigns/services/mailbox.py)."""
+    return mailbox.poll()
 
 
 @celery_app.task

@@ -1,6 +1,10 @@
-"""Bounce and complaint reports read from a Maildir on a schedule (beat, every
-MAB_INBOUND_POLL_SECONDS; or `mab inbound --maildir`): point the bounce address's mailbox at
-MAB_INBOUND_MAILDIR.
+"""Bounce and complaint reports read from a mailbox on a schedule (beat, every
+MAB_INBOUND_POLL_SECONDS; or `mab inbound --maildir`): a Maildir (MAB_INBOUND_MAILDIR) and/or a POP3
+mailbox (MAB_INBOUND_POP3_URL, `pop3://user:password@host:port` or `pop3s://…`).
+
+POP3: each message is retrieved, processed in its own transaction, then marked for deletion; the
+server deletes them at QUIT. A crash before QUIT deletes nothing and the next poll processes the
+messages again, which changes nothing.
 
 Each message in `new/` is processed in its own transaction (campaigns/services/feedback_mail.py)
 and then moved to `cur/` (flag `S`, seen), so the next poll never reads it again; a message that
@@ -11,8 +15,10 @@ changes nothing (suppression and the complaint event are idempotent). Nothing is
 
 import logging
 import os
+import poplib
 from collections import Counter
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from campaigns.db import session_scope
 from campaigns.services import feedback_mail
@@ -40,3 +46,35 @@ def poll_maildir(maildir: Path | None = None) -> dict[str, int]:
         os.replace(path, cur / name)  # after the commit: a crash before it only means one idempotent rerun
         log.info("maildir %s: %s", path.name, line, extra={"path": str(cur / name)})
     return dict(outcomes)
+
+
+def poll_pop3(url: str | None = None) -> dict[str, int]:
+    """Process and delete every message of a POP3 mailbox; the number of messages by outcome."""
+    url = (url if url is not None else get_settings().inbound_pop3_url).strip()
+    if not url:
+        return {}
+    parts = urlsplit(url)
+    secure = parts.scheme == "pop3s"
+    client_class = poplib.POP3_SSL if secure else poplib.POP3
+    client = client_class(parts.hostname or "localhost", parts.port or (995 if secure else 110), timeout=30)
+    outcomes: Counter = Counter()
+    try:
+        client.user(unquote(parts.username or ""))
+        client.pass_(unquote(parts.password or ""))
+        count, _ = client.stat()
+        for number in range(1, count + 1):
+            raw = b"\r\n".join(client.retr(number)[1]) + b"\r\n"
+            with session_scope() as session:
+                line = feedback_mail.process_report(session, raw)
+            outcomes[line.split(":", 1)[0]] += 1
+            client.dele(number)  # applied at QUIT, after every commit
+            log.info("pop3 message %s: %s", number, line)
+        client.quit()
+    finally:
+        client.close()
+    return dict(outcomes)
+
+
+def poll() -> dict[str, dict[str, int]]:
+    """Beat's job: the configured Maildir and POP3 mailbox, outcomes of each."""
+    return {"maildir": poll_maildir(), "pop3": poll_pop3()}

@@ -1,14 +1,17 @@
-"""A Maildir polled on a schedule: every report in new/ is processed once and moved to cur/ (nothing
-read twice, nothing deleted), the unusable ones are kept and counted like `mab inbound` does, and a
+"""A Maildir and a POP3 mailbox (a real Dovecot) polled on a schedule: every report in new/ is
+processed once and moved to cur/ (nothing read twice, nothing deleted), a POP3 message is deleted
+after it is recorded, the unusable ones are kept and counted like `mab inbound` does, and a
 rerun after a crash before the move changes nothing."""
 
 import shutil
 
+import pytest
 from typer.testing import CliRunner
 
 from campaigns.cli import app
 from campaigns.settings import get_settings
 from tests.campaigns.test_feedback_mail import arf, delivered, dsn, statuses
+from tests.pop3_server import Pop3Server
 from worker import tasks
 from worker.app import celery_app
 
@@ -25,10 +28,10 @@ def test_maildir_is_polled_once_per_message(sqlite_url, redis_server, tmp_path, 
     (maildir / "new" / "3.host").write_bytes(b"Subject: out of office\r\n\r\nback monday\r\n")
     (maildir / "new" / ".hidden").write_bytes(b"not a message")  # Maildir readers skip dot files
 
-    assert tasks.poll_inbound_mailbox() == {"hard bounce": 1, "complaint": 1, "unparseable": 1}
+    assert tasks.poll_inbound_mailbox()["maildir"] == {"hard bounce": 1, "complaint": 1, "unparseable": 1}
     assert sorted(p.name for p in (maildir / "cur").iterdir()) == ["1.host:2,S", "2.host:2,S", "3.host:2,S"]
     assert [p.name for p in (maildir / "new").iterdir()] == [".hidden"]
-    assert tasks.poll_inbound_mailbox() == {}  # nothing is read twice
+    assert tasks.poll_inbound_mailbox()["maildir"] == {}  # nothing is read twice
     status = statuses()
     assert (status[a], status[b], status[c]) == ("bounced", "unsubscribed", "active")
 
@@ -50,7 +53,32 @@ def test_no_maildir_configured_polls_nothing(monkeypatch, tmp_path):
     (tmp_path / "new" / "1.host").write_bytes(b"Subject: x\r\n\r\nx\r\n")
     monkeypatch.chdir(tmp_path)  # an empty setting must not mean "the current directory"
     monkeypatch.setenv("MAB_INBOUND_MAILDIR", "")
+    monkeypatch.setenv("MAB_INBOUND_POP3_URL", "")
     get_settings.cache_clear()
-    assert tasks.poll_inbound_mailbox() == {}
+    assert tasks.poll_inbound_mailbox() == {"maildir": {}, "pop3": {}}
     assert (tmp_path / "new" / "1.host").exists()
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def pop3():
+    if shutil.which("dovecot") is None:
+        pytest.skip("no POP3 server here: apt-get install dovecot-pop3d")
+    server = Pop3Server().start()
+    yield server
+    server.stop()
+
+
+def test_pop3_mailbox_is_processed_and_emptied(sqlite_url, redis_server, tmp_path, monkeypatch, pop3):
+    monkeypatch.setenv("MAB_INBOUND_POP3_URL", pop3.url())
+    monkeypatch.setenv("MAB_INBOUND_MAILDIR", "")
+    monkeypatch.setenv("MAB_INBOUND_DIR", str(tmp_path / "inbound"))
+    get_settings.cache_clear()
+    (a, raw_a), (b, raw_b) = delivered(4)[:2]
+    pop3.deliver("1.host", dsn(raw_a, a))
+    pop3.deliver("2.host", arf(raw_b, b))
+    assert tasks.poll_inbound_mailbox()["pop3"] == {"hard bounce": 1, "complaint": 1}
+    assert tasks.poll_inbound_mailbox()["pop3"] == {}  # deleted at QUIT: nothing is read twice
+    status = statuses()
+    assert (status[a], status[b]) == ("bounced", "unsubscribed")
     get_settings.cache_clear()
