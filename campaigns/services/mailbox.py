@@ -34,9 +34,12 @@ def poll_maildir(maildir: Path | None = None) -> dict[str, int]:
     if maildir is None:
         return {}
     new, cur = Path(maildir) / "new", Path(maildir) / "cur"
-    cur.mkdir(parents=True, exist_ok=True)
+    if not new.is_dir():  # a wrong path is said, not silently read as empty
+        log.warning("Maildir %s has no new/ folder: nothing read", maildir)
+        return {"no new/ folder": 1}
+    cur.mkdir(exist_ok=True)
     outcomes: Counter = Counter()
-    for path in sorted(new.iterdir()) if new.is_dir() else []:
+    for path in sorted(new.iterdir()):
         if path.name.startswith(".") or not path.is_file():
             continue
         with session_scope() as session:  # one message, one commit: a bad one never holds back the rest

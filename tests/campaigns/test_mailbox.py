@@ -43,6 +43,11 @@ def test_maildir_is_polled_once_per_message(sqlite_url, redis_server, tmp_path, 
     assert len(list((get_settings().inbound_dir / "unparseable").iterdir())) == 1
 
 
+def test_a_wrong_maildir_path_is_said(tmp_path):
+    assert tasks.mailbox.poll_maildir(tmp_path / "typo") == {"no new/ folder": 1}
+    assert not (tmp_path / "typo").exists()
+
+
 def test_beat_polls_the_mailbox():
     entry = celery_app.conf.beat_schedule["poll-inbound-mailbox"]
     assert entry["task"] == "worker.tasks.poll_inbound_mailbox" and entry["task"] in celery_app.tasks
