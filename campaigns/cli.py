@@ -1,5 +1,6 @@
 """`mab`: start the service with its embedded defaults, run the demo, manage keys and the schema."""
 
+import json
 import os
 import signal
 import sys
@@ -288,6 +289,8 @@ def unsubscribe_mail(
 @app.command("inbound")
 def inbound_reports(
     files: Annotated[list[str] | None, typer.Argument(help="Raw messages (.eml); none: one message on stdin")] = None,
+    maildir: Annotated[str | None, typer.Option(help="Process a Maildir's new/ messages instead, moving each "
+                                                     "to cur/ (what beat does with MAB_INBOUND_MAILDIR)")] = None,
 ) -> None:
     """Process bounce (RFC 3464 DSN) and complaint (RFC 5965 ARF) reports that arrive by mail, e.g. from
     a Postfix pipe transport on the bounce address. Hard bounces and complaints suppress the customer;
@@ -295,8 +298,11 @@ def inbound_reports(
     from pathlib import Path
 
     from campaigns.db import session_scope
-    from campaigns.services import feedback_mail
+    from campaigns.services import feedback_mail, mailbox
 
+    if maildir:
+        typer.echo(json.dumps(mailbox.poll_maildir(Path(maildir)), sort_keys=True))
+        return
     messages = [(name, Path(name).read_bytes()) for name in files] if files else [("stdin", sys.stdin.buffer.read())]
     for name, raw in messages:
         with session_scope() as session:  # one message, one commit: a bad one never holds back the rest

@@ -450,7 +450,8 @@ class MessageWriter:
         return self._date
 
     def build(self, *, to: str, subject: str, html: str, text: str, unsubscribe_url: str,
-              unsubscribe_mailto: str = "", message_id: str | None = None) -> OutgoingEmail:
+              unsubscribe_mailto: str = "", message_id: str | None = None,
+              envelope_sender: str | None = None) -> OutgoingEmail:
         message_id = message_id or f"<{uuid.uuid4().hex}@{self.domain}>"
         unsubscribe = f"<{unsubscribe_url}>, <mailto:{unsubscribe_mailto}>" if unsubscribe_mailto else \
             f"<{unsubscribe_url}>"
@@ -470,4 +471,4 @@ class MessageWriter:
                         self._end))
         if self._signer is not None:
             raw = self._signer.sign(raw)
-        return OutgoingEmail(sender=self.envelope, to=to, message_id=message_id, raw=raw)
+        return OutgoingEmail(sender=envelope_sender or self.envelope, to=to, message_id=message_id, raw=raw)

@@ -135,6 +135,18 @@ class Settings(BaseSettings):
     postmark_webhook_auth: str = Field(
         "", description="`user:password` of the basic auth put in Postmark's webhook URL: POST "
         "/webhooks/esp/postmark requires it. Empty: that webhook is off (503).")
+    verp_address: str = Field(
+        "", description="Bounce address for VERP return paths: each send's envelope sender becomes "
+        "`local+bounce.<send id>.<mac>@domain` and `mab inbound` matches a bounce by it before the Message-ID. "
+        "Empty: the envelope sender is MAB_MAIL_FROM's address.")
+    inbound_maildir: str = Field(
+        "", description="A Maildir that receives bounce and feedback-loop reports (the VERP or bounce "
+        "address's mailbox): beat processes each message in new/ once and moves it to cur/. Empty: not polled.")
+    inbound_pop3_url: str = Field(
+        "", description="A POP3 mailbox of bounce and feedback-loop reports, `pop3://user:password@host:port` "
+        "or `pop3s://…`: beat processes each message and deletes it. Empty: not polled.")
+    inbound_poll_seconds: float = Field(
+        60.0, gt=0, description="How often beat polls MAB_INBOUND_MAILDIR.")
     ses_topic_arns: str = Field(
         "", description="Comma-separated ARNs of the SNS topics SES notifies: POST /webhooks/esp/ses accepts "
         "SNS-signed messages of these topics only. Empty: that webhook is off (503).")

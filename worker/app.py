@@ -36,6 +36,10 @@ def make_celery() -> Celery:
                 "task": "worker.tasks.refresh_reports",
                 "schedule": settings.report_refresh_seconds,
             },
+            "poll-inbound-mailbox": {
+                "task": "worker.tasks.poll_inbound_mailbox",
+                "schedule": settings.inbound_poll_seconds,
+            },
             "apply-retention": {
                 "task": "worker.tasks.apply_retention",
                 "schedule": 3600.0,

@@ -9,7 +9,7 @@ from sqlalchemy.exc import OperationalError
 from campaigns.db import session_scope
 from campaigns.delivery import DeliveryError
 from campaigns.jobs import BrokerUnavailable
-from campaigns.services import clicks, events, guard, periods, report_store, retention, sending, sweeper
+from campaigns.services import clicks, events, guard, mailbox, periods, report_store, retention, sending, sweeper
 from campaigns.settings import get_settings
 from worker.app import celery_app
 
@@ -96,6 +96,13 @@ def sweep() -> dict:
     """Beat, every MAB_SWEEP_INTERVAL_SECONDS: hand out again the work of lost tasks
     (campaigns/services/sweeper.py)."""
     return sweeper.sweep()
+
+
+@celery_app.task
+def poll_inbound_mailbox() -> dict[str, dict[str, int]]:
+    """Beat, every MAB_INBOUND_POLL_SECONDS: bounce and complaint reports in MAB_INBOUND_MAILDIR and
+    MAB_INBOUND_POP3_URL (campaigns/services/mailbox.py)."""
+    return mailbox.poll()
 
 
 @celery_app.task

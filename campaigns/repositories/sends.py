@@ -345,3 +345,10 @@ def send_for_message_id(session: Session, send_id: int, seed: int) -> tuple[Send
         .join(SendPeriod, SendPeriod.id == Send.period_id)
         .where(Send.id == send_id, SendPeriod.seed == seed)).first()
     return (row[0], row[1]) if row else None
+
+
+def send_with_customer(session: Session, send_id: int) -> tuple[Send, Customer] | None:
+    """The send and its customer, by the send id a VERP return path names."""
+    row = session.execute(
+        select(Send, Customer).join(Customer, Customer.id == Send.customer_id).where(Send.id == send_id)).first()
+    return (row[0], row[1]) if row else None

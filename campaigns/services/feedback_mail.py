@@ -2,8 +2,9 @@
 `multipart/report; report-type=delivery-status`) and feedback-loop reports (ARF, RFC 5965,
 `report-type=feedback-report`). Operators pipe each message to `mab inbound`.
 
-A report is matched to its send by the Message-ID of the original message it quotes
-(`<send-ID.SEED@domain>`: the send id and its period's seed must agree). A bounce must also name
+A report is matched to its send by the VERP address it was delivered to (campaigns/verp.py: a signed
+token of the send in the To:/Delivered-To: headers), else by the Message-ID of the original message it
+quotes (`<send-ID.SEED@domain>`: the send id and its period's seed must agree). A bounce must also name
 the send's own address as its failed recipient, and an ARF report that names the original
 recipient must name that address: a report about someone else changes nothing.
 
@@ -25,7 +26,7 @@ from email.parser import BytesHeaderParser
 
 from sqlmodel import Session
 
-from campaigns import metrics
+from campaigns import metrics, verp
 from campaigns.db import on_commit
 from campaigns.models import CustomerStatus, EventStatus, EventType, utcnow
 from campaigns.repositories import customers as customer_repo
@@ -47,7 +48,7 @@ def process_report(session: Session, raw: bytes) -> str:
         report = {"kind": None, "why": f"{type(exc).__name__}: {exc}"}
     if report["kind"] is None:
         return _keep(raw, "unparseable", report["why"])
-    found = send_repo.send_for_message_id(session, *report["send"]) if report.get("send") else None
+    found = _send_of(session, raw, report)
     if found is None:
         return _keep(raw, "unmatched", "no known send's Message-ID in it")
     send, customer = found
@@ -57,6 +58,15 @@ def process_report(session: Session, raw: bytes) -> str:
     if report["kind"] == "complaint":
         return record_complaint(session, send, customer)
     return _bounce(session, send, customer, report["status"], report["action"])
+
+
+def _send_of(session: Session, raw: bytes, report: dict):
+    """(send, customer) by the VERP return path the report was delivered to, else by the quoted Message-ID."""
+    send_id = verp.send_of(raw.split(b"\r\n\r\n" if b"\r\n\r\n" in raw else b"\n\n", 1)[0])
+    found = send_repo.send_with_customer(session, send_id) if send_id is not None else None
+    if found is None and report.get("send"):
+        found = send_repo.send_for_message_id(session, *report["send"])
+    return found
 
 
 def _parse(raw: bytes) -> dict:

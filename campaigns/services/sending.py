@@ -18,7 +18,7 @@ from collections import Counter
 from datetime import timedelta
 from functools import lru_cache
 
-from campaigns import attributes, dkim_signing, metrics, signing
+from campaigns import attributes, dkim_signing, metrics, signing, verp
 from campaigns.db import on_commit, session_scope
 from campaigns.delivery import DeliveryError, make_backend
 from campaigns.models import CampaignStatus, ChunkStatus, PeriodStatus, SendStatus, utcnow
@@ -140,6 +140,7 @@ class ChunkContext:
             unsubscribe_url=unsubscribe_url, unsubscribe_mailto=f"{self.mailto}?subject={unsub_token}",
             # the same send always carries the same Message-ID, so a redelivery is recognisable
             message_id=f"<send-{row.id}.{self.period_seed}@{self.domain}>",
+            envelope_sender=verp.envelope_sender(row.id),  # campaigns/verp.py: None when VERP is off
         )
         if len(msg.raw) > self.max_bytes:
             raise RenderLimitExceeded(f"message is {len(msg.raw)} bytes (cap {self.max_bytes})")
