@@ -126,8 +126,10 @@ class Demo:
     def wait_for_events(self, campaign_id: int, expected: int, timeout: float = 120) -> dict:
         deadline = time.monotonic() + timeout
         while True:
+            # The stored report: a read of one behind its data asks the workers to recompute it.
             report = self.call("GET", f"/campaigns/{campaign_id}/report").json()
-            if report["events"]["applied"] >= expected or time.monotonic() > deadline:
+            done = report["events"]["applied"] >= expected and report["freshness"]["state"] == "current"
+            if done or time.monotonic() > deadline:
                 return report
             time.sleep(0.5)
 
