@@ -141,6 +141,6 @@ class Pacer:
     def deferred(self, group: str, reason: str) -> float:
         delay = self.state.back_off(group, self.base, self.cap, self.clock())
         metrics.observe_deferral(group, delay)
-        log.warning("pacing: %s deferred (%s); backing off %.0f s", group, reason[:200], delay,
+        log.warning("pacing: %s deferred (%s); backing off %.1f s", group, reason[:200], delay,
                     extra={"group": group, "backoff_seconds": delay})
         return delay
