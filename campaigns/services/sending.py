@@ -127,6 +127,7 @@ class ChunkContext:
         self.pacer: pacing.Pacer | None = None  # SMTP only (deliver_chunk)
         self.held: dict[str, float] = {}  # domain group -> seconds until it may send: its rows stay queued
         self.deferrals: Counter = Counter()  # domain group -> deferrals met by this task, for its log line
+        self.row_deferrals: Counter = Counter()  # send id -> deferrals, over the passes of this task
 
     def email_for(self, row):
         unsub_token = signing.sign("unsub", row.id)
@@ -208,10 +209,15 @@ def _deliver_rows(ctx: ChunkContext, rows, backend, limiter) -> list[dict]:
             _deliver_with_retries(backend, row.id, msg, ctx.settings.smtp_max_attempts, ctx.pacer)
         except DeliveryError as exc:
             if ctx.pacer and pacing.is_deferral(exc):
-                results.pop()
                 ctx.held[group] = ctx.pacer.deferred(group, str(exc))
                 ctx.deferrals[group] += 1
-                continue
+                ctx.row_deferrals[row.id] += 1
+                if ctx.row_deferrals[row.id] < ctx.settings.smtp_max_attempts:
+                    results.pop()  # stays queued for a later pass, after the group's back-off
+                    continue
+                # deferred on every pass: this recipient's own trouble, a failure of this send alone
+                exc = DeliveryError(f"deferred {ctx.row_deferrals[row.id]} times: {exc}", permanent=True,
+                                    code=exc.code, deferred=True)
             if not exc.permanent:
                 # Keep what this batch already delivered, then let the task retry the rest.
                 results.pop()

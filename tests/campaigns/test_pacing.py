@@ -96,7 +96,7 @@ def test_without_redis_pacing_is_local(monkeypatch):
         get_settings.cache_clear()
 
 
-def test_a_deferred_domain_waits_while_the_others_go_on_and_is_delivered_once(sqlite_url, redis_server, smtp,
+def test_a_deferred_domain_waits_while_the_others_go_on_and_is_delivered_once(sqlite_url, redis_server, smtp,  # noqa: F811
                                                                               monkeypatch):
     monkeypatch.setenv("MAB_SMTP_BACKOFF_SECONDS", "0.3")
     monkeypatch.setenv("MAB_SMTP_PACING", json.dumps(GROUPS))
@@ -134,3 +134,22 @@ def test_a_deferred_domain_waits_while_the_others_go_on_and_is_delivered_once(sq
     assert all(final[a].status == "sent" for a in in_chunk)
     with session_scope() as s:
         assert s.scalar(select(func.count()).select_from(Customer)) == 40
+
+
+def test_an_address_deferred_on_every_pass_fails_alone(sqlite_url, redis_server, smtp, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("MAB_SMTP_BACKOFF_SECONDS", "0.1")
+    monkeypatch.setenv("MAB_SMTP_MAX_ATTEMPTS", "2")
+    get_settings.cache_clear()
+    pacing.Pacer(get_settings()).state.clear(pacing.OTHERS)
+    cid = setup_campaign(10)
+    pid = new_period(cid)
+    chunk_ids = plan(cid, pid)
+    sends = ledger(pid)
+    stuck = min(sends, key=lambda a: sends[a].id)  # the first send of the first chunk
+    smtp.handler.refuse(stuck, "421 4.7.0 try again later", stage="RCPT")  # always
+
+    assert [sending.deliver_chunk(c) for c in chunk_ids][-1] == "done; period completed"
+    assert smtp.handler.attempts[("RCPT", stuck)] == 2  # once per pass, then a recorded failure
+    final = ledger(pid)
+    assert final[stuck].status == "failed" and "deferred 2 times" in final[stuck].error
+    assert smtp.handler.per_recipient() == {a: 1 for a in set(sends) - {stuck}}
