@@ -19,12 +19,15 @@ class DeliveryError(Exception):
     server is back, so the chunk stops; otherwise a temporary refusal concerns this message only."""
 
     def __init__(self, message: str, permanent: bool, connection_lost: bool = False, code: int | None = None,
-                 deferred: bool = False):
+                 deferred: bool = False, recipient_stage: bool = False):
         super().__init__(message)
         self.permanent = permanent
         self.connection_lost = connection_lost
         self.code = code  # the SMTP reply code, when the server answered (campaigns/services/bounces.py)
         self.deferred = deferred  # temporary refusals that persisted through every attempt
+        # the answer to this message's RCPT or DATA (not to connecting): a deferral there is the
+        # recipient's provider throttling us (campaigns/pacing.py)
+        self.recipient_stage = recipient_stage
 
 
 class Backend(Protocol):
@@ -90,11 +93,13 @@ class SmtpBackend:
             codes = [code for code, _ in exc.recipients.values()]
             self._after_refusal(codes)
             raise DeliveryError(f"recipient refused: {exc.recipients}", permanent=all(c >= 500 for c in codes),
-                                connection_lost=421 in codes, code=min(codes)) from exc
+                                connection_lost=421 in codes, code=min(codes),
+                                recipient_stage=True) from exc
         except smtplib.SMTPResponseException as exc:
             self._after_refusal([exc.smtp_code])
             raise DeliveryError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}", permanent=exc.smtp_code >= 500,
-                                connection_lost=exc.smtp_code == 421, code=exc.smtp_code) from exc
+                                connection_lost=exc.smtp_code == 421, code=exc.smtp_code,
+                                recipient_stage=isinstance(exc, smtplib.SMTPDataError)) from exc
         except (smtplib.SMTPException, OSError) as exc:
             self.close()
             raise DeliveryError(f"SMTP unavailable: {exc}", permanent=False, connection_lost=True) from exc

@@ -96,6 +96,19 @@ INBOUND = prom.Counter(
     "unparseable, ignored).", ["outcome"],
 )
 
+SMTP_DEFERRALS = prom.Counter(
+    "mab_smtp_deferrals_total", "SMTP deferrals (421, 4.7.x) by recipient domain group; each backs the group off.",
+    ["group"],
+)
+SMTP_BACKOFF = prom.Counter(
+    "mab_smtp_backoff_seconds_total", "Back-off imposed on a recipient domain group after deferrals, in seconds.",
+    ["group"],
+)
+SMTP_PACED = prom.Counter(
+    "mab_smtp_paced_total", "Messages held back (left queued) because their domain group was over its rate.",
+    ["group"],
+)
+
 
 # --- what the code calls ----------------------------------------------------------------------------
 
@@ -104,6 +117,15 @@ def observe_sends(sent: int, failed: int, suppressed: int, backend: str) -> None
     for outcome, n in (("sent", sent), ("failed", failed), ("suppressed", suppressed)):
         if n:
             SENDS.labels(outcome, backend).inc(n)
+
+
+def observe_deferral(group: str, backoff_seconds: float) -> None:
+    SMTP_DEFERRALS.labels(group).inc()
+    SMTP_BACKOFF.labels(group).inc(backoff_seconds)
+
+
+def observe_pacing_wait(group: str) -> None:
+    SMTP_PACED.labels(group).inc()
 
 
 def observe_send_results(results: Iterable[dict], backend: str) -> None:

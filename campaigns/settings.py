@@ -81,6 +81,19 @@ class Settings(BaseSettings):
     render_timeout_seconds: float = Field(2.0, gt=0, description="Per-message rendering time cap.")
     smtp_rate_per_second: float = Field(0.0, ge=0, description="Messages per second per worker (0: unlimited).")
     smtp_max_attempts: int = Field(4, ge=1, description="Tries per message on a temporary (4xx) SMTP failure.")
+    smtp_pacing: dict[str, dict] = Field(
+        default_factory=lambda: {
+            "gmail": {"domains": ["gmail.com", "googlemail.com"], "per_minute": 0},
+            "yahoo": {"domains": ["yahoo.com", "aol.com", "ymail.com"], "per_minute": 0},
+            "microsoft": {"domains": ["outlook.com", "hotmail.com", "live.com", "msn.com"], "per_minute": 0},
+            "others": {"domains": [], "per_minute": 0},
+        },
+        description="Recipient domain groups for SMTP pacing (JSON): group -> {domains, per_minute (messages "
+        "per minute across all workers, 0: unlimited)}. A domain in no group belongs to `others`.")
+    smtp_backoff_seconds: float = Field(
+        30.0, gt=0, description="First back-off of a domain group the server defers (421, 4.7.x); doubles "
+        "with each deferral in a row.")
+    smtp_backoff_max_seconds: float = Field(600.0, gt=0, description="The longest back-off of a domain group.")
     soft_bounce_periods: int = Field(
         3, ge=0, description="Suppress a customer (status bounced) once this many of their sends in a row were "
         "deferred (4xx) through every SMTP attempt (0: never). A hard bounce (5.1.x) suppresses at once.")

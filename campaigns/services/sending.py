@@ -18,7 +18,7 @@ from collections import Counter
 from datetime import timedelta
 from functools import lru_cache
 
-from campaigns import attributes, dkim_signing, metrics, signing, verp
+from campaigns import attributes, dkim_signing, metrics, pacing, signing, verp
 from campaigns.db import on_commit, session_scope
 from campaigns.delivery import DeliveryError, make_backend
 from campaigns.models import CampaignStatus, ChunkStatus, PeriodStatus, SendStatus, utcnow
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 HOLDOUT = periods.HOLDOUT
 HELD = "held by another worker"
+MAX_PASSES = 12  # passes over a chunk while domain groups are paced or backing off
 
 
 class RenderLimitExceeded(Exception):
@@ -123,6 +124,10 @@ class ChunkContext:
         self.render_timeout = settings.render_timeout_seconds
         self.max_bytes = settings.max_message_bytes
         self.sent = 0  # by this task, for its log line
+        self.pacer: pacing.Pacer | None = None  # SMTP only (deliver_chunk)
+        self.held: dict[str, float] = {}  # domain group -> seconds until it may send: its rows stay queued
+        self.deferrals: Counter = Counter()  # domain group -> deferrals met by this task, for its log line
+        self.row_deferrals: Counter = Counter()  # send id -> deferrals, over the passes of this task
 
     def email_for(self, row):
         unsub_token = signing.sign("unsub", row.id)
@@ -162,7 +167,7 @@ class RateLimiter:
             self.next_at = max(self.next_at, now) + self.interval
 
 
-def _deliver_with_retries(backend, send_id, msg, attempts: int) -> None:
+def _deliver_with_retries(backend, send_id, msg, attempts: int, pacer=None) -> None:
     """Temporary failures (4xx, a dropped connection) are retried with a short backoff. When they
     persist: a lost connection propagates, so the task retries the chunk later; a server that keeps
     deferring this one message (a full mailbox) makes it a recorded failure of this send alone, so
@@ -174,6 +179,8 @@ def _deliver_with_retries(backend, send_id, msg, attempts: int) -> None:
         except DeliveryError as exc:
             if exc.permanent or (attempt == attempts and exc.connection_lost):
                 raise
+            if pacer is not None and pacing.is_deferral(exc):
+                raise  # the provider throttles: back the whole domain group off (_deliver_rows)
             if attempt == attempts:
                 raise DeliveryError(f"deferred {attempts} times: {exc}", permanent=True, code=exc.code,
                                     deferred=True) from exc
@@ -194,10 +201,24 @@ def _deliver_rows(ctx: ChunkContext, rows, backend, limiter) -> list[dict]:
         except Exception as exc:  # one customer's broken data fails alone, with the reason
             result["err"] = f"render failed: {type(exc).__name__}: {exc}"[:500]
             continue
+        group = ctx.pacer.group(row.email) if ctx.pacer else ""
+        if ctx.pacer and group in ctx.held or (ctx.pacer and _hold(ctx, group)):
+            results.pop()  # left queued: a later pass over the chunk delivers it (deliver_chunk)
+            continue
         limiter.wait()
         try:
-            _deliver_with_retries(backend, row.id, msg, ctx.settings.smtp_max_attempts)
+            _deliver_with_retries(backend, row.id, msg, ctx.settings.smtp_max_attempts, ctx.pacer)
         except DeliveryError as exc:
+            if ctx.pacer and pacing.is_deferral(exc):
+                ctx.held[group] = ctx.pacer.deferred(group, str(exc))
+                ctx.deferrals[group] += 1
+                ctx.row_deferrals[row.id] += 1
+                if ctx.row_deferrals[row.id] < ctx.settings.smtp_max_attempts:
+                    results.pop()  # stays queued for a later pass, after the group's back-off
+                    continue
+                # deferred on every pass: this recipient's own trouble, a failure of this send alone
+                exc = DeliveryError(f"deferred {ctx.row_deferrals[row.id]} times: {exc}", permanent=True,
+                                    code=exc.code, deferred=True)
             if not exc.permanent:
                 # Keep what this batch already delivered, then let the task retry the rest.
                 results.pop()
@@ -207,6 +228,13 @@ def _deliver_rows(ctx: ChunkContext, rows, backend, limiter) -> list[dict]:
             continue
         result.update(new_status=SendStatus.SENT, mid=msg.message_id, at=time.time())  # epoch: see record_results
     return results
+
+
+def _hold(ctx: ChunkContext, group: str) -> bool:
+    wait = ctx.pacer.wait_for(group)
+    if wait > 0:
+        ctx.held[group] = wait
+    return wait > 0
 
 
 class _Interrupted(Exception):
@@ -277,18 +305,44 @@ def deliver_chunk(chunk_id: int) -> str:
 
     backend = make_backend(settings, ctx.outbox)
     limiter = RateLimiter(settings.smtp_rate_per_second if settings.delivery_backend == "smtp" else 0)
+    if settings.delivery_backend == "smtp":
+        ctx.pacer = pacing.Pacer(settings)
     batch = settings.smtp_commit_every if settings.delivery_backend == "smtp" else settings.send_commit_every
     tally: Counter = Counter()
     outcome = "interrupted"
     try:
         outcome = _deliver_range(ctx, chunk_id, period_id, campaign_id, first, last, backend, limiter, batch,
                                  lease, tally)
+        passes = 1
+        while not outcome and ctx.held:
+            if passes > MAX_PASSES:  # still deferred: the task retries the chunk later, rows still queued
+                raise DeliveryError(f"domain groups still held after {passes} passes: {sorted(ctx.held)}",
+                                    permanent=False, connection_lost=True)
+            passes += 1
+            # Some domain groups were over their rate or backing off: their rows are still queued.
+            # Wait for the first to reopen, keeping the lease, and go over the range again (only
+            # queued rows are read, so what was delivered is not sent twice).
+            _wait_for_groups(chunk_id, min(ctx.held.values()), lease)
+            ctx.held.clear()
+            outcome = _deliver_range(ctx, chunk_id, period_id, campaign_id, first, last, backend, limiter, batch,
+                                     lease, tally)
         if not outcome:
             outcome = close_chunk(chunk_id, period_id)
         return outcome
     finally:
         backend.close()
+        if ctx.deferrals:
+            outcome = f"{outcome}; deferred by " + ", ".join(f"{g} ×{n}" for g, n in ctx.deferrals.items())
         _log_chunk(chunk_id, period_id, campaign_id, tally, ctx.sent, outcome)
+
+
+def _wait_for_groups(chunk_id: int, seconds: float, lease: float) -> None:
+    """Sleep `seconds`, in slices short enough to renew the chunk's lease before it runs out."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        with session_scope() as session:
+            chunk_repo.progress(session, chunk_id, 0, 0, utcnow() + timedelta(seconds=lease))
+        time.sleep(min(left, max(lease / 3, 0.05)))
 
 
 def _deliver_range(ctx, chunk_id, period_id, campaign_id, first, last, backend, limiter, batch, lease,

@@ -1,0 +1,146 @@
+"""Per-domain pacing of SMTP delivery: messages per minute per recipient domain group, and an
+exponential, capped back-off of a group that the receiving provider defers (421, 4.7.x).
+
+Large mailbox providers throttle each sender by rate; a deferral storm from one of them must not
+slow mail to the others. A group that is over its rate or in back-off is "not now": its rows stay
+`queued` and the chunk goes on with other groups' rows, then comes back for them
+(campaigns/services/sending.py). Only queued rows are ever delivered, so nothing is lost and
+nothing is sent twice.
+
+The state is shared by every worker through Redis (a fixed one-minute window counter and a back-off
+key per group); without a reachable Redis (`mab send` with no broker) each process keeps it locally.
+"""
+
+import logging
+import time
+
+from campaigns import metrics
+from campaigns.settings import Settings
+
+log = logging.getLogger(__name__)
+
+OTHERS = "others"
+DEFERRAL_CODES = (421,)
+
+
+def group_of(address: str, groups: dict[str, dict]) -> str:
+    domain = address.rsplit("@", 1)[-1].strip().rstrip(">").lower()
+    for name, spec in groups.items():
+        if domain in spec.get("domains", ()):
+            return name
+    return OTHERS
+
+
+def is_deferral(exc) -> bool:
+    """A DeliveryError answering this message's RCPT or DATA with 421 (the server throttles us and
+    closes) or an enhanced status 4.7.x (a policy deferral). A 421 on connecting is the relay's own
+    trouble, not a provider's: the chunk retries as before."""
+    code, message = exc.code, str(exc)
+    if exc.permanent or not exc.recipient_stage or code is None:
+        return False
+    return code in DEFERRAL_CODES or (400 <= code < 500 and "4.7." in message)
+
+
+class _LocalState:
+    def __init__(self):
+        self.windows: dict[tuple[str, int], int] = {}
+        self.backoff: dict[str, tuple[float, int]] = {}  # group -> (until, level)
+
+    def take(self, group: str, minute: int) -> int:
+        key = (group, minute)
+        self.windows[key] = self.windows.get(key, 0) + 1
+        return self.windows[key]
+
+    def backoff_until(self, group: str) -> float:
+        return self.backoff.get(group, (0.0, 0))[0]
+
+    def back_off(self, group: str, base: float, cap: float, now: float) -> float:
+        until, level = self.backoff.get(group, (0.0, 0))
+        level = level + 1 if until > now - cap else 1  # a storm escalates; a quiet spell resets
+        delay = min(base * 2 ** (level - 1), cap)
+        self.backoff[group] = (now + delay, level)
+        return delay
+
+    def clear(self, group: str) -> None:
+        self.backoff.pop(group, None)
+
+
+class _RedisState:
+    PREFIX = "mab:pacing:"
+
+    def __init__(self, client):
+        self.r = client
+
+    def take(self, group: str, minute: int) -> int:
+        key = f"{self.PREFIX}rate:{group}:{minute}"
+        pipe = self.r.pipeline()
+        pipe.incr(key)
+        pipe.expire(key, 120)
+        return int(pipe.execute()[0])
+
+    def backoff_until(self, group: str) -> float:
+        value = self.r.get(f"{self.PREFIX}backoff:{group}")
+        return float(value.split(b":")[0]) if value else 0.0
+
+    def back_off(self, group: str, base: float, cap: float, now: float) -> float:
+        key = f"{self.PREFIX}backoff:{group}"
+        value = self.r.get(key)
+        level = int(value.split(b":")[1]) + 1 if value else 1
+        delay = min(base * 2 ** (level - 1), cap)
+        # the key outlives the back-off by `cap`, so deferrals in quick succession escalate
+        self.r.set(key, f"{now + delay}:{level}", ex=int(delay + cap) + 1)
+        return delay
+
+    def clear(self, group: str) -> None:
+        self.r.delete(f"{self.PREFIX}backoff:{group}")
+
+
+def _state_for(settings: Settings):
+    url = settings.redis_url or settings.running_stack().get("redis_url")
+    if not url:
+        return _LocalState(), "local"
+    try:
+        import redis
+
+        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        client.ping()
+        return _RedisState(client), "redis"
+    except Exception as exc:  # noqa: BLE001 - any broker trouble: pace locally, and say so
+        log.warning("pacing: Redis at %s unreachable (%s); pacing per process", url, exc)
+        return _LocalState(), "local"
+
+
+class Pacer:
+    """Asked before each message: may this group send now? Told of each deferral."""
+
+    def __init__(self, settings: Settings, state=None, clock=time.time):
+        self.groups = settings.smtp_pacing
+        self.base = settings.smtp_backoff_seconds
+        self.cap = settings.smtp_backoff_max_seconds
+        self.clock = clock
+        self.state, self.where = (state, "given") if state is not None else _state_for(settings)
+
+    def group(self, address: str) -> str:
+        return group_of(address, self.groups)
+
+    def wait_for(self, group: str) -> float:
+        """0 when a message of `group` may go now (and it is counted against the group's rate);
+        else the seconds until the group may send again."""
+        now = self.clock()
+        until = self.state.backoff_until(group)
+        if until > now:
+            return until - now
+        limit = self.groups.get(group, {}).get("per_minute", 0)
+        if limit:
+            minute = int(now // 60)
+            if self.state.take(group, minute) > limit:
+                metrics.observe_pacing_wait(group)
+                return 60 * (minute + 1) - now
+        return 0.0
+
+    def deferred(self, group: str, reason: str) -> float:
+        delay = self.state.back_off(group, self.base, self.cap, self.clock())
+        metrics.observe_deferral(group, delay)
+        log.warning("pacing: %s deferred (%s); backing off %.1f s", group, reason[:200], delay,
+                    extra={"group": group, "backoff_seconds": delay})
+        return delay

@@ -1,0 +1,155 @@
+"""Per-domain pacing: groups, the back-off's growth and cap, the rate window, state shared through
+Redis, and a real SMTP server deferring one domain while the others' mail goes on."""
+
+import json
+
+import pytest
+from sqlalchemy import func, select, update
+
+from campaigns import metrics, pacing
+from campaigns.db import session_scope
+from campaigns.delivery import DeliveryError
+from campaigns.models import Customer, SendChunk
+from campaigns.services import sending
+from campaigns.settings import Settings, get_settings
+from tests.campaigns.test_periods import new_period, setup_campaign
+from tests.campaigns.test_smtp import ledger, plan, smtp  # noqa: F401 - the fixture
+
+GROUPS = Settings().smtp_pacing
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1_000_000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_domains_fall_into_their_groups():
+    assert pacing.group_of("A@GoogleMail.com", GROUPS) == "gmail"
+    assert pacing.group_of("x@ymail.com", GROUPS) == pacing.group_of("x@aol.com", GROUPS) == "yahoo"
+    assert pacing.group_of("x@msn.com", GROUPS) == "microsoft"
+    assert pacing.group_of("x@gmail.com.example.org", GROUPS) == pacing.OTHERS
+
+
+@pytest.mark.parametrize(("code", "text", "stage", "expected"), [
+    (421, "421 4.7.0 try again later", True, True),
+    (450, "450 4.7.28 rate limited", True, True),
+    (452, "452 4.2.2 mailbox full", True, False),  # one recipient's trouble, not the provider's
+    (421, "421 service not available", False, False),  # on connecting: the relay's trouble
+    (550, "550 5.7.1 refused", True, False),
+])
+def test_what_counts_as_a_deferral(code, text, stage, expected):
+    exc = DeliveryError(text, permanent=code >= 500, code=code, recipient_stage=stage)
+    assert pacing.is_deferral(exc) is expected
+
+
+def test_back_off_doubles_up_to_its_cap_and_resets_after_a_quiet_spell():
+    settings = Settings(smtp_backoff_seconds=10, smtp_backoff_max_seconds=60)
+    clock = Clock()
+    pacer = pacing.Pacer(settings, state=pacing._LocalState(), clock=clock)
+    before = metrics.SMTP_DEFERRALS.labels("gmail")._value.get()
+    delays = []
+    for _ in range(5):
+        delays.append(pacer.deferred("gmail", "421 4.7.0"))
+        assert pacer.wait_for("gmail") == pytest.approx(delays[-1])
+        assert pacer.wait_for("yahoo") == 0  # other groups are not held
+        clock.now += delays[-1]
+    assert delays == [10, 20, 40, 60, 60]
+    assert pacer.wait_for("gmail") == 0
+    assert metrics.SMTP_DEFERRALS.labels("gmail")._value.get() == before + 5
+    clock.now += 1000  # long after: the next deferral starts over
+    assert pacer.deferred("gmail", "421") == 10
+
+
+def test_rate_per_minute_holds_the_group_until_the_next_minute():
+    settings = Settings(smtp_pacing={**GROUPS, "gmail": {"domains": ["gmail.com"], "per_minute": 3}})
+    clock = Clock()
+    clock.now = 60 * 1000 + 15
+    pacer = pacing.Pacer(settings, state=pacing._LocalState(), clock=clock)
+    assert [pacer.wait_for("gmail") for _ in range(4)] == [0, 0, 0, 45]
+    assert pacer.wait_for("others") == 0  # unlimited
+    clock.now += 45
+    assert pacer.wait_for("gmail") == 0
+
+
+def test_back_off_is_shared_through_redis(redis_server):
+    settings = get_settings()
+    one, two = pacing.Pacer(settings), pacing.Pacer(settings)  # two workers
+    assert one.where == two.where == "redis"
+    one.state.clear("yahoo")
+    delay = one.deferred("yahoo", "421 4.7.0")
+    assert 0 < two.wait_for("yahoo") <= delay
+    assert two.deferred("yahoo", "421 4.7.0") == 2 * delay  # escalates across workers
+    one.state.clear("yahoo")
+    assert two.wait_for("yahoo") == 0
+
+
+def test_without_redis_pacing_is_local(monkeypatch):
+    monkeypatch.setenv("MAB_REDIS_URL", "redis://127.0.0.1:1/0")  # nothing listens there
+    get_settings.cache_clear()
+    try:
+        assert pacing.Pacer(get_settings()).where == "local"
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+
+
+def test_a_deferred_domain_waits_while_the_others_go_on_and_is_delivered_once(sqlite_url, redis_server, smtp,  # noqa: F811
+                                                                              monkeypatch):
+    monkeypatch.setenv("MAB_SMTP_BACKOFF_SECONDS", "0.3")
+    monkeypatch.setenv("MAB_SMTP_PACING", json.dumps(GROUPS))
+    get_settings.cache_clear()
+    pacing.Pacer(get_settings()).state.clear("gmail")
+    cid = setup_campaign(40)
+    with session_scope() as s:  # every third customer moves to gmail.com
+        s.execute(update(Customer).where(Customer.id % 3 == 0)
+                  .values(email=func.replace(Customer.email, "example.com", "gmail.com")))
+    pid = new_period(cid)
+    chunk_ids = plan(cid, pid)
+    with session_scope() as s:
+        chunk = s.get(SendChunk, chunk_ids[0])
+        first, last = chunk.first_send_id, chunk.last_send_id
+    sends = ledger(pid)
+    in_chunk = {a for a, row in sends.items() if first <= row.id <= last}
+    gmail = {a for a in in_chunk if a.endswith("@gmail.com")}
+    assert gmail and in_chunk - gmail
+    refused = min(gmail, key=lambda a: sends[a].id)
+    smtp.handler.refuse(refused, "421 4.7.0 too many messages, try again later", stage="RCPT", times=1)
+    before = metrics.SMTP_DEFERRALS.labels("gmail")._value.get()
+
+    outcome = sending.deliver_chunk(chunk_ids[0])
+
+    assert outcome == "done"
+    at = {m.rcpt_tos[0].lower(): m.at for m in smtp.handler.messages}
+    # the other domain's mail went on while gmail backed off; gmail's came after, every address once
+    assert max(at[a] for a in in_chunk - gmail) < min(at[a] for a in gmail)
+    assert smtp.handler.per_recipient() == {a: 1 for a in in_chunk}
+    assert smtp.handler.attempts[("RCPT", refused)] == 2
+    # held rows were not tried during the back-off: one try each
+    assert all(smtp.handler.attempts[("RCPT", a)] == 1 for a in gmail - {refused})
+    assert metrics.SMTP_DEFERRALS.labels("gmail")._value.get() == before + 1
+    final = ledger(pid)
+    assert all(final[a].status == "sent" for a in in_chunk)
+    with session_scope() as s:
+        assert s.scalar(select(func.count()).select_from(Customer)) == 40
+
+
+def test_an_address_deferred_on_every_pass_fails_alone(sqlite_url, redis_server, smtp, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("MAB_SMTP_BACKOFF_SECONDS", "0.1")
+    monkeypatch.setenv("MAB_SMTP_MAX_ATTEMPTS", "2")
+    get_settings.cache_clear()
+    pacing.Pacer(get_settings()).state.clear(pacing.OTHERS)
+    cid = setup_campaign(10)
+    pid = new_period(cid)
+    chunk_ids = plan(cid, pid)
+    sends = ledger(pid)
+    stuck = min(sends, key=lambda a: sends[a].id)  # the first send of the first chunk
+    smtp.handler.refuse(stuck, "421 4.7.0 try again later", stage="RCPT")  # always
+
+    assert [sending.deliver_chunk(c) for c in chunk_ids][-1] == "done; period completed"
+    assert smtp.handler.attempts[("RCPT", stuck)] == 2  # once per pass, then a recorded failure
+    final = ledger(pid)
+    assert final[stuck].status == "failed" and "deferred 2 times" in final[stuck].error
+    assert smtp.handler.per_recipient() == {a: 1 for a in set(sends) - {stuck}}
