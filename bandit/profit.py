@@ -154,7 +154,8 @@ class ProfitPosterior:
         if r.conv_a is not None:
             conv *= beta_draws(rng, r.conv_a, r.conv_b, n_draws)
         if r.value_shape is not None:
-            value = (r.value_k * r.value_rate).astype(np.float32) / gamma_draws(rng, r.value_shape, (n_draws, self.n_arms))
+            rate = gamma_draws(rng, r.value_shape, (n_draws, self.n_arms))
+            value = (r.value_k * r.value_rate).astype(np.float32) / rate
         else:
             value = np.ones((n_draws, self.n_arms), dtype=np.float32)
         unsub = beta_draws(rng, self.unsub_a, self.unsub_b, n_draws)

@@ -19,7 +19,7 @@ import argparse
 
 import numpy as np
 
-from bandit import ArmStats, AllocationConfig, allocate
+from bandit import AllocationConfig, ArmStats, allocate
 from bandit.profit import ArmEconomics
 
 DISCOUNT = np.array([0.0, 0.10, 0.25, 0.40])

@@ -78,7 +78,8 @@ def test_hierarchical_supports_profit_and_structured_refuses():
 
     design = FactorDesign(np.array([[0], [1]]))
     with pytest.raises(ValueError, match="^objective"):
-        allocate_segments([STATS], AllocationConfig(objective="profit", economics=econ, model="structured"), 0, design=design)
+        cfg = AllocationConfig(objective="profit", economics=econ, model="structured")
+        allocate_segments([STATS], cfg, 0, design=design)
 
 
 @pytest.mark.parametrize(
