@@ -15,12 +15,14 @@ from .allocation import (
 from .assignment import HOLDOUT, Assignment, assign, assignment_probabilities
 from .decisions import Decision, WinnerRule, decide
 from .posterior import FunnelPosterior, funnel_posterior
+from .profit import ArmEconomics
 from .stats import ArmStats, Objective, combine_periods
 from .structured import FactorDesign
 
 __all__ = [
     "Allocation",
     "AllocationConfig",
+    "ArmEconomics",
     "ArmStats",
     "Assignment",
     "Decision",

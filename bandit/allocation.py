@@ -99,6 +99,9 @@ class AllocationConfig:
     diagonal_posterior: structured model with a diagonal-Gaussian (mean-field)
                 instead of a full Laplace covariance.
     prune_eps:  tail mass used to skip arms that cannot be best (0 disables).
+    economics:  per-arm costs (bandit.profit.ArmEconomics); required by, and only
+                allowed with, Objective.PROFIT.  Supported by the independent and
+                hierarchical models; the structured model refuses it (ValueError).
     """
 
     objective: Objective = Objective.CONVERSION
@@ -118,6 +121,7 @@ class AllocationConfig:
     residual_sd: float = 0.15
     diagonal_posterior: bool = False
     prune_eps: float = 1e-6
+    economics: Any = None
 
     def __post_init__(self) -> None:
         try:
@@ -159,6 +163,13 @@ class AllocationConfig:
         )
         _require(_finite(self.residual_sd) and self.residual_sd > 0, "residual_sd", "positive", self.residual_sd)
         _require(_finite(self.prune_eps) and 0.0 <= self.prune_eps < 0.01, "prune_eps", "in [0, 0.01)", self.prune_eps)
+        from .profit import ArmEconomics
+
+        if self.objective is Objective.PROFIT:
+            if not isinstance(self.economics, ArmEconomics):
+                raise ValueError("economics: Objective.PROFIT needs an ArmEconomics (margin and per-arm costs)")
+        elif self.economics is not None:
+            raise ValueError(f"economics: only used by the profit objective, not {self.objective.value!r}")
 
     def check_arms(self, n_arms: int) -> None:
         """Raise ValueError if the floor/cap cannot be met with `n_arms` arms."""
@@ -166,6 +177,8 @@ class AllocationConfig:
             raise ValueError(
                 f"cap: {self.cap} x {n_arms} arms < 1, the weights cannot sum to 1 (need cap >= {1.0 / n_arms:.6g})"
             )
+        if self.economics is not None:
+            self.economics.check_arms(n_arms)
 
 
 def _finite(x: Any) -> bool:
@@ -233,6 +246,18 @@ class IndependentModel:
         self._cache: dict[float, FunnelPosterior] = {}
 
     def posterior(self, sharpen: float = 1.0) -> FunnelPosterior:
+        if sharpen not in self._cache and self.config.objective is Objective.PROFIT:
+            from .profit import profit_posterior
+
+            self._cache[sharpen] = profit_posterior(
+                self.stats,
+                self.config.economics,
+                sharpen=sharpen,
+                click_prior=self.click_prior,
+                conv_prior=self.conv_prior,
+                value_k=self.config.value_shape,
+                value_prior_weight=self.config.value_prior_weight,
+            )
         if sharpen not in self._cache:
             self._cache[sharpen] = funnel_posterior(
                 self.stats,
@@ -255,8 +280,8 @@ class IndependentModel:
         return self.posterior(sharpen).subset(mask).draw(rng, n_draws)
 
     def contenders(self, eps: float, sharpen: float = 1.0) -> np.ndarray | None:
-        if eps <= 0:
-            return None
+        if eps <= 0 or self.config.objective is Objective.PROFIT:
+            return None  # profit can be negative: the product-of-quantiles bounds do not hold
         lo, hi = self.posterior(sharpen).quantile_bounds(eps)
         return hi >= lo.max()
 
@@ -502,6 +527,8 @@ def allocate_segments(
             raise ValueError("design: Model.STRUCTURED needs a FactorDesign (factor levels of every arm)")
         if design.n_arms != segments[0].n_arms:
             raise ValueError(f"design: describes {design.n_arms} arms, stats have {segments[0].n_arms}")
+        if config.objective is Objective.PROFIT:
+            raise ValueError("objective: the structured model does not support profit; use independent or hierarchical")
         models, extra = structured_models(segments, design, config)
     elif model_kind is Model.HIERARCHICAL:
         from .hierarchical import hierarchical_models

@@ -24,6 +24,7 @@ class Objective(str, enum.Enum):  # noqa: UP042 -- StrEnum would change str(memb
     CLICK = "click"  # clicks per send
     CONVERSION = "conversion"  # conversions per send = click rate x conversion-given-click
     REVENUE = "revenue"  # revenue per send = conversion per send x mean order value
+    PROFIT = "profit"  # revenue x margin - level costs - unsubscribe rate x its cost (bandit/profit.py)
 
 
 def _as_vector(name: str, value, reference_shape: tuple[int, ...] | None) -> np.ndarray:
@@ -66,6 +67,7 @@ class ArmStats:
     pending_clicks:      sends not clicked yet whose click window is still open.
                          They are neither successes nor failures (delayed feedback).
     pending_conversions: clicks not converted yet whose conversion window is still open.
+    unsubscribes:        customers who unsubscribed from the arm's email (<= sends; zeros by default).
 
     Arrays are validated and frozen; any problem raises ValueError naming the
     argument.
@@ -77,6 +79,7 @@ class ArmStats:
     revenue: np.ndarray
     pending_clicks: np.ndarray | None = field(default=None)
     pending_conversions: np.ndarray | None = field(default=None)
+    unsubscribes: np.ndarray | None = field(default=None)
 
     def __post_init__(self) -> None:
         sends = _as_vector("sends", self.sends, None)
@@ -101,6 +104,12 @@ class ArmStats:
                 "clicks - conversions",
                 np.maximum(clicks - conversions, 0.0),
             )
+        if self.unsubscribes is None:
+            unsubscribes = np.zeros(shape)
+            unsubscribes.setflags(write=False)
+        else:
+            unsubscribes = _as_vector("unsubscribes", self.unsubscribes, shape)
+            _check_at_most("unsubscribes", unsubscribes, "sends", sends)
         for name, value in (
             ("sends", sends),
             ("clicks", clicks),
@@ -108,6 +117,7 @@ class ArmStats:
             ("revenue", revenue),
             ("pending_clicks", pending_clicks),
             ("pending_conversions", pending_conversions),
+            ("unsubscribes", unsubscribes),
         ):
             object.__setattr__(self, name, value)
 
@@ -143,6 +153,7 @@ class ArmStats:
             self.revenue + other.revenue,
             self.pending_clicks + other.pending_clicks,
             self.pending_conversions + other.pending_conversions,
+            self.unsubscribes + other.unsubscribes,
         )
 
     def scaled(self, factor: float) -> ArmStats:
@@ -156,6 +167,7 @@ class ArmStats:
             self.revenue * factor,
             self.pending_clicks * factor,
             self.pending_conversions * factor,
+            self.unsubscribes * factor,
         )
 
 

@@ -18,6 +18,8 @@ def make_stats(rates, sends=2000, seed=0, conv_given_click=0.1, value=40.0):
     revenue = rng.gamma(1.0, value, size=rates.shape) * conversions
     return ArmStats(sends, clicks, conversions, revenue)
 
+from bandit.profit import ArmEconomics  # noqa: E402
+
 
 @pytest.mark.parametrize("objective", list(Objective))
 @pytest.mark.parametrize("n_arms", [2, 7, 200])
@@ -25,7 +27,8 @@ def test_weights_are_a_distribution_with_floor_and_cap(objective, n_arms):
     rates = np.linspace(0.02, 0.06, n_arms)
     stats = make_stats(rates, seed=n_arms)
     cap = max(0.3, 1.5 / n_arms)
-    config = AllocationConfig(objective=objective, floor=0.1, cap=cap, n_draws=2000)
+    economics = ArmEconomics.free(n_arms) if objective is Objective.PROFIT else None
+    config = AllocationConfig(objective=objective, floor=0.1, cap=cap, n_draws=2000, economics=economics)
     result = allocate(stats, config, seed=3)
     w = result.weights
     assert isinstance(result, Allocation)
@@ -110,7 +113,8 @@ def test_single_arm():
 def test_p_best_converges_to_truth_when_arms_far_apart():
     stats = make_stats([0.02, 0.05, 0.03], sends=20000, conv_given_click=0.2)
     for objective in Objective:
-        result = allocate(stats, AllocationConfig(objective=objective, floor=0.0), seed=5)
+        economics = ArmEconomics.free(3) if objective is Objective.PROFIT else None
+        result = allocate(stats, AllocationConfig(objective=objective, floor=0.0, economics=economics), seed=5)
         assert result.p_best[1] > 0.99, objective
         assert result.weights[1] > 0.99
         assert result.expected_loss[1] < 1e-4 * max(result.posterior_mean[1], 1e-9) * 100

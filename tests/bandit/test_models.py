@@ -165,12 +165,19 @@ def test_empirical_bayes_kappa_large_when_segments_agree_small_when_not():
     _, _, kappa_differ = empirical_bayes_prior(differ, trials)
     assert kappa_same > 10 * kappa_differ
 
+from bandit.profit import ArmEconomics  # noqa: E402
+
 
 @pytest.mark.parametrize("model", [Model.HIERARCHICAL, Model.STRUCTURED, Model.AUTO])
 @pytest.mark.parametrize("objective", list(Objective))
 def test_shared_models_return_valid_allocations(model, objective):
     env, stats = _factorial_stats()
-    config = AllocationConfig(model=model, objective=objective, n_draws=2000, floor=0.1, cap=0.5)
+    economics = ArmEconomics.free(env.n_arms) if objective is Objective.PROFIT else None
+    config = AllocationConfig(model=model, objective=objective, n_draws=2000, floor=0.1, cap=0.5, economics=economics)
+    if economics is not None and model is not Model.HIERARCHICAL:
+        with pytest.raises(ValueError, match="^objective"):  # the structured model refuses profit
+            allocate_segments(stats, config, seed=3, design=env.design)
+        return
     out = allocate_segments(stats, config, seed=3, design=env.design)
     assert len(out) == len(stats)
     for a in out:
