@@ -43,6 +43,10 @@ LEVERS = {
     "sharpen2_optimistic": {"sharpen": 2.0, "optimistic": True},
     "top_two": {"top_two": 0.5},
     "sharpen1": {"sharpen": 1.0, "optimistic": False, "top_two": None},
+    "move50": {"max_move": 0.5},
+    "move30": {"max_move": 0.3},
+    "move15": {"max_move": 0.15},
+    "nomove": {"max_move": 1.0},
 }
 MODELS = {"independent": Model.INDEPENDENT, "hierarchical": Model.HIERARCHICAL, "structured": Model.STRUCTURED}
 
@@ -85,7 +89,7 @@ def mabwiser_policy(env, seed: int):
     return policy
 
 
-def run(customers: int, seeds: list[int], n_draws: int, levers=(), lever_models=("structured",)) -> None:
+def run(customers: int, seeds: list[int], n_draws: int, levers=(), lever_models=("structured",), keep=None) -> None:
     print(f"\n=== {customers:,} customers: 8 segments x 200 variants, 10 weekly sends ===")
     totals: dict[str, list[dict]] = {}
     for seed in seeds:
@@ -93,6 +97,8 @@ def run(customers: int, seeds: list[int], n_draws: int, levers=(), lever_models=
         config = AllocationConfig(n_draws=n_draws)
         policies = default_policies(env, config)
         oracle = policies.pop("oracle")
+        if keep:
+            policies = {k: v for k, v in policies.items() if k in keep}
         for lever in levers:
             for model in lever_models:
                 cfg = replace(config, model=MODELS[model], **LEVERS[lever])
@@ -147,6 +153,7 @@ def main() -> None:
     parser.add_argument("--customers", default="12000000,200000", help="comma-separated audience sizes")
     parser.add_argument("--levers", default="", help="extra TS policies with a lever: " + ", ".join(LEVERS))
     parser.add_argument("--lever-models", default="structured", help="models the levers are applied to")
+    parser.add_argument("--keep", default="", help="comma-separated default policies to run (default: all)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     levers = [v for v in args.levers.split(",") if v]
@@ -158,7 +165,7 @@ def main() -> None:
         run(200_000, seeds[:1], 2000, levers, models)
         return
     for customers in (int(c) for c in args.customers.split(",")):
-        run(customers, seeds, args.n_draws, levers, models)
+        run(customers, seeds, args.n_draws, levers, models, [k for k in args.keep.split(",") if k])
 
 
 if __name__ == "__main__":
