@@ -35,8 +35,8 @@ from .weights import (
     apply_cap,
     apply_floor,
     burn_in_weights,
-    limit_move,
     expected_loss_from_draws,
+    limit_move,
     p_best_from_draws,
     top_two_weights,
 )

@@ -36,7 +36,9 @@ def test_no_previous_or_no_limit_returns_the_target():
 
 
 def test_allocation_moves_at_most_max_move_from_previous_weights():
-    stats = ArmStats(sends=[5000, 5000, 5000], clicks=[100, 150, 300], conversions=[10, 15, 40], revenue=[0.0, 0.0, 0.0])
+    stats = ArmStats(
+        sends=[5000, 5000, 5000], clicks=[100, 150, 300], conversions=[10, 15, 40], revenue=[0.0, 0.0, 0.0]
+    )
     previous = np.full(3, 1 / 3)
     free = allocate(stats, AllocationConfig(max_move=1.0), seed=1, previous_weights=previous)
     limited = allocate(stats, AllocationConfig(max_move=0.2), seed=1, previous_weights=previous)
@@ -51,7 +53,10 @@ def test_allocation_moves_at_most_max_move_from_previous_weights():
 @pytest.mark.parametrize("model", [Model.INDEPENDENT, Model.HIERARCHICAL])
 def test_segments_each_move_from_their_own_previous_weights(model):
     rng = np.random.default_rng(3)
-    segs = [ArmStats(sends=[2000] * 4, clicks=rng.integers(20, 200, 4), conversions=[5, 6, 7, 30], revenue=[0.0] * 4) for _ in range(3)]
+    segs = [
+        ArmStats(sends=[2000] * 4, clicks=rng.integers(20, 200, 4), conversions=[5, 6, 7, 30], revenue=[0.0] * 4)
+        for _ in range(3)
+    ]
     previous = rng.dirichlet(np.ones(4), size=3)
     out = allocate_segments(segs, AllocationConfig(model=model, max_move=0.1), seed=2, previous_weights=previous)
     for a, p in zip(out, previous, strict=True):
