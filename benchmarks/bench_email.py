@@ -110,8 +110,12 @@ def run(customers: int, seeds: list[int], n_draws: int, levers=(), lever_models=
             policies = {**policies, "mabwiser_ts": mw, "oracle": oracle}
         start = time.perf_counter()
         result = simulate(env, policies, periods=10, seed=seed)
-        print(f"seed {seed}: {time.perf_counter() - start:.0f}s")
+        shares = ", ".join(f"{r['policy']} {r['share_of_oracle']:.1%}" for r in result.summary())
+        print(f"seed {seed}: {time.perf_counter() - start:.0f}s; {shares}", flush=True)
         oracle_per_period = np.diff(result.expected_conversions["oracle"], prepend=0.0)
+        for name in result.expected_conversions:
+            per = np.diff(result.expected_conversions[name], prepend=0.0) / oracle_per_period
+            print(f"  {name:<24} " + " ".join(f"{x:5.1%}" for x in per), flush=True)
         for row in result.summary():
             per_period = np.diff(result.expected_conversions[row["policy"]], prepend=0.0) / oracle_per_period
             totals.setdefault(row["policy"], []).append({**row, "per_period": per_period})
