@@ -141,7 +141,7 @@ def run(customers: int, seeds: list[int], n_draws: int, levers=(), lever_models=
             diff = np.array([r["regret"] for r in rows]) - np.array([r["regret"] for r in totals[base[name[:5]]]])
             se = diff.std(ddof=1) / np.sqrt(diff.size) if diff.size > 1 else float("nan")
             print(f"  {name} - {base[name[:5]]}: regret {diff.mean():+,.0f} +- {se:,.0f} (paired over seeds)")
-    if "structured_ts" in means:
+    if "structured_ts" in means and "independent_ts" in means:
         print(f"structured regret / independent TS regret = {means['structured_ts'] / means['independent_ts']:.2f}")
         if "mabwiser_ts" in means:
             print(f"structured regret / MABWiser TS regret    = {means['structured_ts'] / means['mabwiser_ts']:.2f}")
