@@ -36,6 +36,7 @@ from .weights import (
     apply_floor,
     burn_in_weights,
     expected_loss_from_draws,
+    limit_move,
     p_best_from_draws,
     top_two_weights,
 )
@@ -102,6 +103,9 @@ class AllocationConfig:
     economics:  per-arm costs (bandit.profit.ArmEconomics); required by, and only
                 allowed with, Objective.PROFIT.  Supported by the independent and
                 hierarchical models; the structured model refuses it (ValueError).
+    max_move:   largest total-variation move of a segment's weights from the
+                previous period's weights (given as previous_weights), in (0, 1];
+                1 = no limit (weights.limit_move).
     """
 
     objective: Objective = Objective.CONVERSION
@@ -122,6 +126,7 @@ class AllocationConfig:
     diagonal_posterior: bool = False
     prune_eps: float = 1e-6
     economics: Any = None
+    max_move: float = 1.0
 
     def __post_init__(self) -> None:
         try:
@@ -170,6 +175,7 @@ class AllocationConfig:
                 raise ValueError("economics: Objective.PROFIT needs an ArmEconomics (margin and per-arm costs)")
         elif self.economics is not None:
             raise ValueError(f"economics: only used by the profit objective, not {self.objective.value!r}")
+        _require(_finite(self.max_move) and 0.0 < self.max_move <= 1.0, "max_move", "in (0, 1]", self.max_move)
 
     def check_arms(self, n_arms: int) -> None:
         """Raise ValueError if the floor/cap cannot be met with `n_arms` arms."""
@@ -357,9 +363,10 @@ def _finish(
     config: AllocationConfig,
     seed: int,
     extra_diagnostics: dict | None = None,
+    previous: np.ndarray | None = None,
 ) -> Allocation:
     try:
-        return _finish_segment(model, stats, config, seed, extra_diagnostics)
+        return _finish_segment(model, stats, config, seed, extra_diagnostics, previous)
     finally:
         # Models that share one set of draws between the honest and the tuned
         # pass (structured) drop them here: 8 segments x 10,000 x 200 floats each.
@@ -373,6 +380,7 @@ def _finish_segment(
     config: AllocationConfig,
     seed: int,
     extra_diagnostics: dict | None,
+    previous: np.ndarray | None = None,
 ) -> Allocation:
     n_arms = stats.n_arms
     rng = np.random.default_rng(seed)
@@ -423,6 +431,11 @@ def _finish_segment(
         return Allocation(weights, p_best, seed, "burn_in", reason, diagnostics, loss, mean)
 
     base = _allocation_base(model, p_best, config, rng)
+    if previous is not None and config.max_move < 1.0:
+        target = base
+        base = limit_move(target, previous, config.max_move)
+        diagnostics["max_move"] = float(config.max_move)
+        diagnostics["move_target_tv"] = float(0.5 * np.abs(target - previous / previous.sum()).sum())
     reason = None
     if short.any():
         base = burn_in_weights(base, short)
@@ -458,9 +471,13 @@ def allocate(
     stats: ArmStats,
     config: AllocationConfig = AllocationConfig(),
     seed: int = 0,
+    previous_weights: Any = None,
     **model_inputs: Any,
 ) -> Allocation:
     """Weights for the next batch of one segment.
+
+    previous_weights: the segment's weights of the previous period (or None);
+      with config.max_move < 1 the new weights move at most max_move from them.
 
     model_inputs:
       design: FactorDesign -- required by Model.STRUCTURED (factor levels per arm).
@@ -477,9 +494,35 @@ def allocate(
         raise ValueError(f"model_inputs: unknown keyword(s) {sorted(unknown)}")
     config.check_arms(stats.n_arms)
     design = model_inputs.get("design")
+    previous = None if previous_weights is None else [previous_weights]
     if resolve_model(config.model, 1, design is not None) is not Model.INDEPENDENT:
-        return allocate_segments([stats], config, seed, design=design)[0]
-    return _finish(IndependentModel(stats, config), stats, config, seed)
+        return allocate_segments([stats], config, seed, design=design, previous_weights=previous)[0]
+    prev = _check_previous(previous, 1, stats.n_arms)
+    return _finish(IndependentModel(stats, config), stats, config, seed, None, prev[0])
+
+
+def _check_previous(previous_weights: Any, n_segments: int, n_arms: int) -> list:
+    """previous_weights as a list of (K,) float arrays (or Nones), checked."""
+    if previous_weights is None:
+        return [None] * n_segments
+    rows = list(previous_weights)
+    if len(rows) != n_segments:
+        raise ValueError(f"previous_weights: {len(rows)} rows for {n_segments} segments")
+    out = []
+    for i, row in enumerate(rows):
+        if row is None:
+            out.append(None)
+            continue
+        try:
+            w = np.asarray(row, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"previous_weights: row {i} is not numeric") from None
+        if w.shape != (n_arms,):
+            raise ValueError(f"previous_weights: row {i} has shape {w.shape}, expected ({n_arms},)")
+        if not (np.isfinite(w).all() and (w >= 0).all() and w.sum() > 0):
+            raise ValueError(f"previous_weights: row {i} must be finite, non-negative and not all zero")
+        out.append(w)
+    return out
 
 
 def _segment_seed(seed: int, segment: int) -> int:
@@ -494,6 +537,7 @@ def allocate_segments(
     *,
     design: Any = None,
     max_workers: int | None = None,
+    previous_weights: Any = None,
 ) -> list[Allocation]:
     """Weights for every segment of a campaign (same arms in each segment).
 
@@ -501,7 +545,9 @@ def allocate_segments(
     prior pools each variant over segments, the structured model fits one
     regression with segment x factor interactions.  Segment s uses the seed
     derived from (seed, s), reported in its Allocation.  Segments are computed
-    in `max_workers` threads (default: one per CPU).
+    in `max_workers` threads (default: one per CPU).  previous_weights: one
+    row per segment (the previous period's weights, or None), used by
+    config.max_move.
     """
     if not isinstance(config, AllocationConfig):
         raise ValueError(f"config: expected AllocationConfig, got {type(config).__name__}")
@@ -517,6 +563,7 @@ def allocate_segments(
                 f"stats_by_segment: segment {i} has {s.n_arms} arms, segment 0 has {segments[0].n_arms}"
             )
     config.check_arms(segments[0].n_arms)
+    previous = _check_previous(previous_weights, len(segments), segments[0].n_arms)
     seeds = [_segment_seed(seed, i) for i in range(len(segments))] if len(segments) > 1 else [seed]
     model_kind = resolve_model(config.model, len(segments), design is not None)
 
@@ -536,15 +583,15 @@ def allocate_segments(
         models, extra = hierarchical_models(segments, config)
     else:
         models, extra = [IndependentModel(s, config) for s in segments], {}
-    jobs = list(zip(models, segments, seeds, strict=True))
+    jobs = list(zip(models, segments, seeds, previous, strict=True))
     workers = min(len(jobs), max_workers if max_workers is not None else (os.cpu_count() or 1))
     if workers <= 1:
-        return [_finish(m, s, config, sd, extra) for m, s, sd in jobs]
+        return [_finish(m, s, config, sd, extra, pw) for m, s, sd, pw in jobs]
     # numpy's samplers and BLAS release the GIL, so segments run in parallel;
     # each segment has its own seeded Generator, so the result does not depend
     # on the scheduling.
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda job: _finish(job[0], job[1], config, job[2], extra), jobs))
+        return list(pool.map(lambda job: _finish(job[0], job[1], config, job[2], extra, job[3]), jobs))
 
 
 def allocate_periods(

@@ -182,13 +182,17 @@ def thompson_policy(env: Environment, config: AllocationConfig) -> Policy:
     """The engine: allocate_segments with `config` (any model) on the observed stats."""
     config = replace(config, objective=env.objective)
 
+    last: dict = {}  # the previous period's weights, for config.max_move
+
     def policy(t, history, rng):
         if not history[0]:
-            return np.full((env.n_segments, env.n_arms), 1.0 / env.n_arms)
+            last["w"] = np.full((env.n_segments, env.n_arms), 1.0 / env.n_arms)
+            return last["w"]
         stats = [combine_periods(periods, config.discount) for periods in history]
         seed = int(rng.integers(2**31))
-        out = allocate_segments(stats, config, seed, design=env.design)
-        return np.stack([a.weights for a in out])
+        out = allocate_segments(stats, config, seed, design=env.design, previous_weights=last.get("w"))
+        last["w"] = np.stack([a.weights for a in out])
+        return last["w"]
 
     return policy
 

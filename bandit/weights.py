@@ -155,3 +155,30 @@ def burn_in_weights(base: np.ndarray, short: np.ndarray) -> np.ndarray:
     else:
         w[~short] = rest / int((~short).sum())
     return w
+
+
+def limit_move(target: np.ndarray, previous: np.ndarray | None, max_move: float) -> np.ndarray:
+    """Move from `previous` towards `target` by at most `max_move` in total variation.
+
+    w = previous + eta * (target - previous),  eta = min(1, max_move / TV),
+    TV = 0.5 * sum_i |target_i - previous_i|.  A convex combination of two weight
+    vectors: it sums to 1 and keeps any floor or cap both of them satisfy, and
+    TV(w, previous) <= max_move.  `previous` None (first allocation) or
+    max_move >= 1 returns `target` unchanged.
+    """
+    target = np.asarray(target, dtype=np.float64)
+    if not (np.isfinite(max_move) and 0.0 < max_move <= 1.0):
+        raise ValueError(f"max_move: must be in (0, 1], got {max_move!r}")
+    if previous is None or max_move >= 1.0:
+        return target
+    previous = np.asarray(previous, dtype=np.float64)
+    if previous.shape != target.shape:
+        raise ValueError(f"previous_weights: shape {previous.shape}, expected {target.shape}")
+    if not (np.isfinite(previous).all() and (previous >= 0).all() and previous.sum() > 0):
+        raise ValueError("previous_weights: must be finite, non-negative and not all zero")
+    previous = previous / previous.sum()
+    tv = 0.5 * float(np.abs(target - previous).sum())
+    if tv <= max_move:
+        return target
+    eta = max_move / tv
+    return normalise(previous + eta * (target - previous))

@@ -43,6 +43,10 @@ LEVERS = {
     "sharpen2_optimistic": {"sharpen": 2.0, "optimistic": True},
     "top_two": {"top_two": 0.5},
     "sharpen1": {"sharpen": 1.0, "optimistic": False, "top_two": None},
+    "move50": {"max_move": 0.5},
+    "move30": {"max_move": 0.3},
+    "move15": {"max_move": 0.15},
+    "nomove": {"max_move": 1.0},
 }
 MODELS = {"independent": Model.INDEPENDENT, "hierarchical": Model.HIERARCHICAL, "structured": Model.STRUCTURED}
 
@@ -85,7 +89,7 @@ def mabwiser_policy(env, seed: int):
     return policy
 
 
-def run(customers: int, seeds: list[int], n_draws: int, levers=(), lever_models=("structured",)) -> None:
+def run(customers: int, seeds: list[int], n_draws: int, levers=(), lever_models=("structured",), keep=None) -> None:
     print(f"\n=== {customers:,} customers: 8 segments x 200 variants, 10 weekly sends ===")
     totals: dict[str, list[dict]] = {}
     for seed in seeds:
@@ -93,6 +97,8 @@ def run(customers: int, seeds: list[int], n_draws: int, levers=(), lever_models=
         config = AllocationConfig(n_draws=n_draws)
         policies = default_policies(env, config)
         oracle = policies.pop("oracle")
+        if keep:
+            policies = {k: v for k, v in policies.items() if k in keep}
         for lever in levers:
             for model in lever_models:
                 cfg = replace(config, model=MODELS[model], **LEVERS[lever])
@@ -104,8 +110,12 @@ def run(customers: int, seeds: list[int], n_draws: int, levers=(), lever_models=
             policies = {**policies, "mabwiser_ts": mw, "oracle": oracle}
         start = time.perf_counter()
         result = simulate(env, policies, periods=10, seed=seed)
-        print(f"seed {seed}: {time.perf_counter() - start:.0f}s")
+        shares = ", ".join(f"{r['policy']} {r['share_of_oracle']:.1%}" for r in result.summary())
+        print(f"seed {seed}: {time.perf_counter() - start:.0f}s; {shares}", flush=True)
         oracle_per_period = np.diff(result.expected_conversions["oracle"], prepend=0.0)
+        for name in result.expected_conversions:
+            per = np.diff(result.expected_conversions[name], prepend=0.0) / oracle_per_period
+            print(f"  {name:<24} " + " ".join(f"{x:5.1%}" for x in per), flush=True)
         for row in result.summary():
             per_period = np.diff(result.expected_conversions[row["policy"]], prepend=0.0) / oracle_per_period
             totals.setdefault(row["policy"], []).append({**row, "per_period": per_period})
@@ -131,7 +141,7 @@ def run(customers: int, seeds: list[int], n_draws: int, levers=(), lever_models=
             diff = np.array([r["regret"] for r in rows]) - np.array([r["regret"] for r in totals[base[name[:5]]]])
             se = diff.std(ddof=1) / np.sqrt(diff.size) if diff.size > 1 else float("nan")
             print(f"  {name} - {base[name[:5]]}: regret {diff.mean():+,.0f} +- {se:,.0f} (paired over seeds)")
-    if "structured_ts" in means:
+    if "structured_ts" in means and "independent_ts" in means:
         print(f"structured regret / independent TS regret = {means['structured_ts'] / means['independent_ts']:.2f}")
         if "mabwiser_ts" in means:
             print(f"structured regret / MABWiser TS regret    = {means['structured_ts'] / means['mabwiser_ts']:.2f}")
@@ -147,6 +157,7 @@ def main() -> None:
     parser.add_argument("--customers", default="12000000,200000", help="comma-separated audience sizes")
     parser.add_argument("--levers", default="", help="extra TS policies with a lever: " + ", ".join(LEVERS))
     parser.add_argument("--lever-models", default="structured", help="models the levers are applied to")
+    parser.add_argument("--keep", default="", help="comma-separated default policies to run (default: all)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     levers = [v for v in args.levers.split(",") if v]
@@ -158,7 +169,7 @@ def main() -> None:
         run(200_000, seeds[:1], 2000, levers, models)
         return
     for customers in (int(c) for c in args.customers.split(",")):
-        run(customers, seeds, args.n_draws, levers, models)
+        run(customers, seeds, args.n_draws, levers, models, [k for k in args.keep.split(",") if k])
 
 
 if __name__ == "__main__":
