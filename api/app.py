@@ -5,7 +5,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import docs_ui, errors, idempotency, openapi_rules
+from api import bodies, docs_ui, errors, idempotency, openapi_rules
 from api.deps import Audited, NoNul
 from api.limits import BodySizeLimit, RateLimit, document_limits
 from api.middleware import RequestObserver
@@ -45,6 +45,7 @@ def create_app() -> FastAPI:
     )
     docs_ui.install(app)
     errors.install(app)
+    bodies.install(app)  # the bulk bodies' models, before the rules below amend them
     openapi_rules.install(app)  # what the API enforces, in its OpenAPI document
     idempotency.install(app)  # replays of an Idempotency-Key
     for module in (admin, audience, campaigns, events, tracking, webhooks, versions, audit, privacy):

@@ -1,8 +1,10 @@
 import tempfile
+from typing import Annotated
 
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from api import bodies
 from api.deps import Marketer, Reader, SessionDep
 from api.idempotency import IdempotencyDep, StreamedIdempotencyDep
 from api.pagination import PageDep, link_next
@@ -40,8 +42,10 @@ def derive_segments(session: SessionDep):
     return segments.derive_segments(session)
 
 
-@router.post("/customers", response_model=ImportResult, dependencies=[Marketer])
-def import_customers_json(body: CustomersIn, session: SessionDep, idem: IdempotencyDep):
+@router.post("/customers", response_model=ImportResult, dependencies=[Marketer],
+             openapi_extra=bodies.documented(CustomersIn))
+def import_customers_json(session: SessionDep, idem: IdempotencyDep,
+                          body: Annotated[CustomersIn, bodies.bulk_body(CustomersIn)]):
     return idem.respond(customers.import_customers(session, customers.json_rows(body.customers)))
 
 
@@ -74,6 +78,7 @@ def get_customer(external_id: str, session: SessionDep):
     return customers.get_customer(session, external_id)
 
 
-@router.post("/orders", dependencies=[Marketer])
-def import_orders(body: OrdersIn, session: SessionDep, idem: IdempotencyDep) -> dict:
+@router.post("/orders", dependencies=[Marketer], openapi_extra=bodies.documented(OrdersIn))
+def import_orders(session: SessionDep, idem: IdempotencyDep,
+                  body: Annotated[OrdersIn, bodies.bulk_body(OrdersIn)]) -> dict:
     return idem.respond(customers.import_orders(session, body.orders))

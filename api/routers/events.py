@@ -1,8 +1,10 @@
 import tempfile
+from typing import Annotated
 
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
+from api import bodies
 from api.deps import Ingest, SessionDep
 from api.idempotency import IdempotencyDep, StreamedIdempotencyDep
 from campaigns.errors import InvalidInput
@@ -16,8 +18,9 @@ SPOOL_IN_MEMORY = 8 * 1024 * 1024  # larger uploads spill to a temporary file, n
 CSV_BODY = {"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}, "required": True}}
 
 
-@router.post("/events", status_code=202, response_model=EventsAccepted, dependencies=[Ingest])
-def ingest_events(body: EventsIn, idem: IdempotencyDep):
+@router.post("/events", status_code=202, response_model=EventsAccepted, dependencies=[Ingest],
+             openapi_extra=bodies.documented(EventsIn))
+def ingest_events(idem: IdempotencyDep, body: Annotated[EventsIn, bodies.bulk_body(EventsIn)]):
     """Clicks and conversions in bulk. Checked here, queued through Redis, folded in by a worker;
     an event id delivered many times counts once."""
     cap = get_settings().max_events_per_request
