@@ -15,6 +15,8 @@ from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 from starlette.concurrency import run_in_threadpool
 
+from api import openapi_doc
+
 REF = "#/components/schemas/{model}"
 _MODELS: list[type[BaseModel]] = []
 
@@ -42,19 +44,13 @@ def documented(model: type[BaseModel]) -> dict:
 
 def install(app: FastAPI) -> None:
     """Put the bulk bodies' models into the document's components, where FastAPI would have put them."""
-    generate = app.openapi
-
-    def openapi():
-        if app.openapi_schema:
-            return app.openapi_schema
-        document = generate()
+    def amend(document: dict) -> None:
         _, schemas = models_json_schema([(m, "validation") for m in _MODELS], ref_template=REF)
         components = document.setdefault("components", {}).setdefault("schemas", {})
         for name, schema in schemas.get("$defs", {}).items():
             components.setdefault(name, _without_null_defaults(schema))
-        return document
 
-    app.openapi = openapi
+    openapi_doc.amend(app, amend)
 
 
 def _without_null_defaults(node):

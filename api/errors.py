@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
+from api import openapi_doc
 from campaigns.errors import DomainError
 from campaigns.schemas import MAX_LISTED_PROBLEMS
 
@@ -80,12 +81,7 @@ def _fits(operations: dict, name: str, value: str) -> bool:
 def _document(app: FastAPI) -> None:
     """State the error responses in the OpenAPI document: the 422 in our shape, 401/403 where a key
     is checked, 404 where the path names an object, 409 on calls that change one."""
-    generate = app.openapi
-
-    def openapi():
-        if app.openapi_schema:
-            return app.openapi_schema
-        schema = generate()
+    def document(schema: dict) -> None:
         schema.setdefault("components", {}).setdefault("schemas", {}).update(Error=ERROR, InvalidInput=INVALID)
         for operations in schema.get("paths", {}).values():
             for method, operation in operations.items():
@@ -110,9 +106,8 @@ def _document(app: FastAPI) -> None:
                                             "schema": {"$ref": "#/components/schemas/InvalidInput"}}}}
         for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's, now unused
             schema["components"]["schemas"].pop(name, None)
-        return schema
 
-    app.openapi = openapi
+    openapi_doc.amend(app, document)
 
 
 def install(app: FastAPI) -> None:

@@ -23,6 +23,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
+from api import openapi_doc
 from campaigns.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -204,12 +205,7 @@ def document_limits(app) -> None:
     limited = {"description": "Rate limited: retry after Retry-After seconds",
                "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}},
                "content": {"application/json": {"schema": ERROR_SCHEMA}}}
-    generate = app.openapi
-
-    def openapi():
-        if app.openapi_schema:
-            return app.openapi_schema
-        schema = generate()  # cached on the app: the additions below are made once
+    def document(schema: dict) -> None:  # once: the document is cached on the app
         for path, operations in schema.get("paths", {}).items():
             for method, operation in operations.items():
                 if any(p.get("name") == "cursor" for p in operation.get("parameters", [])):
@@ -225,6 +221,5 @@ def document_limits(app) -> None:
                 responses.setdefault("413", too_large)
                 if not path.startswith(EXEMPT_PREFIXES):
                     responses.setdefault("429", limited)
-        return schema
 
-    app.openapi = openapi
+    openapi_doc.amend(app, document)

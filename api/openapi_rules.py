@@ -12,6 +12,7 @@ cannot say (a segment or customer that must exist, a template that must compile,
 
 from fastapi import FastAPI
 
+from api import openapi_doc
 from campaigns import schemas
 
 BOUNDS = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt": "exclusiveMaximum"}
@@ -83,12 +84,7 @@ def _strict_models() -> set[str]:
 
 
 def install(app: FastAPI) -> None:
-    generate = app.openapi
-
-    def openapi():
-        if app.openapi_schema:
-            return app.openapi_schema
-        document = generate()
+    def amend(document: dict) -> None:
         _standard_bounds(document)
         components = document.get("components", {}).get("schemas", {})
         for name in _strict_models() & set(components):
@@ -101,7 +97,5 @@ def install(app: FastAPI) -> None:
                 csv = operation.get("requestBody", {}).get("content", {}).get("text/csv")
                 if csv is not None:
                     csv["schema"] = {**csv.get("schema", {}), "minLength": 1}
-        app.openapi_schema = document
-        return document
 
-    app.openapi = openapi
+    openapi_doc.amend(app, amend)
