@@ -23,6 +23,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 
 from campaigns import jobs
@@ -41,6 +42,7 @@ REFRESH_BACKOFF = 10.0  # a report is recomputed at most every REFRESH_BACKOFF x
 ASK_AGAIN_SECONDS = 3.0  # a read of a report behind asks the workers at most this often (a recompute takes seconds)
 
 
+@lru_cache(maxsize=1)
 def _package_version() -> str:
     try:
         return version("mab-campaigns")

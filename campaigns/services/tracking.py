@@ -11,10 +11,8 @@ from sqlmodel import Session
 from campaigns import metrics, signing
 from campaigns.db import session_scope
 from campaigns.errors import NotFound, Unavailable
-from campaigns.models import Campaign, CampaignStatus, Customer, CustomerStatus, EventStatus, EventType, Send, utcnow
-from campaigns.repositories import customers as customer_repo
-from campaigns.repositories import events as event_repo
-from campaigns.services import clicks
+from campaigns.models import Campaign, CampaignStatus, Customer, Send, utcnow
+from campaigns.services import clicks, feedback_mail
 from campaigns.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -97,23 +95,7 @@ def unsubscribe_send(session: Session, token: str, *, apply: bool) -> None:
     event id is per send, so a repeated POST stores one event."""
     send = _send(session, "unsub", token)
     if apply:
-        customer_repo.set_status(session, send.customer_id, CustomerStatus.UNSUBSCRIBED)
-        customer = session.get(Customer, send.customer_id)
-        now = utcnow()
-        event_repo.insert_new_events(session, [{
-            "event_id": f"unsub-{send.id}",
-            "type": EventType.UNSUBSCRIBE,
-            "status": EventStatus.APPLIED,
-            "campaign_id": send.campaign_id,
-            "send_id": send.id,
-            "customer_external_id": customer.external_id if customer else None,
-            "revenue": 0.0,
-            "occurred_at": now,
-            "received_at": now,
-            "reason": None,
-            "user_agent": None,
-            "link": None,
-        }])
+        feedback_mail.record_unsubscribe(session, send, session.get(Customer, send.customer_id), source="link")
 
 
 def confirm_page(token: str) -> str:
