@@ -147,6 +147,8 @@ class Campaign(SQLModel, table=True):
     # who, beyond the segments: an attribute filter and customer lists (campaigns/audience.py)
     audience: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     template_version: int = 1  # one more for every template fixed after the start
+    # test, then send: {"first_share": 0.15, "wait_hours": 4}, or None for one wave (campaigns/waves.py)
+    waves: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class CampaignSegment(SQLModel, table=True):
@@ -220,7 +222,7 @@ class AllocationSnapshot(SQLModel, table=True):
     """What the model decided for one segment in one period, and from what. Never overwritten."""
 
     __tablename__ = "allocation_snapshot"
-    __table_args__ = (UniqueConstraint("period_id", "segment_id"),)
+    __table_args__ = (UniqueConstraint("period_id", "segment_id", "wave"),)
     id: int | None = Field(default=None, primary_key=True)
     campaign_id: int = Field(foreign_key="campaign.id", index=True)
     period_id: int = Field(foreign_key="send_period.id")
@@ -237,6 +239,7 @@ class AllocationSnapshot(SQLModel, table=True):
     diagnostics: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
     claimed_at: datetime | None = None  # this segment's customers are in the ledger
+    wave: int = 1  # the period's wave this snapshot allocated (campaigns/waves.py)
 
 
 class Send(SQLModel, table=True):

@@ -162,6 +162,16 @@ class ScheduleIn(Strict):
         None, description="cron cadence: minute hour day-of-month month day-of-week, e.g. `0 9 * * 1`.")
 
 
+class WavesIn(Strict):
+    """Test, then send: each period mails a first share of every segment, waits, then mails the rest
+    from the updated posterior (campaigns.waves)."""
+
+    first_share: Annotated[Number, Field(gt=0.0, lt=1.0)] = Field(
+        description="The share of each segment's eligible customers in the first wave, strictly between 0 and 1.")
+    wait_hours: Annotated[Number, Field(gt=0.0)] = Field(
+        description="Hours between the first wave and the second; shorter than the cadence's interval.")
+
+
 AttributeName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 ListName = Annotated[str, Field(min_length=1, max_length=64)]
 # strict: "12" stays text and 12 a number, as the attributes they are compared with
@@ -211,6 +221,7 @@ class CampaignCreate(Strict):
         description="Posterior model: `auto` (structured over the factor levels, the simulations' best), "
         "`structured`, `hierarchical` (pools a variant across segments) or `independent`.",
     )
+    waves: WavesIn | None = Field(None, description="Split each period into two waves (default: one wave).")
 
 
 class CampaignUpdate(Strict):
@@ -222,6 +233,7 @@ class CampaignUpdate(Strict):
     schedule: ScheduleIn | None = None
     audience: AudienceIn | None = None
     landing_url: HttpUrl | None = None
+    waves: WavesIn | None = None
     template: TemplateIn | None = Field(None, description="Drafts; a paused campaign too (a new template "
                                         "version, checked against its audience, used by every email rendered after).")
 
@@ -252,6 +264,7 @@ class CampaignPublic(BaseModel):
     exploration_floor: float
     burn_in_min_sends: int
     model: str
+    waves: dict | None = Field(None, description="The first wave's share and the wait before the second.")
     created_at: datetime
     started_at: datetime | None
     next_period_at: datetime | None = Field(description="The next scheduled send (none for a manual cadence).")

@@ -3,7 +3,7 @@
 from sqlmodel import Session
 
 import bandit
-from campaigns import design, schedules
+from campaigns import design, schedules, waves
 from campaigns.db import on_commit
 from campaigns.errors import Conflict, InvalidInput, NotFound
 from campaigns.models import Campaign, CampaignSegment, CampaignStatus, PeriodStatus, Variant, utcnow
@@ -98,6 +98,10 @@ def _audience(data: CampaignCreate | CampaignUpdate) -> dict | None:
     return audience if audience["filter"] or audience["lists"] else None
 
 
+def _waves(data: CampaignCreate | CampaignUpdate) -> dict | None:
+    return data.waves.model_dump() if data.waves is not None else None
+
+
 def _schedule(data: CampaignCreate | CampaignUpdate) -> dict | None:
     return data.schedule.model_dump(exclude_none=True) if data.schedule is not None else None
 
@@ -125,6 +129,7 @@ def create(session: Session, data: CampaignCreate) -> Campaign:
             defaults.burn_in_min_sends if data.burn_in_min_sends is None else data.burn_in_min_sends
         ),
         model=data.model,
+        waves=waves.normalize(_waves(data), data.cadence, _schedule(data)),
     )
     session.add(campaign)
     session.flush()
@@ -157,6 +162,9 @@ def update(session: Session, campaign_id: int, data: CampaignUpdate) -> Campaign
                                                                     else None)
         changes.pop("schedule", None)
         campaign.cadence, campaign.schedule = cadence, schedules.normalize(cadence, given)
+    if "waves" in changes or campaign.waves is not None:
+        changes["waves"] = waves.normalize(_waves(data) if "waves" in changes else campaign.waves,
+                                           campaign.cadence, campaign.schedule)
     if "audience" in changes:
         changes["audience"] = _audience(data)
     if "landing_url" in changes:

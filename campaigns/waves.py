@@ -1,0 +1,47 @@
+"""Waves inside a period (test, then send): the campaign's setting and its checks.
+
+A campaign with `waves = {"first_share": s, "wait_hours": h}` mails, in each period, a seeded random
+share s of every segment's eligible customers first, then the rest h hours later from the updated
+posterior. The wait must end before the next period can start, so it is shorter than the cadence's
+interval (the shortest gap between two slots of a cron cadence); a manual cadence has no interval.
+"""
+from datetime import UTC, datetime, timedelta
+
+from campaigns import schedules
+from campaigns.errors import InvalidInput
+
+SLOTS_CHECKED = 50  # consecutive cron slots whose shortest gap bounds the wait
+
+
+def cadence_interval(cadence: str, schedule: dict | None, now: datetime | None = None) -> timedelta | None:
+    """The shortest gap between two consecutive slots of the cadence, or None for a manual one."""
+    slot = schedules.next_slot(cadence, schedule, now or datetime.now(UTC))
+    if slot is None:
+        return None
+    shortest = None
+    for _ in range(SLOTS_CHECKED):
+        following = schedules.next_slot(cadence, schedule, slot)
+        if following is None:
+            break
+        gap = following - slot
+        shortest = gap if shortest is None or gap < shortest else shortest
+        slot = following
+    return shortest
+
+
+def normalize(waves: dict | None, cadence: str, schedule: dict | None) -> dict | None:
+    """The stored setting, or a 422 naming the field: a share strictly inside (0, 1), a positive
+    wait shorter than the cadence's interval."""
+    if waves is None:
+        return None
+    share, wait = float(waves["first_share"]), float(waves["wait_hours"])
+    if not 0.0 < share < 1.0:
+        raise InvalidInput("waves.first_share", "the first wave's share must be strictly between 0 and 1")
+    if not wait > 0.0:
+        raise InvalidInput("waves.wait_hours", "the wait must be positive")
+    interval = cadence_interval(cadence, schedule)
+    if interval is not None and timedelta(hours=wait) >= interval:
+        raise InvalidInput("waves.wait_hours", f"the wait ({wait:g} h) must be shorter than the cadence's "
+                           f"interval ({interval.total_seconds() / 3600:g} h): the second wave would "
+                           "overlap the next period")
+    return {"first_share": share, "wait_hours": wait}
