@@ -410,6 +410,7 @@ class PeriodPublic(BaseModel):
 class SnapshotPublic(BaseModel):
     id: int
     period_number: int
+    wave: int = Field(1, description="The period's wave this snapshot allocated (1 without waves).")
     segment: str
     seed: int
     stage: str
