@@ -168,8 +168,8 @@ class WavesIn(Strict):
 
     first_share: Annotated[Number, Field(gt=0.0, lt=1.0)] = Field(
         description="The share of each segment's eligible customers in the first wave, strictly between 0 and 1.")
-    wait_hours: Annotated[Number, Field(gt=0.0)] = Field(
-        description="Hours between the first wave and the second; shorter than the cadence's interval.")
+    wait_hours: Annotated[Number, Field(gt=0.0, le=168.0)] = Field(
+        description="Hours between the first wave and the second (at most 168); shorter than the cadence's interval.")
 
 
 AttributeName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]

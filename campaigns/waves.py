@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from campaigns import schedules
 from campaigns.errors import InvalidInput
 
+MAX_WAIT_HOURS = 168.0  # a week: a second wave later than that is another period
 SLOTS_CHECKED = 50  # consecutive cron slots whose shortest gap bounds the wait
 
 
@@ -37,10 +38,10 @@ def normalize(waves: dict | None, cadence: str, schedule: dict | None) -> dict |
     share, wait = float(waves["first_share"]), float(waves["wait_hours"])
     if not 0.0 < share < 1.0:
         raise InvalidInput("waves.first_share", "the first wave's share must be strictly between 0 and 1")
-    if not wait > 0.0:
-        raise InvalidInput("waves.wait_hours", "the wait must be positive")
+    if not 0.0 < wait <= MAX_WAIT_HOURS:
+        raise InvalidInput("waves.wait_hours", f"the wait must be positive and at most {MAX_WAIT_HOURS:g} hours")
     interval = cadence_interval(cadence, schedule)
-    if interval is not None and timedelta(hours=wait) >= interval:
+    if interval is not None and wait >= interval.total_seconds() / 3600:
         raise InvalidInput("waves.wait_hours", f"the wait ({wait:g} h) must be shorter than the cadence's "
                            f"interval ({interval.total_seconds() / 3600:g} h): the second wave would "
                            "overlap the next period")

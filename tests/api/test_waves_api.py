@@ -36,6 +36,8 @@ BAD_WAVES = [
     ({"waves": {"first_share": True, "wait_hours": 4}}, "waves.first_share", ""),
     ({"waves": {"first_share": 0.2, "wait_hours": 0}}, "waves.wait_hours", "greater than 0"),
     ({"waves": {"first_share": 0.2}}, "waves.wait_hours", "required"),
+    ({"waves": {"first_share": 0.2, "wait_hours": 1e308}}, "waves.wait_hours", "less than or equal to 168"),
+    ({"cadence": "daily", "waves": {"first_share": 0.2, "wait_hours": 167}}, "waves.wait_hours", "shorter"),
     ({"waves": {"first_share": 0.2, "wait_hours": 4, "x": 1}}, "waves.x", "extra"),
     ({"cadence": "daily", "waves": {"first_share": 0.2, "wait_hours": 24}}, "waves.wait_hours", "shorter"),
     ({"cadence": "hourly", "waves": {"first_share": 0.2, "wait_hours": 1.5}}, "waves.wait_hours", "shorter"),
