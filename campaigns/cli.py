@@ -191,6 +191,10 @@ def send(
     if not wait:
         return
     p = _follow_period(period_id, number, poll)
+    if p["state"] == "waiting":  # between two waves: beat (`mab up`, or the deployment's) sends the next
+        console.print(f"period {number}: {p['sent']:,} sent, {p['failed']:,} failed so far — {p['state_reason']}; "
+                      f"the workers send it then (follow with `mab campaigns` or GET /campaigns/{campaign_id}/periods/{number})")
+        return
     console.print(f"period {number} {p['status']}: {p['sent']:,} sent, {p['failed']:,} failed of {p['total']:,}"
                   + (f" — {p['error']}" if p["error"] else ""))
     for f in p["failures"][:5]:
@@ -200,8 +204,8 @@ def send(
 
 
 def _follow_period(period_id: int, number: int, poll: float) -> dict:
-    """A progress bar with the recent rate and ETA until the period completes, fails or pauses; a
-    stalled period says since when and why."""
+    """A progress bar with the recent rate and ETA until the period completes, fails, pauses or waits
+    for its next wave; a stalled period says since when and why."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from campaigns.db import session_scope
@@ -220,7 +224,7 @@ def _follow_period(period_id: int, number: int, poll: float) -> dict:
             if p["state"] == "stalled":
                 note = f"[yellow]stalled since {p['stalled_since']:%H:%M:%S}: {p['state_reason']}[/]"
             bar.update(task, total=p["total"] or None, completed=p["sent"] + p["failed"], note=note)
-            if p["status"] in ("completed", "failed") or p["state"] == "paused":
+            if p["status"] in ("completed", "failed") or p["state"] in ("paused", "waiting"):
                 return p
             time.sleep(poll)
 

@@ -193,6 +193,12 @@ class SendPeriod(SQLModel, table=True):
     recent_rate: float = Field(default=0.0, sa_column_kwargs={"server_default": "0"})
     failures: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))  # reason -> count, examples
     redispatched_at: datetime | None = None  # the sweeper last handed its work out again
+    # Waves (campaigns/waves.py): the campaign's setting as the period started, the wave being
+    # planned, and when the next wave may be planned (set once wave 1 is claimed, cleared when
+    # wave 2 starts): fixed at the start, so a change of the setting never splits a period oddly.
+    waves: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    wave: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
+    next_wave_at: datetime | None = None
 
 
 class SendChunk(SQLModel, table=True):
@@ -239,7 +245,8 @@ class AllocationSnapshot(SQLModel, table=True):
     diagnostics: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
     claimed_at: datetime | None = None  # this segment's customers are in the ledger
-    wave: int = 1  # the period's wave this snapshot allocated (campaigns/waves.py)
+    wave: int = Field(default=1, sa_column_kwargs={"server_default": "1"})  # the period's wave (campaigns/waves.py)
+    assigned: int | None = None  # customers this snapshot assigned (bandit and holdout), once claimed
 
 
 class Send(SQLModel, table=True):

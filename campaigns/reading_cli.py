@@ -45,7 +45,8 @@ def campaigns_cmd() -> None:
         last = "none yet" if p is None else (
             f"#{p['number']} {p['status']}: {p['sent']:,}/{p['total']:,} sent"
             + (f", {p['failed']:,} failed" if p["failed"] else "")
-            + f" ({_when(p['completed_at'] or p['created_at'])})")
+            + f" ({_when(p['completed_at'] or p['created_at'])})"
+            + (f", next wave at {_when(p['next_wave_at'])} UTC" if p.get("next_wave_at") else ""))
         status = c["status"] + (f" ({c['status_reason']})" if c.get("status_reason") else "")
         table.add_row(str(c["id"]), c["name"], status, c["objective"], f"{c['variant_count']:,}",
                       str(len(c["segments"])), last)

@@ -391,7 +391,13 @@ class PeriodPublic(BaseModel):
                                           "a finished period: its average). Falls towards 0 when the period stalls.")
     eta_seconds: float | None = Field(description="Estimated seconds until every send is settled, from the recent "
                                       "rate; none while planning, paused or stalled.")
-    state: str = Field(description="queued, planning, sending, paused, stalled, completed or failed.")
+    state: str = Field(description="queued, planning, sending, waiting (between two waves), paused, stalled, "
+                       "completed or failed.")
+    wave: int = Field(1, description="The wave being sent or planned (1 for a period without waves).")
+    waves: dict | None = Field(None, description="The campaign's waves setting as the period started (none: one "
+                               "wave).")
+    next_wave_at: datetime | None = Field(None, description="When the next wave is planned, while the period "
+                                          "waits between two waves.")
     state_reason: str | None = Field(description="Why it is paused, stalled or failed, in words.")
     stalled_since: datetime | None = Field(description="When a stalled period last moved.")
     failures: list[FailureReason] = Field(description="Failed sends by reason, most frequent first, with up to "

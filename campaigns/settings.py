@@ -77,6 +77,14 @@ class Settings(BaseSettings):
     )
     frequency_cap: int = Field(0, ge=0, description="Marketing emails per customer per window, all campaigns (0: off).")
     frequency_window_days: float = Field(7.0, gt=0, description="The rolling window of the frequency cap, in days.")
+    click_latency_hours: float = Field(
+        3.0, gt=0, le=24 * 30,
+        description="Median hours from delivery to a click. A send not clicked yet counts to the engine as a "
+        "fraction of a failure, age / (age + this) (docs/how-it-works/engine.md, delayed feedback).")
+    conversion_latency_hours: float = Field(
+        24.0, gt=0, le=24 * 90,
+        description="Median hours from delivery to a conversion, used the same way for clicked sends that have "
+        "not converted yet.")
     max_message_bytes: int = Field(1_000_000, ge=1_000, description="A rendered email larger than this fails.")
     render_timeout_seconds: float = Field(2.0, gt=0, description="Per-message rendering time cap.")
     smtp_rate_per_second: float = Field(0.0, ge=0, description="Messages per second per worker (0: unlimited).")

@@ -7,9 +7,12 @@ interval (the shortest gap between two slots of a cron cadence); a manual cadenc
 """
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
+
 from campaigns import schedules
 from campaigns.errors import InvalidInput
 
+LAST = 2  # test, then send: two waves
 MAX_WAIT_HOURS = 168.0  # a week: a second wave later than that is another period
 SLOTS_CHECKED = 50  # consecutive cron slots whose shortest gap bounds the wait
 
@@ -46,3 +49,15 @@ def normalize(waves: dict | None, cadence: str, schedule: dict | None) -> dict |
                            f"interval ({interval.total_seconds() / 3600:g} h): the second wave would "
                            "overlap the next period")
     return {"first_share": share, "wait_hours": wait}
+
+
+def first_wave(customer_ids: np.ndarray, share: float, seed: int) -> np.ndarray:
+    """The customers of a segment in its first wave: a seeded random `share` of them (rounded), in
+    their original order. The rest wait for the next wave, which claims whoever has no send yet."""
+    take = int(round(share * len(customer_ids)))
+    chosen = np.random.default_rng(seed).choice(len(customer_ids), size=take, replace=False)
+    return customer_ids[np.sort(chosen)]
+
+
+def next_wave_at(setting: dict, first_wave_planned: datetime) -> datetime:
+    return first_wave_planned + timedelta(hours=float(setting["wait_hours"]))

@@ -77,6 +77,15 @@ def in_flight_of_active_campaigns(session: Session) -> list[SendPeriod]:
     return list(session.execute(stmt).scalars())
 
 
+def due_waves(session: Session, now: datetime) -> list[int]:
+    """Periods of active campaigns whose next wave is due (beat hands their plan out)."""
+    stmt = (select(SendPeriod.id).join(Campaign, Campaign.id == SendPeriod.campaign_id)
+            .where(SendPeriod.status == PeriodStatus.RUNNING, SendPeriod.next_wave_at.is_not(None),
+                   SendPeriod.next_wave_at <= now, Campaign.status == CampaignStatus.ACTIVE)
+            .order_by(SendPeriod.id))
+    return list(session.execute(stmt).scalars())
+
+
 def last_claim_at(session: Session, period_id: int) -> datetime | None:
     """When the plan last claimed a segment: a plan in progress moves here, not in the counts."""
     stmt = select(func.max(AllocationSnapshot.claimed_at)).where(AllocationSnapshot.period_id == period_id)
@@ -98,9 +107,10 @@ def due_campaign_ids(session: Session, now: datetime) -> list[int]:
     return list(session.execute(stmt).scalars())
 
 
-def snapshot_for(session: Session, period_id: int, segment_id: int) -> AllocationSnapshot | None:
+def snapshot_for(session: Session, period_id: int, segment_id: int, wave: int = 1) -> AllocationSnapshot | None:
     stmt = select(AllocationSnapshot).where(
-        AllocationSnapshot.period_id == period_id, AllocationSnapshot.segment_id == segment_id
+        AllocationSnapshot.period_id == period_id, AllocationSnapshot.segment_id == segment_id,
+        AllocationSnapshot.wave == wave,
     )
     return session.execute(stmt).scalars().first()
 
@@ -118,7 +128,7 @@ def snapshots(session: Session, campaign_id: int) -> list[tuple[AllocationSnapsh
         select(AllocationSnapshot, Segment.name)
         .join(Segment, Segment.id == AllocationSnapshot.segment_id)
         .where(AllocationSnapshot.campaign_id == campaign_id)
-        .order_by(AllocationSnapshot.version, AllocationSnapshot.segment_id)
+        .order_by(AllocationSnapshot.version, AllocationSnapshot.segment_id, AllocationSnapshot.wave)
     )
     return list(session.execute(stmt).all())
 

@@ -13,7 +13,7 @@ def latest_weights(session: Session) -> list:
         select(
             AllocationSnapshot.campaign_id.label("cid"),
             AllocationSnapshot.segment_id.label("sid"),
-            func.max(AllocationSnapshot.version).label("version"),
+            func.max(AllocationSnapshot.id).label("id"),  # the newest period's last wave
         )
         .join(Campaign, Campaign.id == AllocationSnapshot.campaign_id)
         .where(Campaign.status.in_([CampaignStatus.ACTIVE, CampaignStatus.PAUSED]))
@@ -22,9 +22,7 @@ def latest_weights(session: Session) -> list:
     )
     stmt = (
         select(AllocationSnapshot.campaign_id, Segment.name, AllocationSnapshot.weights)
-        .join(newest, and_(newest.c.cid == AllocationSnapshot.campaign_id,
-                           newest.c.sid == AllocationSnapshot.segment_id,
-                           newest.c.version == AllocationSnapshot.version))
+        .join(newest, newest.c.id == AllocationSnapshot.id)
         .join(Segment, Segment.id == AllocationSnapshot.segment_id)
         .order_by(AllocationSnapshot.campaign_id, Segment.name)
     )

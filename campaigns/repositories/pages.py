@@ -47,16 +47,17 @@ def periods(session: Session, campaign_id: int, after: int | None, limit: int) -
 
 
 def snapshots(
-    session: Session, campaign_id: int, after: tuple[int, int] | None, limit: int
+    session: Session, campaign_id: int, after: tuple[int, int, int] | None, limit: int
 ) -> list[tuple[AllocationSnapshot, str]]:
-    """Ordered by (period number, segment id), as GET …/allocations always was."""
+    """Ordered by (period number, segment id, wave)."""
     stmt = (
         select(AllocationSnapshot, Segment.name)
         .join(Segment, Segment.id == AllocationSnapshot.segment_id)
         .where(AllocationSnapshot.campaign_id == campaign_id)
-        .order_by(AllocationSnapshot.version, AllocationSnapshot.segment_id)
+        .order_by(AllocationSnapshot.version, AllocationSnapshot.segment_id, AllocationSnapshot.wave)
         .limit(limit)
     )
     if after is not None:
-        stmt = stmt.where(tuple_(AllocationSnapshot.version, AllocationSnapshot.segment_id) > tuple_(*after))
+        key = tuple_(AllocationSnapshot.version, AllocationSnapshot.segment_id, AllocationSnapshot.wave)
+        stmt = stmt.where(key > tuple_(*after))
     return list(session.execute(stmt).all())

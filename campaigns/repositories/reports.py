@@ -98,7 +98,7 @@ def late_events(session: Session, campaign_id: int, period_ids: list[int], windo
         .outerjoin(
             nxt,
             and_(nxt.campaign_id == campaign_id, nxt.segment_id == Send.segment_id,
-                 nxt.version == SendPeriod.number + 1),
+                 nxt.version == SendPeriod.number + 1, nxt.wave == 1),
         )
         .where(Event.campaign_id == campaign_id, Event.status == APPLIED, Send.period_id.in_(period_ids))
         .group_by(Send.period_id)

@@ -282,38 +282,46 @@ def campaign_period_ids(campaign_id: int):
     return select(SendPeriod.id).where(SendPeriod.campaign_id == campaign_id).scalar_subquery()
 
 
-def arm_aggregates(
-    session: Session, campaign_id: int, segment_id: int | None = None, pending_since: datetime | None = None
-):
-    """Sufficient statistics per (segment, arm) over delivered sends, aggregated by the database.
-
-    With `pending_since` (now minus the attribution window) also the sends still inside their
-    window: not clicked yet (`pending_clicks`), clicked and not converted yet (`pending_conversions`).
-    """
+def arm_aggregates(session: Session, campaign_id: int, segment_id: int | None = None):
+    """Sufficient statistics per (segment, arm) over delivered sends, aggregated by the database."""
     clicked = func.sum(case((Send.first_click_at.is_not(None), 1), else_=0))
     converted = func.sum(case((Send.first_conversion_at.is_not(None), 1), else_=0))
-    columns = [
-        Send.segment_id,
-        Send.arm,
-        func.count().label("sends"),
-        clicked.label("clicks"),
-        converted.label("conversions"),
-        func.coalesce(func.sum(Send.revenue), 0.0).label("revenue"),
-        func.coalesce(func.sum(Send.revenue * Send.revenue), 0.0).label("revenue_sq"),
-    ]
-    if pending_since is not None:
-        recent = Send.sent_at >= pending_since
-        no_click = and_(recent, Send.first_click_at.is_(None))
-        no_conversion = and_(recent, Send.first_click_at.is_not(None), Send.first_conversion_at.is_(None))
-        columns.append(func.sum(case((no_click, 1), else_=0)).label("pending_clicks"))
-        columns.append(func.sum(case((no_conversion, 1), else_=0)).label("pending_conversions"))
     stmt = (
-        select(*columns)
+        select(
+            Send.segment_id,
+            Send.arm,
+            func.count().label("sends"),
+            clicked.label("clicks"),
+            converted.label("conversions"),
+            func.coalesce(func.sum(Send.revenue), 0.0).label("revenue"),
+            func.coalesce(func.sum(Send.revenue * Send.revenue), 0.0).label("revenue_sq"),
+        )
         .where(Send.period_id.in_(campaign_period_ids(campaign_id)), Send.status == SendStatus.SENT)
         .group_by(Send.segment_id, Send.arm)
     )
     if segment_id is not None:
         stmt = stmt.where(Send.segment_id == segment_id)
+    return session.execute(stmt).all()
+
+
+def pending_by_hour(session: Session, campaign_id: int, since: datetime):
+    """Delivered sends since `since` still waiting for feedback, per (segment, arm, hour of delivery):
+    not clicked yet, and clicked but not converted yet. The hour lets the caller weigh each by how
+    much of its feedback should have arrived by now (a few buckets per period, not a row per send)."""
+    if is_postgres(session):
+        hour = func.date_trunc("hour", Send.sent_at)
+    else:  # SQLite: datetimes are ISO strings
+        hour = func.strftime("%Y-%m-%d %H:00:00", Send.sent_at)
+    no_click = Send.first_click_at.is_(None)
+    no_conversion = and_(Send.first_click_at.is_not(None), Send.first_conversion_at.is_(None))
+    stmt = (
+        select(Send.segment_id, Send.arm, hour.label("hour"),
+               func.sum(case((no_click, 1), else_=0)).label("no_click"),
+               func.sum(case((no_conversion, 1), else_=0)).label("no_conversion"))
+        .where(Send.period_id.in_(campaign_period_ids(campaign_id)), Send.status == SendStatus.SENT,
+               Send.sent_at >= since)
+        .group_by(Send.segment_id, Send.arm, hour)
+    )
     return session.execute(stmt).all()
 
 

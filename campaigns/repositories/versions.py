@@ -32,7 +32,7 @@ def snapshots_of_period(session: Session, campaign_id: int, number: int) -> dict
     """Segment id -> the allocation snapshot of the campaign's period `number`."""
     stmt = select(AllocationSnapshot).where(
         AllocationSnapshot.campaign_id == campaign_id, AllocationSnapshot.version == number
-    )
+    ).order_by(AllocationSnapshot.wave)  # a period in waves: its last wave's (the one it ended on)
     return {s.segment_id: s for s in session.execute(stmt).scalars()}
 
 
@@ -44,5 +44,5 @@ def pinned_snapshots(session: Session, campaign_id: int, pins: dict[int, int]) -
         AllocationSnapshot.campaign_id == campaign_id,
         AllocationSnapshot.segment_id.in_(list(pins)),
         AllocationSnapshot.version.in_(set(pins.values())),
-    )
+    ).order_by(AllocationSnapshot.wave)  # a period in waves: its last wave's
     return {s.segment_id: s for s in session.execute(stmt).scalars() if pins[s.segment_id] == s.version}

@@ -280,5 +280,6 @@ def overview(session: Session) -> list[dict]:
                      "last_period": None if period is None else {
                          "number": period.number, "status": period.status, "sent": period.sent,
                          "failed": period.failed, "total": period.total,
-                         "created_at": period.created_at, "completed_at": period.completed_at}})
+                         "created_at": period.created_at, "completed_at": period.completed_at,
+                         "next_wave_at": period.next_wave_at}})
     return rows

@@ -13,7 +13,7 @@ from campaigns.services import periods as period_service
 from campaigns.services import versions as version_service
 
 INT_CURSOR = re.compile(r"\d{1,18}")
-PAIR_CURSOR = re.compile(r"(\d{1,18})\.(\d{1,18})")
+SNAPSHOT_CURSOR = re.compile(r"(\d{1,18})\.(\d{1,18})(?:\.(\d{1,9}))?")  # period.segment[.wave]
 
 
 def _int_cursor(cursor: str | None) -> int | None:
@@ -63,12 +63,12 @@ def snapshots(session: Session, campaign_id: int, limit: int, cursor: str | None
     campaign_service.get(session, campaign_id)
     after = None
     if cursor is not None:
-        m = PAIR_CURSOR.fullmatch(cursor)
+        m = SNAPSHOT_CURSOR.fullmatch(cursor)
         if m is None:
             raise InvalidInput("cursor", "not a cursor of this list (use the X-Next-Cursor of the previous page)")
-        after = (min(int(m[1]), INT_MAX), min(int(m[2]), INT_MAX))
+        after = (min(int(m[1]), INT_MAX), min(int(m[2]), INT_MAX), min(int(m[3] or 1), INT_MAX))
     rows = repo.snapshots(session, campaign_id, after, limit + 1)
-    rows, nxt = _split(rows, limit, lambda r: f"{r[0].version}.{r[0].segment_id}")
+    rows, nxt = _split(rows, limit, lambda r: f"{r[0].version}.{r[0].segment_id}.{r[0].wave}")
     return [{**snap.model_dump(), "period_number": snap.version, "segment": name} for snap, name in rows], nxt
 
 

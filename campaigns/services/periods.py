@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 import bandit
-from campaigns import design, jobs, metrics, schedules
+from campaigns import design, jobs, metrics, schedules, waves
 from campaigns.db import on_commit, pinned_session_scope, session_scope
 from campaigns.errors import Conflict, NotFound
 from campaigns.models import (
@@ -99,24 +99,48 @@ def _arm_stats(session: Session, campaign: Campaign, segment_id: int, arms: list
 
 
 def _stats_by_segment(session: Session, campaign: Campaign, segment_ids: list[int], arms: list[int]):
-    # Sends still inside the attribution window go to the engine as pending, not as failures:
-    # last week's sends have not had the time to convert yet.
-    since = utcnow() - timedelta(days=campaign.attribution_window_days)
+    """Each segment's sufficient statistics over `arms`, with the sends still inside the attribution
+    window passed as partly pending (`_pending_by_segment`)."""
     index = {arm: i for i, arm in enumerate(arms)}
     totals = {sid: np.zeros((6, len(arms))) for sid in segment_ids}
-    for row in send_repo.arm_aggregates(session, campaign.id, pending_since=since):
+    for row in send_repo.arm_aggregates(session, campaign.id):
         if row.segment_id in totals and row.arm in index:
-            totals[row.segment_id][:, index[row.arm]] = (
-                row.sends, row.clicks, row.conversions, row.revenue, row.pending_clicks, row.pending_conversions
-            )
+            totals[row.segment_id][:4, index[row.arm]] = (row.sends, row.clicks, row.conversions, row.revenue)
+    _pending_by_segment(session, campaign, totals, index)
     return {
         sid: bandit.ArmStats(
-            sends=t[0], clicks=t[1], conversions=t[2], revenue=t[3], pending_clicks=t[4],
+            sends=t[0], clicks=t[1], conversions=t[2], revenue=t[3], pending_clicks=np.minimum(t[4], t[0] - t[1]),
             # conversions without a click (view-through) can leave clicks - conversions below it
             pending_conversions=np.minimum(t[5], np.maximum(t[1] - t[2], 0.0)),
         )
         for sid, t in totals.items()
     }
+
+
+def pending_share(age_hours: np.ndarray | float, median_hours: float) -> np.ndarray | float:
+    """The share of a send's feedback still to come at `age_hours` after delivery, given it comes:
+    median / (age + median), a log-logistic latency of shape 1 — half by the median, a long tail
+    (a click median of 3 h leaves 11% of clicks after a day)."""
+    return median_hours / (np.maximum(age_hours, 0.0) + median_hours)
+
+
+def _pending_by_segment(session: Session, campaign: Campaign, totals: dict, index: dict) -> None:
+    """Add to rows 4-5 of `totals` the pending clicks and conversions: a send inside the attribution
+    window that has not clicked (clicked, not converted) yet counts as `pending_share` of a pending
+    send and the rest of a failure. All-or-nothing would be wrong both ways: counted as failures,
+    last week's sends would punish the arms mailed last; removed entirely, a wave's hours-old sends
+    would add their clicks and no failures, and favour the arms it mailed most."""
+    settings = get_settings()
+    now = utcnow()
+    since = now - timedelta(days=campaign.attribution_window_days)
+    for row in send_repo.pending_by_hour(session, campaign.id, since):
+        if row.segment_id not in totals or row.arm not in index:
+            continue
+        hour = datetime.fromisoformat(row.hour) if isinstance(row.hour, str) else row.hour
+        age = (now - hour.replace(tzinfo=UTC)).total_seconds() / 3600 - 0.5  # the hour's middle
+        column = totals[row.segment_id][:, index[row.arm]]
+        column[4] += row.no_click * pending_share(age, settings.click_latency_hours)
+        column[5] += row.no_conversion * pending_share(age, settings.conversion_latency_hours)
 
 
 def _allocation_config(campaign: Campaign) -> bandit.AllocationConfig:
@@ -143,17 +167,25 @@ def _restrict(weights: np.ndarray, eligible: list[int]) -> np.ndarray:
     return w / w.sum() if w.sum() > 0 else np.full(len(eligible), 1.0 / len(eligible))
 
 
+def _wave_seed(period: SendPeriod) -> int:
+    """Wave 1 draws from the period's seed (as a period without waves); a later wave from its own."""
+    if period.wave == 1:
+        return period.seed
+    return int(np.random.SeedSequence([period.seed, period.wave]).generate_state(1)[0])
+
+
 def _snapshots(session: Session, campaign: Campaign, period: SendPeriod, segments) -> dict[int, AllocationSnapshot]:
-    """Every segment's allocation for this period: computed together (the hierarchical and
-    structured models pool across segments), stored once, reused as is if the period reruns."""
-    existing = {s.id: repo.snapshot_for(session, period.id, s.id) for s in segments}
+    """Every segment's allocation for this period's current wave: computed together (the
+    hierarchical and structured models pool across segments), stored once, reused as is if the
+    period reruns. A second wave's posterior has the first wave's feedback so far."""
+    existing = {s.id: repo.snapshot_for(session, period.id, s.id, period.wave) for s in segments}
     if all(existing.values()):
         return existing
     variants = [v.params for v in repo.variants(session, campaign.id)]
     all_arms = list(range(len(variants)))
     stats = _stats_by_segment(session, campaign, [s.id for s in segments], all_arms)
     allocations = bandit.allocate_segments(
-        [stats[s.id] for s in segments], _allocation_config(campaign), seed=period.seed,
+        [stats[s.id] for s in segments], _allocation_config(campaign), seed=_wave_seed(period),
         design=factor_design(campaign, variants),
     )
     # Segments a person promoted, pinned or set to uniform (model versions) keep the posterior's
@@ -172,6 +204,7 @@ def _snapshots(session: Session, campaign: Campaign, period: SendPeriod, segment
             period_id=period.id,
             segment_id=segment.id,
             version=period.number,
+            wave=period.wave,
             seed=alloc.seed,
             stage=stage,
             reason=reason,
@@ -208,6 +241,12 @@ def _open_plan(period_id: int) -> str | tuple[list[int], list[int]]:
         campaign = campaign_service.get(session, period.campaign_id)
         if campaign.status != CampaignStatus.ACTIVE:
             return f"waiting: campaign is {campaign.status}"  # resume re-enqueues the period
+        if period.next_wave_at is not None:
+            if utcnow() < period.next_wave_at:
+                return chunk_repo.unfinished_ids(session, period_id), []  # beat plans the next wave when due
+            period.wave, period.next_wave_at = period.wave + 1, None
+        if period.started_at is None:
+            period.waves = campaign.waves  # fixed for the period, whatever later changes say
         segments = repo.campaign_segments(session, campaign.id)
         snapshots = _snapshots(session, campaign, period, segments)
         period.status = PeriodStatus.RUNNING
@@ -233,10 +272,16 @@ def _claim_segment(session: Session, period_id: int, snapshot_id: int, capped: b
     snap = session.get(AllocationSnapshot, snapshot_id)
     audience = repo.get_campaign(session, period.campaign_id).audience  # the attribute filter and lists
     customer_ids = send_repo.eligible_customer_ids(session, snap.segment_id, period_id, capped, audience)
+    if period.waves is not None and snap.wave == 1:
+        customer_ids = waves.first_wave(customer_ids, period.waves["first_share"],
+                                        segment_seed(period.seed, snap.segment_id, 2))
+    snap.assigned = len(customer_ids)
     if not len(customer_ids):
         return []
+    # wave 1 draws as a period without waves does; a later wave from its own stream
+    purpose = 1 if snap.wave == 1 else 1 + 2 * snap.wave
     drawn = bandit.assign(len(customer_ids), np.asarray(snap.weights), snap.holdout_share,
-                          segment_seed(period.seed, snap.segment_id, 1))
+                          segment_seed(period.seed, snap.segment_id, purpose))
     arm_of = np.asarray(snap.arms, dtype=np.int64)
     global_arm = np.where(drawn.arm == HOLDOUT, HOLDOUT, arm_of[np.maximum(drawn.arm, 0)])
     before = send_repo.max_send_id(session)
@@ -261,6 +306,10 @@ def _close_plan(period_id: int) -> str:
         period = chunk_repo.lock_period(session, period_id)  # the lock `close_chunk` takes too
         if period.status != PeriodStatus.RUNNING:
             return period.status
+        if period.waves is not None and period.wave < waves.LAST:
+            # this wave is claimed; the next one is planned by beat once its feedback had the time
+            period.next_wave_at = period.next_wave_at or waves.next_wave_at(period.waves, utcnow())
+            return f"waiting: wave {period.wave + 1} at {period.next_wave_at:%Y-%m-%d %H:%M} UTC"
         period.planned_at = period.planned_at or utcnow()
         if chunk_repo.count_unfinished(session, period_id) == 0:
             finish(session, period, repo.get_campaign(session, period.campaign_id))
@@ -299,6 +348,8 @@ def coordinate(period_id: int, enqueue: Callable[[list[int]], None] = enqueue_ch
                     enqueue(claimed)  # only now: the claim has committed
                 fanned += len(claimed)
     outcome = _close_plan(period_id)
+    if outcome.startswith("waiting: wave"):
+        return f"fanned out {fanned} chunks; {outcome}"
     return f"fanned out {fanned} chunks" if outcome == "planned" else outcome
 
 
@@ -354,10 +405,21 @@ def _state(session: Session, period: SendPeriod, now: datetime) -> tuple[str, st
     facts = chunk_repo.facts(session, period.id, now)
     moved = max(t for t in (period_health.last_moved(period), facts.last_update,
                             repo.last_claim_at(session, period.id)) if t is not None)
-    normal = "queued" if period.status == PeriodStatus.QUEUED else "sending" if period.planned_at else "planning"
+    if period.next_wave_at is not None and not (facts.held or facts.expired or facts.pending):
+        if now < period.next_wave_at:
+            return "waiting", _wave_wait_reason(period), None
+        moved = max(moved, period.next_wave_at)  # due: beat hands the plan out within its interval
+    planned = period.planned_at or period.next_wave_at  # a wave's plan is done while it is sent
+    normal = "queued" if period.status == PeriodStatus.QUEUED else "sending" if planned else "planning"
     if (now - moved).total_seconds() <= lease:
         return normal, None, None
     return "stalled", _stall_reason(period, facts, now), moved
+
+
+def _wave_wait_reason(period: SendPeriod) -> str:
+    rest = 1.0 - float(period.waves["first_share"])
+    return (f"wave {period.wave} is sent; wave {period.wave + 1} (the other {rest:.0%} of the audience) is planned "
+            f"at {period.next_wave_at:%Y-%m-%d %H:%M} UTC, from the feedback on wave {period.wave}")
 
 
 def _stall_reason(period: SendPeriod, facts: chunk_repo.ChunkFacts, now: datetime) -> str:
@@ -372,6 +434,8 @@ def _stall_reason(period: SendPeriod, facts: chunk_repo.ChunkFacts, now: datetim
                 f"{facts.expired_at:%H:%M:%S} UTC){swept}")
     if facts.pending:
         return f"waiting for a worker: {facts.pending} chunks not taken{swept}"
+    if period.next_wave_at is not None:
+        return f"waiting for a worker to plan wave {period.wave + 1}, due at {period.next_wave_at:%H:%M:%S} UTC{swept}"
     return f"waiting for a worker to finish the plan{swept}"
 
 
@@ -410,11 +474,16 @@ def mark_failed(period_id: int, error: str) -> None:
 
 
 def start_due_periods(now: datetime | None = None) -> list[int]:
-    """Beat: start a period for every active campaign whose cadence says one is due."""
+    """Beat: start a period for every active campaign whose cadence says one is due, and plan the
+    next wave of every period whose wait is over."""
     now = now or datetime.now(UTC)
     started = []
     with session_scope() as session:
         due = repo.due_campaign_ids(session, now)
+        due_waves = repo.due_waves(session, now)
+    for period_id in due_waves:  # a period's next wave: its plan goes on (a second dispatch waits, then skips)
+        log.info("period %s: its next wave is due", period_id, extra={"period_id": period_id})
+        enqueue_run(period_id)
     for campaign_id in due:
         try:
             with session_scope() as session:

@@ -95,7 +95,7 @@ def allocation_chart(segment: dict, index: int) -> dict:
             bands.append({"label": labels[b], "color": colors[b],
                           "points": " ".join(f"{px:.1f},{py:.1f}" for px, py in pts)})
             base = upper
-        xticks = [{"x": xs[i] if len(periods) > 1 else (left + right) / 2, "label": str(p["period"])}
+        xticks = [{"x": xs[i] if len(periods) > 1 else (left + right) / 2, "label": _period_label(p)}
                   for i, p in enumerate(periods)]
     else:
         xticks = []
@@ -173,3 +173,9 @@ def charts(report: dict) -> dict:
         "leaderboard": [leaderboard_chart(s, i, metric) for i, s in enumerate(report["segments"])],
         "learning": learning_chart(report, metric),
     }
+
+
+def _period_label(row: dict) -> str:
+    """A period's tick, "3", or "3·w2" for its second wave."""
+    wave = row.get("wave", 1)
+    return str(row["period"]) if wave == 1 else f"{row['period']}·w{wave}"

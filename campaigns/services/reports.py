@@ -276,10 +276,11 @@ class Data:
     segments: list  # Segment rows, the context index is the position
     variants: list  # Variant rows by arm
     periods: list  # period rows (id, number, status, created_at, ...)
-    snapshots: dict  # (period number, segment id) -> AllocationSnapshot
+    snapshots: dict  # (period number, segment id) -> AllocationSnapshot, the period's last wave
     eligible: list[list[int]]  # per segment index
     groups: list  # ledger_groups rows
     number_of: dict = field(default_factory=dict)  # period id -> number
+    waves: dict = field(default_factory=dict)  # (period number, segment id) -> its snapshots, wave by wave
 
     @cached_property
     def seg_index(self) -> dict[int, int]:
@@ -305,12 +306,15 @@ def load(session: Session, campaign_id: int) -> Data:
     segments = repo.campaign_segments(session, campaign_id)
     variants = repo.variants(session, campaign_id)
     periods = report_repo.campaign_periods(session, campaign_id)
-    snapshots = {(snap.version, snap.segment_id): snap for snap, _ in repo.snapshots(session, campaign_id)}
+    waves = defaultdict(list)  # ordered by (period, segment, wave)
+    for snap, _ in repo.snapshots(session, campaign_id):
+        waves[(snap.version, snap.segment_id)].append(snap)
+    snapshots = {key: snaps[-1] for key, snaps in waves.items()}
     params = [v.params for v in variants]
     eligible = [campaign_design.eligible_arms(params, campaign.exclusions, s.name) for s in segments]
     groups = [Group(*row) for row in report_repo.ledger_groups(session, [p.id for p in periods])]
     return Data(campaign, segments, variants, periods, snapshots, eligible, groups,
-                {p.id: p.number for p in periods})
+                {p.id: p.number for p in periods}, dict(waves))
 
 
 # ---------------------------------------------------------------------------
@@ -474,7 +478,8 @@ def _factor_effects(data: Data, i: int, seg_arm, posteriors, logged) -> dict:
 
 
 def _allocation_over_time(data: Data, segment_id: int) -> dict:
-    snaps = sorted((s for (n, sid), s in data.snapshots.items() if sid == segment_id), key=lambda s: s.version)
+    snaps = sorted((s for (n, sid), wave in data.waves.items() if sid == segment_id for s in wave),
+                   key=lambda s: (s.version, s.wave))
     peak: dict[int, float] = defaultdict(float)
     for s in snaps:
         for a, w in zip(s.arms, s.weights, strict=True):
@@ -484,7 +489,7 @@ def _allocation_over_time(data: Data, segment_id: int) -> dict:
     for s in snaps:
         w = dict(zip(s.arms, s.weights, strict=True))
         shares = [float(w.get(a, 0.0)) for a in top]
-        rows.append({"period": s.version, "stage": s.stage, "weights": shares,
+        rows.append({"period": s.version, "wave": s.wave, "stage": s.stage, "weights": shares,
                      "other": max(0.0, 1.0 - sum(shares)), "arms": len(s.arms)})
     return {"arms": [{"arm": a, "variant": data.variants[a].key, "label": data.labels[a]} for a in top],
             "periods": rows}
@@ -571,10 +576,20 @@ def _batches(data: Data) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     keys = [key for key in data.snapshots if key[1] in idx]
     logging = np.zeros((len(keys), k))
     for j, key in enumerate(keys):
-        snap = data.snapshots[key]
-        logging[j, snap.arms] = snap.weights
+        logging[j] = _logging_distribution(data.waves.get(key) or [data.snapshots[key]], k)
     contexts = np.array([idx[key[1]] for key in keys], dtype=np.int64)
     return logging, contexts, np.array([sends[key] for key in keys], dtype=np.float64)
+
+
+def _logging_distribution(snaps: list, k: int) -> np.ndarray:
+    """A (period, segment)'s logging distribution over all arms: with waves, the waves' weights
+    mixed by how many customers each assigned (what a send of the period was drawn from)."""
+    sizes = np.array([s.assigned or 0 for s in snaps], dtype=np.float64)
+    shares = sizes / sizes.sum() if sizes.sum() > 0 else np.full(len(snaps), 1.0 / len(snaps))
+    mixed = np.zeros(k)
+    for snap, share in zip(snaps, shares, strict=True):
+        mixed[snap.arms] += share * np.asarray(snap.weights)
+    return mixed
 
 
 def _off_policy(data: Data, logged: Logged, leaders: list[int | None]) -> dict:

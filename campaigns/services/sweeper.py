@@ -60,7 +60,8 @@ def _lost_work(session, period: SendPeriod, now: datetime, lease: float) -> tupl
     """(plan lost?, chunk ids lost) of one period."""
     moved = [t for t in (period_health.last_moved(period), repo.last_claim_at(session, period.id)) if t]
     idle = (now - max(moved)).total_seconds() > lease if moved else True
-    plan = idle and (period.status == PeriodStatus.QUEUED or period.planned_at is None)
+    between_waves = period.next_wave_at is not None and now < period.next_wave_at  # beat plans it when due
+    plan = idle and not between_waves and (period.status == PeriodStatus.QUEUED or period.planned_at is None)
     lost = [chunk_id for chunk_id, holder in chunk_repo.abandoned(session, period.id, now, include_pending=idle)
             if holder is None or dead_local_holder(holder)]
     return plan, lost
