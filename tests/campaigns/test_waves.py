@@ -13,8 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from campaigns.db import session_scope
 from campaigns.models import AllocationSnapshot, Campaign, PeriodStatus, Send, SendPeriod, utcnow
 from campaigns.repositories import campaigns as campaign_repo
-from campaigns.services import periods
-from campaigns.services import sweeper
+from campaigns.services import periods, reports, sweeper
 from tests.campaigns.test_periods import new_period, sends_of, setup_campaign
 
 WAVES = {"first_share": 0.2, "wait_hours": 2}
@@ -112,6 +111,20 @@ def test_a_period_in_waves_tests_then_sends_from_the_first_waves_clicks(database
     assert sum(s.arm == 0 for s in second) > 0.5 * len(second)  # the second wave went to what worked
     done = _public(pid)
     assert done["state"] == "completed" and done["next_wave_at"] is None and done["wave"] == 2
+
+    # the report shows both waves' allocations and logs the period's sends from their mixture
+    with session_scope() as s:
+        report = reports.lift_report(s, cid)
+        data = reports.load(s, cid)
+    for seg in report["segments"]:
+        rows = seg["allocation_over_time"]["periods"]
+        assert [(r["period"], r["wave"]) for r in rows] == [(1, 1), (1, 2)]
+    for seg in by_segment:
+        mixed = reports._logging_distribution(data.waves[(1, seg)], len(data.variants))
+        w1, w2 = snaps[(seg, 1)], snaps[(seg, 2)]
+        share1 = w1.assigned / (w1.assigned + w2.assigned)
+        assert mixed.sum() == pytest.approx(1.0)
+        assert mixed[0] == pytest.approx(share1 * w1.weights[w1.arms.index(0)] + (1 - share1) * w2.weights[0])
 
 
 def test_the_setting_is_fixed_when_the_period_starts(database_url, redis_server):

@@ -199,3 +199,45 @@ def test_operator_sends_a_period_from_the_cli_with_progress(stack):
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "period 1 completed: 300 sent, 0 failed of 300" in done.stdout
+
+
+def test_a_period_in_waves_waits_then_beat_sends_the_rest_from_the_clicks(stack):
+    """Test, then send, on the real stack: wave 1 goes out, the period waits, clicks arrive, beat
+    plans wave 2 when the wait is over, and every customer is mailed once (ledger and outbox)."""
+    marketer, ingest = client(stack, "marketer"), client(stack, "ingest")
+    n = 800
+    assert marketer.post("/segments", json={"name": "waves_test"}).status_code == 201
+    marketer.post("/customers", json={"customers": [
+        {"external_id": f"w{i}", "email": f"w{i}@example.com", "segment": "waves_test"} for i in range(n)]})
+    r = marketer.post("/campaigns", json=small_campaign_payload(
+        segments=["waves_test"], objective="click", holdout_share=0.1,
+        waves={"first_share": 0.25, "wait_hours": 0.01}))  # 36 s
+    assert r.status_code == 201, r.text
+    cid = r.json()["id"]
+    variants = {v["arm"]: v["params"] for v in marketer.get(f"/campaigns/{cid}/variants").json()}
+    marketer.post(f"/campaigns/{cid}/start")
+    assert marketer.post(f"/campaigns/{cid}/periods").status_code == 202
+
+    waiting = wait_until(lambda: (p := marketer.get(f"/campaigns/{cid}/periods/1").json())["state"] == "waiting"
+                         and p, "wave 1 to be sent")
+    assert waiting["sent"] == waiting["total"] == round(0.25 * n) and waiting["next_wave_at"]
+    assert "wave 2" in waiting["state_reason"]
+    rows = list(csv.DictReader(io.StringIO(marketer.get(f"/campaigns/{cid}/periods/1/sends.csv").text)))
+    clicked = [r for r in rows if r["arm"] != "-1" and variants[int(r["arm"])]["offer"] == "two_for_one"]
+    assert clicked
+    batch = [{"event_id": f"wclk-{r['send_id']}", "type": "click", "send_id": int(r["send_id"])} for r in clicked]
+    assert ingest.post("/events", json={"events": batch}).status_code == 202
+
+    done = wait_until(lambda: (p := marketer.get(f"/campaigns/{cid}/periods/1").json())["status"] == "completed"
+                      and p, "beat to send wave 2", timeout=180)
+    assert (done["total"], done["sent"], done["failed"], done["wave"]) == (n, n, 0, 2)
+    rows = list(csv.DictReader(io.StringIO(marketer.get(f"/campaigns/{cid}/periods/1/sends.csv").text)))
+    assert len(rows) == n and len({r["customer_external_id"] for r in rows}) == n
+    assert len(list((stack["home"] / "outbox" / f"campaign-{cid}" / "period-1").glob("*.eml"))) == n
+    snaps = marketer.get(f"/campaigns/{cid}/allocations").json()
+    assert sorted(s["wave"] for s in snaps) == [1, 2]
+    second = next(s for s in snaps if s["wave"] == 2)
+    assert sum(second["counts"]["clicks"]) == len(clicked)  # the clicks informed it
+    favoured = sum(w for a, w in zip(second["arms"], second["weights"], strict=True)
+                   if variants[a]["offer"] == "two_for_one")
+    assert favoured > 1 / 3  # a third of the arms; uniform would give 1/3
