@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from campaigns.db import session_scope
 from campaigns.models import AllocationSnapshot, Campaign, PeriodStatus, Send, SendPeriod, utcnow
 from campaigns.repositories import campaigns as campaign_repo
-from campaigns.services import periods, reports, sweeper
+from campaigns.services import campaigns, periods, reports, sweeper
 from tests.campaigns.test_periods import new_period, sends_of, setup_campaign
 
 WAVES = {"first_share": 0.2, "wait_hours": 2}
@@ -140,3 +140,50 @@ def test_the_setting_is_fixed_when_the_period_starts(database_url, redis_server)
     pid2 = new_period(cid)  # the next period runs in one wave
     assert periods.run_period(pid2) == PeriodStatus.COMPLETED
     assert {w for (_, w) in _snapshots(pid2)} == {1}
+
+
+def test_a_pause_between_the_waves_holds_the_second_until_resumed(database_url, redis_server):
+    cid = setup_campaign(200, waves=WAVES)
+    pid = new_period(cid)
+    periods.run_period(pid)
+    first = len(sends_of(pid))
+    with session_scope() as s:
+        campaigns.transition(s, cid, "pause")
+        s.get(SendPeriod, pid).next_wave_at = utcnow() - timedelta(minutes=1)  # due, but paused
+    with session_scope() as s:
+        assert campaign_repo.due_waves(s, utcnow()) == []  # beat does not plan a paused campaign's wave
+    assert _public(pid)["state"] == "paused"
+    assert periods.run_period(pid).startswith("waiting: campaign is paused")
+    assert len(sends_of(pid)) == first
+    with session_scope() as s:
+        campaigns.transition(s, cid, "resume")
+    assert periods.run_period(pid) == PeriodStatus.COMPLETED
+    assert len(sends_of(pid)) == 200 and len({s.customer_id for s in sends_of(pid)}) == 200
+
+
+def test_a_plan_that_dies_in_the_second_wave_is_finished_by_a_rerun_once(database_url, redis_server, monkeypatch):
+    cid = setup_campaign(600, waves=WAVES)  # two segments
+    pid = new_period(cid)
+    periods.run_period(pid)
+    with session_scope() as s:
+        s.get(SendPeriod, pid).next_wave_at = utcnow()
+    claim = periods._claim_segment
+    calls = []
+
+    def dies_on_the_second_segment(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise SystemExit("worker killed")  # like a kill -9: nothing after the first segment's commit
+        return claim(*args, **kwargs)
+
+    monkeypatch.setattr(periods, "_claim_segment", dies_on_the_second_segment)
+    with pytest.raises(SystemExit):
+        periods.run_period(pid)
+    monkeypatch.setattr(periods, "_claim_segment", claim)
+    assert _public(pid)["wave"] == 2 and _public(pid)["next_wave_at"] is None
+    assert periods.run_period(pid) == PeriodStatus.COMPLETED  # what the sweeper's rerun does
+    sends = sends_of(pid)
+    assert len(sends) == 600 and len({s.customer_id for s in sends}) == 600
+    snaps = _snapshots(pid)
+    assert sorted(snaps) == sorted((seg, w) for seg in {k[0] for k in snaps} for w in (1, 2))
+    assert sum(snap.assigned for snap in snaps.values()) == 600
