@@ -147,6 +147,8 @@ class Campaign(SQLModel, table=True):
     # who, beyond the segments: an attribute filter and customer lists (campaigns/audience.py)
     audience: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     template_version: int = 1  # one more for every template fixed after the start
+    # the profit objective's margin, unsubscribe cost and level costs (campaigns/economics.py)
+    economics: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class CampaignSegment(SQLModel, table=True):

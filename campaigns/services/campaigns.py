@@ -3,7 +3,7 @@
 from sqlmodel import Session
 
 import bandit
-from campaigns import design, schedules
+from campaigns import design, economics, schedules
 from campaigns.db import on_commit
 from campaigns.errors import Conflict, InvalidInput, NotFound
 from campaigns.models import Campaign, CampaignSegment, CampaignStatus, PeriodStatus, Variant, utcnow
@@ -125,6 +125,7 @@ def create(session: Session, data: CampaignCreate) -> Campaign:
             defaults.burn_in_min_sends if data.burn_in_min_sends is None else data.burn_in_min_sends
         ),
         model=data.model,
+        economics=economics.validate(data.objective, data.model, data.economics, data.factors),
     )
     session.add(campaign)
     session.flush()
@@ -159,6 +160,8 @@ def update(session: Session, campaign_id: int, data: CampaignUpdate) -> Campaign
         campaign.cadence, campaign.schedule = cadence, schedules.normalize(cadence, given)
     if "audience" in changes:
         changes["audience"] = _audience(data)
+    if "economics" in changes:
+        changes["economics"] = economics.validate(campaign.objective, campaign.model, data.economics, campaign.factors)
     if "landing_url" in changes:
         changes["landing_url"] = str(changes["landing_url"])
     for field, value in changes.items():

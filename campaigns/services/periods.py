@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 import bandit
-from campaigns import design, jobs, metrics, schedules
+from campaigns import design, economics, jobs, metrics, schedules
 from campaigns.db import on_commit, pinned_session_scope, session_scope
 from campaigns.errors import Conflict, NotFound
 from campaigns.models import (
@@ -109,22 +109,30 @@ def _stats_by_segment(session: Session, campaign: Campaign, segment_ids: list[in
             totals[row.segment_id][:, index[row.arm]] = (
                 row.sends, row.clicks, row.conversions, row.revenue, row.pending_clicks, row.pending_conversions
             )
+    unsubscribes = {sid: np.zeros(len(arms)) for sid in segment_ids}
+    if campaign.objective == economics.PROFIT:  # only the profit objective prices unsubscribes
+        for row in send_repo.unsubscribes_by_arm(session, campaign.id):
+            if row.segment_id in unsubscribes and row.arm in index:
+                unsubscribes[row.segment_id][index[row.arm]] = row.unsubscribes
     return {
         sid: bandit.ArmStats(
             sends=t[0], clicks=t[1], conversions=t[2], revenue=t[3], pending_clicks=t[4],
             # conversions without a click (view-through) can leave clicks - conversions below it
             pending_conversions=np.minimum(t[5], np.maximum(t[1] - t[2], 0.0)),
+            unsubscribes=np.minimum(unsubscribes[sid], t[0]),
         )
         for sid, t in totals.items()
     }
 
 
-def _allocation_config(campaign: Campaign) -> bandit.AllocationConfig:
+def _allocation_config(campaign: Campaign, variants: list[dict]) -> bandit.AllocationConfig:
+    profit = campaign.objective == economics.PROFIT
     return bandit.AllocationConfig(
         objective=bandit.Objective(campaign.objective),
         floor=campaign.exploration_floor,
         burn_in_min_sends=campaign.burn_in_min_sends,
-        model=bandit.Model(campaign.model),
+        model=economics.engine_model(campaign.objective, campaign.model),
+        economics=economics.arm_economics(campaign.economics, variants) if profit else None,
     )
 
 
@@ -153,7 +161,7 @@ def _snapshots(session: Session, campaign: Campaign, period: SendPeriod, segment
     all_arms = list(range(len(variants)))
     stats = _stats_by_segment(session, campaign, [s.id for s in segments], all_arms)
     allocations = bandit.allocate_segments(
-        [stats[s.id] for s in segments], _allocation_config(campaign), seed=period.seed,
+        [stats[s.id] for s in segments], _allocation_config(campaign, variants), seed=period.seed,
         design=factor_design(campaign, variants),
     )
     # Segments a person promoted, pinned or set to uniform (model versions) keep the posterior's
