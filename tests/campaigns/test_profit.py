@@ -24,9 +24,9 @@ ECONOMICS = {"margin": 0.6, "unsubscribe_cost": 5.0, "level_costs": {"offer": {"
 # ... but earns less: profit per send 0.10 x 30 x 0.6 = 1.80 against 0.14 x 30 x (0.6 - 0.5) = 0.42
 
 
-def profit_campaign(n_customers: int) -> int:
-    payload = small_campaign_payload(factors={"tone": ["friendly"], "offer": OFFERS}, objective="profit",
-                                     economics=ECONOMICS, holdout_share=0.0)
+def profit_campaign(n_customers: int, **overrides) -> int:
+    payload = small_campaign_payload(**{"factors": {"tone": ["friendly"], "offer": OFFERS}, "objective": "profit",
+                                        "economics": ECONOMICS, "holdout_share": 0.0, **overrides})
     with session_scope() as s:
         customers.import_customers(s, customers.json_rows([CustomerIn(**c) for c in make_customers(n_customers)]))
         cid = campaigns.create(s, CampaignCreate(**payload)).id
