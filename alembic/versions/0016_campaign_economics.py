@@ -16,11 +16,11 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+# Plain ADD/DROP COLUMN (SQLite >= 3.35 has both): a batch copy of `campaign` would trip the
+# foreign keys of every table that references it.
 def upgrade() -> None:
-    with op.batch_alter_table('campaign', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('economics', sa.JSON(), nullable=True))
+    op.add_column('campaign', sa.Column('economics', sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('campaign', schema=None) as batch_op:
-        batch_op.drop_column('economics')
+    op.drop_column('campaign', 'economics')
