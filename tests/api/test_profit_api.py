@@ -1,10 +1,13 @@
 """The profit objective through HTTP: a campaign with economics is stored and shown; every bad
 economics is a 422 naming the field, and writes nothing."""
 
+import json
+
 from sqlalchemy import func, select
 
 from campaigns.db import session_scope
 from campaigns.models import Campaign
+from campaigns.settings import PROJECT_ROOT
 from tests.factories import small_campaign_payload
 
 ECONOMICS = {
@@ -36,6 +39,14 @@ def test_profit_campaign_stores_its_economics_with_defaults_filled_in(api):
     # other objectives carry none
     other = api("POST", "/campaigns", "marketer", json=small_campaign_payload()).json()
     assert other["economics"] is None
+
+
+def test_the_manuals_profit_example_is_accepted(api):
+    body = json.loads((PROJECT_ROOT / "docs" / "examples" / "profit-campaign.json").read_text(encoding="utf-8"))
+    r = api("POST", "/campaigns", "marketer", json=body)
+    assert r.status_code == 201, r.text
+    assert r.json()["variant_count"] == 12
+    assert r.json()["economics"]["level_costs"]["offer"]["free_dessert"] == {"share": 0.0, "fixed": 4.5}
 
 
 def test_a_draft_takes_new_economics_and_checks_them(api):
