@@ -78,7 +78,7 @@ def test_profit_lift_equals_a_per_send_recomputation(database_url, redis_server)
     assert math.isclose(lf["control"], c.mean(), rel_tol=1e-9)
     assert math.isclose(lf["bandit"], b.mean(), rel_tol=1e-9)
     assert math.isclose(lf["absolute_lift"], diff, rel_tol=1e-9)
-    assert lf["absolute_lift_ci95"] == [pytest.approx(diff - Z95 * se, rel=1e-9), pytest.approx(diff + Z95 * se, rel=1e-9)]
+    assert lf["absolute_lift_ci95"] == pytest.approx([diff - Z95 * se, diff + Z95 * se], rel=1e-9)
     assert math.isclose(lf["relative_lift"], b.mean() / c.mean() - 1, rel_tol=1e-9)
     assert math.isclose(lf["incremental_profit"], diff * len(b), rel_tol=1e-9)
     overall = rep["profit"]["overall"]
