@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 from sqlmodel import Session
 
 from campaigns import economics as campaign_economics
@@ -65,16 +66,17 @@ def group_sums(row, net_margin: float, fixed: float, unsubscribe_cost: float) ->
     return Sums(row.sends, total, max(total_sq, 0.0), row.unsubscribes)
 
 
-def side_sums(rows, stored: dict, variants: list[dict]) -> dict[tuple[int, str], Sums]:
-    """(segment id, "control" | "bandit") -> Sums, from the per-(segment, arm) moments."""
+def arm_sums(rows, stored: dict, variants: list[dict]) -> dict[tuple[int, int], Sums]:
+    """(segment id, arm) -> Sums, from the per-(segment, arm) moments; the holdout (arm -1) is
+    priced without level costs."""
     share, fixed = campaign_economics.arm_costs(stored, variants)
     margin, unsub = float(stored["margin"]), float(stored.get("unsubscribe_cost", 0.0))
-    out: dict[tuple[int, str], Sums] = defaultdict(Sums)
+    out: dict[tuple[int, int], Sums] = defaultdict(Sums)
     for row in rows:
         if row.arm == HOLDOUT:
-            out[(row.segment_id, "control")].add(group_sums(row, margin, 0.0, unsub))
+            out[(row.segment_id, HOLDOUT)].add(group_sums(row, margin, 0.0, unsub))
         elif 0 <= row.arm < len(variants):
-            out[(row.segment_id, "bandit")].add(group_sums(row, margin - share[row.arm], fixed[row.arm], unsub))
+            out[(row.segment_id, row.arm)].add(group_sums(row, margin - share[row.arm], fixed[row.arm], unsub))
     return out
 
 
@@ -82,26 +84,44 @@ def _block(control: Sums, bandit: Sums, measure: Callable[[Sums, Sums], dict]) -
     return {"control": control.public(), "bandit": bandit.public(), "lift": measure(control, bandit)}
 
 
+def _variants(control: Sums, by_arm: dict[int, Sums], labels: list[str], measure) -> list[dict]:
+    """A segment's variants by observed profit per send, each with its interval and its lift over
+    the segment's holdout (the same method)."""
+    out = []
+    for arm, sums in by_arm.items():
+        lf = measure(control, sums)
+        out.append({"arm": arm, "variant": labels[arm], "sends": int(sums.sends), "profit": sums.profit,
+                    "profit_per_send": lf["bandit"], "ci95": lf["bandit_ci95"],
+                    "lift_vs_control": lf["absolute_lift"], "lift_ci95": lf["absolute_lift_ci95"]})
+    out.sort(key=lambda v: (-(v["profit_per_send"] if v["profit_per_send"] is not None else -np.inf), v["arm"]))
+    return out
+
+
 def section(session: Session, data, measure: Callable[[Sums, Sums], dict]) -> dict:
     """The profit section of a profit campaign's report; `measure(control, bandit)` is the lift of
     profit per send computed as the revenue lift is."""
     campaign = data.campaign
     rows = report_repo.profit_moments(session, campaign.id, [p.id for p in data.periods])
-    sums = side_sums(rows, campaign.economics, [v.params for v in data.variants])
+    sums = arm_sums(rows, campaign.economics, [v.params for v in data.variants])
     overall = {"control": Sums(), "bandit": Sums()}
     segments = []
     for seg in data.segments:
-        control, bandit = sums.get((seg.id, "control"), Sums()), sums.get((seg.id, "bandit"), Sums())
+        by_arm = {arm: x for (sid, arm), x in sums.items() if sid == seg.id and arm != HOLDOUT}
+        control, bandit = sums.get((seg.id, HOLDOUT), Sums()), Sums()
+        for x in by_arm.values():
+            bandit.add(x)
         overall["control"].add(control)
         overall["bandit"].add(bandit)
-        segments.append({"segment": seg.name, **_block(control, bandit, measure)})
+        segments.append({"segment": seg.name, **_block(control, bandit, measure),
+                         "variants": _variants(control, by_arm, data.labels, measure)})
     return {"economics": campaign.economics, "overall": _block(overall["control"], overall["bandit"], measure),
             "segments": segments, "method": METHOD}
 
 
 def csv_rows(profit: dict | None):
-    """Named CSV columns per row: for ALL and each segment, the control and the bandit's profit per
-    send (metric profit_per_send), the bandit's row with the lift against the control."""
+    """Named CSV columns per row (metric profit_per_send): for ALL and each segment, the control and
+    the bandit's profit per send, the bandit's row with the lift against the control; then per
+    segment and variant (row "arm") its profit per send and its lift against the segment's control."""
     if not profit:
         return
     for segment, block in [("ALL", profit["overall"]), *((s["segment"], s) for s in profit["segments"])]:
@@ -121,3 +141,10 @@ def csv_rows(profit: dict | None):
                             prob_lift_positive=lf["prob_lift_positive"], anytime_ci95_low=anytime[0],
                             anytime_ci95_high=anytime[1], verdict=lf.get("verdict"))
             yield cols
+    for seg in profit["segments"]:
+        for v in seg["variants"]:
+            yield {"segment": seg["segment"], "row": "arm", "arm": v["arm"], "variant": v["variant"],
+                   "metric": "profit_per_send", "sends": v["sends"], "total": v["profit"],
+                   "estimate": v["profit_per_send"], "ci95_low": v["ci95"][0], "ci95_high": v["ci95"][1],
+                   "lift_vs_control": v["lift_vs_control"], "lift_ci95_low": v["lift_ci95"][0],
+                   "lift_ci95_high": v["lift_ci95"][1], "label": v["variant"]}

@@ -38,6 +38,7 @@ import bandit
 from bandit import inference, offpolicy
 from bandit import leaderboard as bandit_leaderboard
 from campaigns import design as campaign_design
+from campaigns import economics as campaign_economics
 from campaigns.db import snapshot_scope
 from campaigns.models import utcnow
 from campaigns.repositories import campaigns as repo
@@ -371,7 +372,8 @@ def _posteriors(data: Data, totals: list[np.ndarray]) -> dict[str, list | None]:
         if metric == "revenue_per_send" and sum(float(t[3].sum()) for t in totals) <= 0:
             out[metric] = None  # no revenue recorded: the engine would rank by conversions instead
             continue
-        config = bandit.AllocationConfig(objective=ENGINE_OBJECTIVE[metric], model=bandit.Model(data.campaign.model),
+        model = campaign_economics.engine_model(data.campaign.objective, data.campaign.model)  # as allocated
+        config = bandit.AllocationConfig(objective=ENGINE_OBJECTIVE[metric], model=model,
                                          n_draws=POSTERIOR_DRAWS, burn_in_min_sends=0, sharpen=1.0, optimistic=False)
         out[metric] = bandit_leaderboard.summarize_segments(stats, config, seed=int(data.campaign.id),
                                                              design=factor_design, eligible=masks)

@@ -3,6 +3,7 @@ sums, and a profit campaign's profit lift (value and interval) equals a recomput
 ledger send by send, with the holdout priced without level costs."""
 
 import math
+from collections import defaultdict
 from types import SimpleNamespace
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from campaigns.db import session_scope
-from campaigns.models import Customer, Event, PeriodStatus, Send
+from campaigns.models import Customer, Event, PeriodStatus, Segment, Send
 from campaigns.services import events, feedback_mail, periods, report_profit, reports
 from tests.campaigns.test_profit import ECONOMICS, profit_campaign
 
@@ -34,18 +35,20 @@ def test_group_sums_equal_the_per_send_sums():
     assert math.isclose(sums.profit_sq, (profit ** 2).sum(), rel_tol=1e-12)
 
 
-def _per_send_profit(cid: int) -> dict:
-    """Per side, the profit of every delivered send, computed send by send."""
+def _per_send_profit(cid: int) -> tuple[dict, dict]:
+    """The profit of every delivered send, computed send by send: per side, and per (segment, arm)."""
     with session_scope() as s:
         sends = list(s.execute(select(Send).where(Send.campaign_id == cid, Send.status == "sent")).scalars())
         unsubscribed = set(s.execute(select(Event.send_id).where(Event.type == "unsubscribe")).scalars())
+        names = dict(s.execute(select(Segment.id, Segment.name)).all())
     share = {0: 0.0, 1: ECONOMICS["level_costs"]["offer"]["half_price"]["share"]}
-    out = {"control": [], "bandit": []}
+    side, arm = defaultdict(list), defaultdict(list)
     for x in sends:
         net = ECONOMICS["margin"] - (0.0 if x.arm == -1 else share[x.arm])
         value = net * x.revenue - ECONOMICS["unsubscribe_cost"] * (x.id in unsubscribed)
-        out["control" if x.arm == -1 else "bandit"].append(value)
-    return {k: np.asarray(v) for k, v in out.items()}
+        side["control" if x.arm == -1 else "bandit"].append(value)
+        arm[(names[x.segment_id], x.arm)].append(value)
+    return ({k: np.asarray(v) for k, v in side.items()}, {k: np.asarray(v) for k, v in arm.items()})
 
 
 def test_profit_lift_equals_a_per_send_recomputation(database_url, redis_server):
@@ -69,7 +72,7 @@ def test_profit_lift_equals_a_per_send_recomputation(database_url, redis_server)
     with session_scope() as s:
         rep = reports.lift_report(s, cid)
 
-    per_send = _per_send_profit(cid)
+    per_send, per_arm = _per_send_profit(cid)
     c, b = per_send["control"], per_send["bandit"]
     assert len(c) + len(b) == len(sends) and len(c) > 100 and len(b) > 100
     lf = rep["profit"]["overall"]["lift"]
@@ -90,8 +93,18 @@ def test_profit_lift_equals_a_per_send_recomputation(database_url, redis_server)
     assert rep["overall"]["lift"]["revenue_per_send"]["absolute_lift"] is not None
     assert any("no level costs" in c for c in rep["caveats"])
 
+    # per variant: its profit per email from its own sends, best first
+    for seg in rep["profit"]["segments"]:
+        assert sum(v["sends"] for v in seg["variants"]) == seg["bandit"]["sends"]
+        ranked = [v["profit_per_send"] for v in seg["variants"]]
+        assert ranked == sorted(ranked, reverse=True)
+        for v in seg["variants"]:
+            mine = per_arm[(seg["segment"], v["arm"])]
+            assert v["sends"] == len(mine) and math.isclose(v["profit_per_send"], mine.mean(), rel_tol=1e-9)
+
     rows = [r for r in reports.csv_rows(rep) if r[reports.CSV_COLUMNS.index("metric")] == "profit_per_send"]
-    assert len(rows) == 2 * (1 + len(rep["profit"]["segments"]))
+    assert sum(r[1] in ("control", "bandit") for r in rows) == 2 * (1 + len(rep["profit"]["segments"]))
+    assert sum(r[1] == "arm" for r in rows) == sum(len(sg["variants"]) for sg in rep["profit"]["segments"])
     bandit_all = next(r for r in rows if r[0] == "ALL" and r[1] == "bandit")
     assert bandit_all[reports.CSV_COLUMNS.index("lift_vs_control")] == lf["absolute_lift"]
     html = reports.render_html(rep)
