@@ -8,10 +8,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from rich.console import Console
 from sqlalchemy import select
 
 from campaigns.db import session_scope
 from campaigns.models import Customer, Event, PeriodStatus, Segment, Send
+from campaigns.reading_cli import lift_table
 from campaigns.services import events, feedback_mail, periods, report_profit, reports
 from tests.campaigns.test_profit import ECONOMICS, profit_campaign
 
@@ -107,6 +109,9 @@ def test_profit_lift_equals_a_per_send_recomputation(database_url, redis_server)
     assert sum(r[1] == "arm" for r in rows) == sum(len(sg["variants"]) for sg in rep["profit"]["segments"])
     bandit_all = next(r for r in rows if r[0] == "ALL" and r[1] == "bandit")
     assert bandit_all[reports.CSV_COLUMNS.index("lift_vs_control")] == lf["absolute_lift"]
+    console = Console(width=200, record=True)
+    console.print(lift_table(rep))  # `mab report` in a terminal
+    assert f"{lf['absolute_lift']:,.2f}" in console.export_text().split("profit per send")[1].splitlines()[0]
     html = reports.render_html(rep)
     assert "Profit against the old email" in html and f"{lf['absolute_lift']:+,.3f}" in html
 
