@@ -149,6 +149,8 @@ class Campaign(SQLModel, table=True):
     template_version: int = 1  # one more for every template fixed after the start
     # test, then send: {"first_share": 0.15, "wait_hours": 4}, or None for one wave (campaigns/waves.py)
     waves: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # the profit objective's margin, unsubscribe cost and level costs (campaigns/economics.py)
+    economics: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class CampaignSegment(SQLModel, table=True):

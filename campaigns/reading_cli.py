@@ -19,7 +19,7 @@ from rich.table import Table
 
 console = Console()
 METRIC_LABEL = {"click_rate": "clicks per send", "conversion_rate": "conversions per send",
-                "revenue_per_send": "revenue per send"}
+                "revenue_per_send": "revenue per send", "profit_per_send": "profit per send"}
 
 
 def _when(dt) -> str:
@@ -60,7 +60,7 @@ def _pct(x: float | None, digits: int = 2) -> str:
 def _num(x: float | None, metric: str) -> str:
     if x is None:
         return "–"
-    return f"{x:,.2f}" if metric == "revenue_per_send" else f"{100 * x:.2f}%"
+    return f"{x:,.2f}" if metric in ("revenue_per_send", "profit_per_send") else f"{100 * x:.2f}%"
 
 
 def _ci(pair: list, fmt) -> str:
@@ -87,7 +87,10 @@ def lift_table(report: dict) -> Table:
 
     metrics = list(report["overall"]["lift"])
     for i, metric in enumerate(metrics):
-        row("all segments", report["overall"], metric, end_section=i == len(metrics) - 1)
+        row("all segments", report["overall"], metric, end_section=i == len(metrics) - 1 and "profit" not in report)
+    if "profit" in report:  # the profit objective: its profit lift (campaigns/services/report_profit.py)
+        p = report["profit"]["overall"]
+        row("all segments", {**p, "lift": {"profit_per_send": p["lift"]}}, "profit_per_send", end_section=True)
     for seg in report["segments"]:
         row(seg["segment"], seg, objective)
     return table

@@ -21,7 +21,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-Objective = Literal["click", "conversion", "revenue"]
+Objective = Literal["click", "conversion", "revenue", "profit"]
 Cadence = Literal["manual", "hourly", "daily", "weekly", "cron"]
 Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 EngineModel = Literal["auto", "independent", "hierarchical", "structured"]
@@ -198,6 +198,28 @@ class AudienceIn(Strict):
     lists: Annotated[list[ListName], Field(max_length=100)] = []
 
 
+Money = Annotated[Number, Field(ge=0.0, allow_inf_nan=False)]
+
+
+class LevelCost(Strict):
+    """What one factor level costs per conversion it brings."""
+
+    share: Annotated[Number, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = Field(
+        0.0, description="Share of the order value given away (a 20% discount: 0.2), in [0, 1].")
+    fixed: Money = Field(0.0, description="Money spent per conversion (a free dessert: its cost), >= 0.")
+
+
+class EconomicsIn(Strict):
+    """The profit objective's economics: profit per send = revenue x (margin - the variant's cost shares)
+    - conversions x its fixed costs - unsubscribes x unsubscribe_cost (campaigns/economics.py)."""
+
+    margin: Annotated[Number, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = Field(
+        description="Gross margin on revenue, in [0, 1].")
+    unsubscribe_cost: Money = Field(0.0, description="The value of a subscriber lost to an unsubscribe, >= 0.")
+    level_costs: dict[str, dict[str, LevelCost]] = Field(
+        default_factory=dict, description="Factor -> level -> its cost; levels not listed cost nothing.")
+
+
 class CampaignCreate(Strict):
     name: ShortText
     factors: dict[str, list[str]] = Field(description="Factor name -> its levels, in order.")
@@ -219,9 +241,13 @@ class CampaignCreate(Strict):
     model: EngineModel = Field(
         "auto",
         description="Posterior model: `auto` (structured over the factor levels, the simulations' best), "
-        "`structured`, `hierarchical` (pools a variant across segments) or `independent`.",
+        "`structured`, `hierarchical` (pools a variant across segments) or `independent`. The profit "
+        "objective needs `hierarchical` or `independent`; with it `auto` is `hierarchical`.",
     )
     waves: WavesIn | None = Field(None, description="Split each period into two waves (default: one wave).")
+    economics: EconomicsIn | None = Field(
+        None, description="Required by, and only allowed with, objective `profit`: margin, level costs, "
+        "unsubscribe cost.")
 
 
 class CampaignUpdate(Strict):
@@ -234,6 +260,7 @@ class CampaignUpdate(Strict):
     audience: AudienceIn | None = None
     landing_url: HttpUrl | None = None
     waves: WavesIn | None = None
+    economics: EconomicsIn | None = Field(None, description="A draft profit campaign's economics (replaced whole).")
     template: TemplateIn | None = Field(None, description="Drafts; a paused campaign too (a new template "
                                         "version, checked against its audience, used by every email rendered after).")
 
@@ -265,6 +292,7 @@ class CampaignPublic(BaseModel):
     burn_in_min_sends: int
     model: str
     waves: dict | None = Field(None, description="The first wave's share and the wait before the second.")
+    economics: dict | None = Field(None, description="The profit objective's margin, level costs and unsubscribe cost.")
     created_at: datetime
     started_at: datetime | None
     next_period_at: datetime | None = Field(description="The next scheduled send (none for a manual cadence).")

@@ -267,3 +267,33 @@ def negative_events_by_arm(session: Session, campaign_id: int):
             .where(Event.campaign_id == campaign_id, Event.type.in_(("bounce", "complaint", "unsubscribe")))
             .group_by(Send.segment_id, Send.arm, Event.type))
     return session.execute(stmt).all()
+
+
+def profit_moments(session: Session, campaign_id: int, period_ids: list[int]):
+    """Per (segment, arm) over delivered sends, what per-send profit's mean and variance need:
+    sends, converted sends, revenue and its square, unsubscribed sends (an applied unsubscribe
+    event), and the cross sums revenue x converted, revenue x unsubscribed, converted x unsubscribed."""
+    if not period_ids:
+        return []
+    unsubscribed = (select(Event.send_id).where(Event.campaign_id == campaign_id, Event.type == "unsubscribe",
+                                                Event.status == APPLIED).distinct().subquery())
+    conv = case((Send.first_conversion_at.is_not(None), 1.0), else_=0.0)
+    unsub = case((unsubscribed.c.send_id.is_not(None), 1.0), else_=0.0)
+    rev = func.coalesce(Send.revenue, 0.0)
+    stmt = (
+        select(
+            Send.segment_id, Send.arm, func.count().label("sends"),
+            func.sum(conv).label("conversions"),
+            func.sum(rev).label("revenue"),
+            func.sum(rev * rev).label("revenue_sq"),
+            func.sum(unsub).label("unsubscribes"),
+            func.sum(rev * conv).label("revenue_conv"),
+            func.sum(rev * unsub).label("revenue_unsub"),
+            func.sum(conv * unsub).label("conv_unsub"),
+        )
+        .select_from(Send)
+        .outerjoin(unsubscribed, unsubscribed.c.send_id == Send.id)
+        .where(Send.period_id.in_(period_ids), Send.status == "sent")
+        .group_by(Send.segment_id, Send.arm)
+    )
+    return session.execute(stmt).all()

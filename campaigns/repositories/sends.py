@@ -12,7 +12,7 @@ from sqlmodel import Session
 
 from campaigns import audience_filter
 from campaigns.db import is_postgres
-from campaigns.models import Customer, Send, SendPeriod, SendStatus
+from campaigns.models import Customer, Event, EventStatus, EventType, Send, SendPeriod, SendStatus
 
 
 def _driver_connection(session: Session):
@@ -360,3 +360,17 @@ def send_with_customer(session: Session, send_id: int) -> tuple[Send, Customer] 
     row = session.execute(
         select(Send, Customer).join(Customer, Customer.id == Send.customer_id).where(Send.id == send_id)).first()
     return (row[0], row[1]) if row else None
+
+
+def unsubscribes_by_arm(session: Session, campaign_id: int):
+    """Per (segment, arm): delivered sends of the campaign with an applied unsubscribe event (one per
+    send however often it was reported), through the partial index over unsubscribe events."""
+    stmt = (
+        select(Send.segment_id, Send.arm, func.count(func.distinct(Event.send_id)).label("unsubscribes"))
+        .select_from(Event)
+        .join(Send, Send.id == Event.send_id)
+        .where(Event.campaign_id == campaign_id, Event.type == EventType.UNSUBSCRIBE,
+               Event.status == EventStatus.APPLIED, Send.status == SendStatus.SENT)
+        .group_by(Send.segment_id, Send.arm)
+    )
+    return session.execute(stmt).all()

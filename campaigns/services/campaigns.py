@@ -3,7 +3,7 @@
 from sqlmodel import Session
 
 import bandit
-from campaigns import design, schedules, waves
+from campaigns import design, economics, schedules, waves
 from campaigns.db import on_commit
 from campaigns.errors import Conflict, InvalidInput, NotFound
 from campaigns.models import Campaign, CampaignSegment, CampaignStatus, PeriodStatus, Variant, utcnow
@@ -130,6 +130,7 @@ def create(session: Session, data: CampaignCreate) -> Campaign:
         ),
         model=data.model,
         waves=waves.normalize(_waves(data), data.cadence, _schedule(data)),
+        economics=economics.validate(data.objective, data.model, data.economics, data.factors),
     )
     session.add(campaign)
     session.flush()
@@ -167,6 +168,8 @@ def update(session: Session, campaign_id: int, data: CampaignUpdate) -> Campaign
                                            campaign.cadence, campaign.schedule)
     if "audience" in changes:
         changes["audience"] = _audience(data)
+    if "economics" in changes:
+        changes["economics"] = economics.validate(campaign.objective, campaign.model, data.economics, campaign.factors)
     if "landing_url" in changes:
         changes["landing_url"] = str(changes["landing_url"])
     for field, value in changes.items():

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 import bandit
-from campaigns import design, jobs, metrics, schedules, waves
+from campaigns import design, economics, jobs, metrics, schedules, waves
 from campaigns.db import on_commit, pinned_session_scope, session_scope
 from campaigns.errors import Conflict, NotFound
 from campaigns.models import (
@@ -107,11 +107,17 @@ def _stats_by_segment(session: Session, campaign: Campaign, segment_ids: list[in
         if row.segment_id in totals and row.arm in index:
             totals[row.segment_id][:4, index[row.arm]] = (row.sends, row.clicks, row.conversions, row.revenue)
     _pending_by_segment(session, campaign, totals, index)
+    unsubscribes = {sid: np.zeros(len(arms)) for sid in segment_ids}
+    if campaign.objective == economics.PROFIT:  # only the profit objective prices unsubscribes
+        for row in send_repo.unsubscribes_by_arm(session, campaign.id):
+            if row.segment_id in unsubscribes and row.arm in index:
+                unsubscribes[row.segment_id][index[row.arm]] = row.unsubscribes
     return {
         sid: bandit.ArmStats(
             sends=t[0], clicks=t[1], conversions=t[2], revenue=t[3], pending_clicks=np.minimum(t[4], t[0] - t[1]),
             # conversions without a click (view-through) can leave clicks - conversions below it
             pending_conversions=np.minimum(t[5], np.maximum(t[1] - t[2], 0.0)),
+            unsubscribes=np.minimum(unsubscribes[sid], t[0]),
         )
         for sid, t in totals.items()
     }
@@ -143,12 +149,14 @@ def _pending_by_segment(session: Session, campaign: Campaign, totals: dict, inde
         column[5] += row.no_conversion * pending_share(age, settings.conversion_latency_hours)
 
 
-def _allocation_config(campaign: Campaign) -> bandit.AllocationConfig:
+def _allocation_config(campaign: Campaign, variants: list[dict]) -> bandit.AllocationConfig:
+    profit = campaign.objective == economics.PROFIT
     return bandit.AllocationConfig(
         objective=bandit.Objective(campaign.objective),
         floor=campaign.exploration_floor,
         burn_in_min_sends=campaign.burn_in_min_sends,
-        model=bandit.Model(campaign.model),
+        model=economics.engine_model(campaign.objective, campaign.model),
+        economics=economics.arm_economics(campaign.economics, variants) if profit else None,
     )
 
 
@@ -185,7 +193,7 @@ def _snapshots(session: Session, campaign: Campaign, period: SendPeriod, segment
     all_arms = list(range(len(variants)))
     stats = _stats_by_segment(session, campaign, [s.id for s in segments], all_arms)
     allocations = bandit.allocate_segments(
-        [stats[s.id] for s in segments], _allocation_config(campaign), seed=_wave_seed(period),
+        [stats[s.id] for s in segments], _allocation_config(campaign, variants), seed=_wave_seed(period),
         design=factor_design(campaign, variants),
     )
     # Segments a person promoted, pinned or set to uniform (model versions) keep the posterior's

@@ -38,13 +38,14 @@ import bandit
 from bandit import inference, offpolicy
 from bandit import leaderboard as bandit_leaderboard
 from campaigns import design as campaign_design
+from campaigns import economics as campaign_economics
 from campaigns.db import snapshot_scope
 from campaigns.models import utcnow
 from campaigns.repositories import campaigns as repo
 from campaigns.repositories import events as event_repo
 from campaigns.repositories import reports as report_repo
 from campaigns.services import campaigns as campaign_service
-from campaigns.services import period_health, report_deliverability
+from campaigns.services import period_health, report_deliverability, report_profit
 from campaigns.services import periods as period_service
 from campaigns.services import versions as version_service
 from campaigns.settings import get_settings
@@ -56,7 +57,9 @@ INCREMENTAL = {"click_rate": "incremental_clicks", "conversion_rate": "increment
                "revenue_per_send": "incremental_revenue"}
 ENGINE_OBJECTIVE = {"click_rate": bandit.Objective.CLICK, "conversion_rate": bandit.Objective.CONVERSION,
                     "revenue_per_send": bandit.Objective.REVENUE}
-OBJECTIVE_METRIC = {"click": "click_rate", "conversion": "conversion_rate", "revenue": "revenue_per_send"}
+# a profit campaign's leaderboard and drift read revenue per send; its profit is the "profit" section
+OBJECTIVE_METRIC = {"click": "click_rate", "conversion": "conversion_rate", "revenue": "revenue_per_send",
+                    "profit": "revenue_per_send"}
 SENT = "sent"
 HOLDOUT = bandit.HOLDOUT
 SRM_ALPHA = 0.001
@@ -373,7 +376,8 @@ def _posteriors(data: Data, totals: list[np.ndarray]) -> dict[str, list | None]:
         if metric == "revenue_per_send" and sum(float(t[3].sum()) for t in totals) <= 0:
             out[metric] = None  # no revenue recorded: the engine would rank by conversions instead
             continue
-        config = bandit.AllocationConfig(objective=ENGINE_OBJECTIVE[metric], model=bandit.Model(data.campaign.model),
+        model = campaign_economics.engine_model(data.campaign.objective, data.campaign.model)  # as allocated
+        config = bandit.AllocationConfig(objective=ENGINE_OBJECTIVE[metric], model=model,
                                          n_draws=POSTERIOR_DRAWS, burn_in_min_sends=0, sharpen=1.0, optimistic=False)
         out[metric] = bandit_leaderboard.summarize_segments(stats, config, seed=int(data.campaign.id),
                                                              design=factor_design, eligible=masks)
@@ -806,9 +810,18 @@ def lift_report(session: Session, campaign_id: int) -> dict:
         "versions": _versions(session, campaign_id),
         "methods": METHODS,
     }
+    if campaign.objective == "profit":
+        report["profit"] = report_profit.section(session, data, lambda c, b: _money_lift(c, b, tuning))
     report["caveats"] = _caveats(report)
     report["summary"] = _summary(report)
     return report
+
+
+def _money_lift(control, treated, tuning: float) -> dict:
+    """Lift of a per-send amount given as sums (report_profit.Sums), by the revenue lift's method."""
+    cells = [Cell(sends=s.sends, revenue=s.profit, revenue_sq=s.profit_sq) for s in (control, treated)]
+    out = lift_of(*cells, "revenue_per_send", tuning)
+    return {k.replace("incremental_revenue", "incremental_profit"): v for k, v in out.items()}
 
 
 def consistent_report(campaign_id: int) -> dict:
@@ -1044,6 +1057,8 @@ def _caveats(r: dict) -> list[str]:
                    "they are left out of both sides of the comparison.")
     if complaints := report_deliverability.caveat(r["deliverability"]):
         out.append(complaints)
+    if r.get("profit"):
+        out.append(report_profit.CAVEAT)
     if lf["relative_lift"] is not None and None in lf["relative_lift_ci95"]:
         out.append("The control group is too small (or converts too rarely) to put bounds on the relative lift; "
                    "read the absolute lift.")
@@ -1200,6 +1215,8 @@ def csv_rows(report: dict):
         yield from _deliverability_rows(segment, None, None, block)
     for v in d["variants"]:
         yield from _deliverability_rows("ALL", v["arm"], v["label"], v)
+    for cols in report_profit.csv_rows(report.get("profit")):
+        yield _row(**cols)
 
 
 def _deliverability_rows(segment: str, arm, label, block: dict):
