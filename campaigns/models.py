@@ -147,6 +147,9 @@ class Campaign(SQLModel, table=True):
     # who, beyond the segments: an attribute filter and customer lists (campaigns/audience.py)
     audience: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     template_version: int = 1  # one more for every template fixed after the start
+    # local send times ("tue 09:00"), the levels of the built-in factor send_window (send_windows.py)
+    send_windows: list | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    send_window_timezone: str | None = None  # customers without a valid `timezone` attribute
 
 
 class CampaignSegment(SQLModel, table=True):
@@ -191,6 +194,8 @@ class SendPeriod(SQLModel, table=True):
     recent_rate: float = Field(default=0.0, sa_column_kwargs={"server_default": "0"})
     failures: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))  # reason -> count, examples
     redispatched_at: datetime | None = None  # the sweeper last handed its work out again
+    # customers whose `timezone` attribute named no known zone: sent in the campaign's (send windows)
+    timezone_fallbacks: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class SendChunk(SQLModel, table=True):
@@ -214,6 +219,10 @@ class SendChunk(SQLModel, table=True):
     sent: int = 0
     failed: int = 0
     updated_at: datetime = Field(default_factory=utcnow)
+    # send windows: not delivered before this; the window's label; how many sends the range holds
+    release_at: datetime | None = None
+    window: str | None = None
+    size: int | None = None
 
 
 class AllocationSnapshot(SQLModel, table=True):

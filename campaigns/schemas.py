@@ -211,6 +211,13 @@ class CampaignCreate(Strict):
         description="Posterior model: `auto` (structured over the factor levels, the simulations' best), "
         "`structured`, `hierarchical` (pools a variant across segments) or `independent`.",
     )
+    send_windows: Annotated[list[Annotated[str, Field(max_length=40)]], Field(max_length=28)] | None = Field(
+        None, description="Local send times, a weekday and a time each, e.g. `[\"tue 09:00\", \"sat 11:00\"]`: "
+        "the levels of the built-in factor `send_window`, learned like any factor. Each email leaves at its "
+        "window's next opening in the customer's time zone (attribute `timezone`).")
+    send_window_timezone: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
+        None, description="The time zone of customers without a valid `timezone` attribute (default: the "
+        "schedule's, else UTC).")
 
 
 class CampaignUpdate(Strict):
@@ -256,6 +263,9 @@ class CampaignPublic(BaseModel):
     started_at: datetime | None
     next_period_at: datetime | None = Field(description="The next scheduled send (none for a manual cadence).")
     status_reason: str | None = Field(None, description="Why the campaign has its status, e.g. the guard's auto-pause.")
+    send_windows: list[str] | None = Field(None, description="Local send times (the `send_window` factor's levels).")
+    send_window_timezone: str | None = Field(None, description="The time zone of customers without a valid "
+                                             "`timezone` attribute.")
 
 
 class VariantPublic(BaseModel):
@@ -363,6 +373,18 @@ class FailureReason(BaseModel):
     examples: list[str]
 
 
+class WindowProgress(BaseModel):
+    window: str = Field(description="The window, e.g. `tue 09:00` (local time).")
+    opens_at: datetime | None = Field(description="When it opens (UTC): the earliest of its customers' time zones.")
+    closes_at: datetime | None = Field(description="When it opens in the last of its customers' time zones (UTC).")
+    state: str = Field(description="waiting (not open yet), sending, or done.")
+    total: int
+    sent: int
+    failed: int
+    chunks: int
+    chunks_done: int
+
+
 class PeriodPublic(BaseModel):
     id: int
     campaign_id: int
@@ -378,7 +400,8 @@ class PeriodPublic(BaseModel):
                                           "a finished period: its average). Falls towards 0 when the period stalls.")
     eta_seconds: float | None = Field(description="Estimated seconds until every send is settled, from the recent "
                                       "rate; none while planning, paused or stalled.")
-    state: str = Field(description="queued, planning, sending, paused, stalled, completed or failed.")
+    state: str = Field(description="queued, planning, sending, waiting (for a send window to open), paused, "
+                       "stalled, completed or failed.")
     state_reason: str | None = Field(description="Why it is paused, stalled or failed, in words.")
     stalled_since: datetime | None = Field(description="When a stalled period last moved.")
     failures: list[FailureReason] = Field(description="Failed sends by reason, most frequent first, with up to "
@@ -392,6 +415,9 @@ class PeriodPublic(BaseModel):
                                         "claiming segment by segment (delivery has started), `total` and `chunks` "
                                         "grow, and there is no ETA.")
     completed_at: datetime | None
+    windows: list[WindowProgress] = Field([], description="Send windows: progress per window (empty without).")
+    timezone_fallbacks: int = Field(0, description="Customers whose `timezone` attribute named no known time "
+                                    "zone: their emails left in the campaign's time zone.")
 
 
 class SnapshotPublic(BaseModel):

@@ -11,7 +11,7 @@ from campaigns.rendering import static_links, trial_render
 from campaigns.repositories import campaigns as repo
 from campaigns.repositories import customers as customer_repo
 from campaigns.schemas import CampaignCreate, CampaignUpdate, TemplateIn
-from campaigns.services import audience, audit, limits
+from campaigns.services import audience, audit, limits, send_windows
 from campaigns.settings import get_settings
 
 # Which lifecycle action may move a campaign from which status.
@@ -103,6 +103,7 @@ def _schedule(data: CampaignCreate | CampaignUpdate) -> dict | None:
 
 
 def create(session: Session, data: CampaignCreate) -> Campaign:
+    data, windows, window_tz = send_windows.with_windows(data)  # the windows join the factors
     variants, segment_ids, baseline = _validated_design(session, data)
     defaults = bandit.AllocationConfig()
     campaign = Campaign(
@@ -125,6 +126,8 @@ def create(session: Session, data: CampaignCreate) -> Campaign:
             defaults.burn_in_min_sends if data.burn_in_min_sends is None else data.burn_in_min_sends
         ),
         model=data.model,
+        send_windows=windows,
+        send_window_timezone=window_tz,
     )
     session.add(campaign)
     session.flush()

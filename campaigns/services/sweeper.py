@@ -23,7 +23,7 @@ from campaigns.db import session_scope
 from campaigns.models import PeriodStatus, SendPeriod, utcnow
 from campaigns.repositories import campaigns as repo
 from campaigns.repositories import chunks as chunk_repo
-from campaigns.services import period_health
+from campaigns.services import period_health, send_windows
 from campaigns.services.sending import dead_local_holder
 from campaigns.settings import get_settings
 
@@ -38,13 +38,14 @@ def sweep(now: datetime | None = None) -> dict:
     chunks: list[int] = []
     with session_scope() as session:
         for period in repo.in_flight_of_active_campaigns(session):
+            chunks += send_windows.release_due(session, period.id, now)  # windows that opened: at once
             if period.redispatched_at and (now - period.redispatched_at).total_seconds() < lease:
                 continue  # handed out lately: give those tasks their time
             plan, lost = _lost_work(session, period, now, lease)
             if plan or lost:
                 period.redispatched_at = now
                 plans += [period.id] if plan else []
-                chunks += lost
+                chunks += [c for c in lost if c not in chunks]  # (a window's chunk may be both)
                 log.warning("period %s of campaign %s: handing out again %s", period.number, period.campaign_id,
                             _describe(plan, lost), extra={"campaign_id": period.campaign_id, "period_id": period.id})
     # After the commit: a task must find redispatched_at already written.

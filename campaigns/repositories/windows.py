@@ -1,0 +1,88 @@
+"""Queries of send windows: customers' time zones, chunks by window, chunks whose window opened."""
+
+from datetime import datetime
+from typing import NamedTuple
+
+import numpy as np
+from sqlalchemy import case, func, select, text, update
+from sqlmodel import Session
+
+from campaigns.db import is_postgres
+from campaigns.models import ChunkStatus, Customer, SendChunk, SendPeriod
+
+
+def timezones(session: Session, segment_id: int, customer_ids: np.ndarray, attribute: str) -> list:
+    """The `attribute` value of each customer (aligned with `customer_ids`, which are in id order as
+    `sends.eligible_customer_ids` returns them), None where it has none. One query per segment,
+    reading only the customers that have the attribute."""
+    if not len(customer_ids):
+        return []
+    value = (Customer.attributes.op("->>")(attribute) if is_postgres(session)
+             else func.json_extract(Customer.attributes, f"$.{attribute}"))
+    rows = session.execute(select(Customer.id, value).where(Customer.segment_id == segment_id, value.is_not(None))
+                           .order_by(Customer.id)).all()
+    out: list = [None] * len(customer_ids)
+    if not rows:
+        return out
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    where = np.searchsorted(customer_ids, ids)
+    for k, (pos, row) in enumerate(zip(where.tolist(), rows, strict=True)):
+        if pos < len(customer_ids) and customer_ids[pos] == ids[k]:
+            out[pos] = row[1] if isinstance(row[1], str) else str(row[1])
+    return out
+
+
+def count_in_range(session: Session, period_id: int, first: int, last: int) -> int:
+    return session.execute(text("SELECT count(*) FROM send WHERE id >= :a AND id <= :b AND period_id + 0 = :p"),
+                           {"a": first, "b": last, "p": period_id}).scalar_one()
+
+
+def add_fallbacks(session: Session, period_id: int, n: int) -> None:
+    t = SendPeriod.__table__
+    session.execute(update(t).where(t.c.id == period_id).values(timezone_fallbacks=t.c.timezone_fallbacks + n))
+
+
+def next_wait(session: Session, period_id: int, now: datetime) -> tuple[str, datetime] | None:
+    """(window, opens at) of the next window the period waits for, when every unfinished chunk is
+    waiting for its window; None when some chunk may be delivered now (or none is left)."""
+    t = SendChunk.__table__
+    unfinished = (t.c.period_id == period_id) & (t.c.status != ChunkStatus.DONE)
+    ready = unfinished & (t.c.release_at.is_(None) | (t.c.release_at <= now))
+    if session.execute(select(t.c.id).where(ready).limit(1)).first() is not None:
+        return None
+    row = session.execute(select(t.c.window, t.c.release_at).where(unfinished).order_by(t.c.release_at, t.c.number)
+                          .limit(1)).first()
+    return (row.window, row.release_at) if row else None
+
+
+class WindowRow(NamedTuple):
+    window: str
+    opens_at: datetime
+    closes_at: datetime
+    total: int
+    sent: int
+    failed: int
+    chunks: int
+    chunks_done: int
+
+
+def by_window(session: Session, period_id: int) -> list[WindowRow]:
+    t = SendChunk.__table__
+    stmt = (select(t.c.window, func.min(t.c.release_at), func.max(t.c.release_at), func.sum(t.c.size),
+                   func.sum(t.c.sent), func.sum(t.c.failed), func.count(),
+                   func.sum(case((t.c.status == ChunkStatus.DONE, 1), else_=0)))
+            .where(t.c.period_id == period_id, t.c.window.is_not(None))
+            .group_by(t.c.window).order_by(func.min(t.c.release_at), t.c.window))
+    return [WindowRow(*r) for r in session.execute(stmt).all()]
+
+
+def release_due(session: Session, period_id: int, now: datetime) -> list[int]:
+    """Ids of the period's pending chunks whose window has opened and that nobody touched since,
+    marked as handed out (updated_at = now) so the next sweep does not release them again."""
+    t = SendChunk.__table__
+    due = ((t.c.period_id == period_id) & (t.c.status == ChunkStatus.PENDING) & (t.c.release_at <= now)
+           & (t.c.updated_at < t.c.release_at))
+    ids = list(session.execute(select(t.c.id).where(due).order_by(t.c.number)).scalars())
+    if ids:
+        session.execute(update(t).where(t.c.id.in_(ids)).values(updated_at=now))
+    return ids
