@@ -12,7 +12,8 @@ from sqlmodel import Session
 
 from campaigns import send_windows
 from campaigns.errors import InvalidInput
-from campaigns.models import Campaign, SendPeriod, Variant, utcnow
+from campaigns.models import Campaign, SendPeriod, utcnow
+from campaigns.repositories import campaigns as campaign_repo
 from campaigns.repositories import chunks as chunk_repo
 from campaigns.repositories import sends as send_repo
 from campaigns.repositories import windows as window_repo
@@ -46,7 +47,7 @@ def _groups(session: Session, campaign: Campaign, period: SendPeriod, segment_id
     if not campaign.send_windows:
         return [(None, None, np.arange(len(customer_ids)))], 0
     windows = campaign.send_windows
-    params = {v.arm: v.params for v in session.query(Variant).filter(Variant.campaign_id == campaign.id)}
+    params = {v.arm: v.params for v in campaign_repo.variants(session, campaign.id)}
     index_of_arm = {arm: windows.index(p[send_windows.FACTOR]) for arm, p in params.items()}
     # the control group gets the baseline message, in the baseline's window
     index_of_arm[-1] = windows.index(campaign.baseline.get(send_windows.FACTOR, windows[0]))
