@@ -28,9 +28,9 @@ def test_windows_are_normalised(text, expected):
     assert send_windows.normalize_window(text, "w") == expected
 
 
-@pytest.mark.parametrize("windows, field", [(["tue 9"], "send_windows[0]"), (["tue 09:00", "xyz 10:00"], "send_windows[1]"),
-                                            (["mon 24:00"], "send_windows[0]"), (["mon 10:60"], "send_windows[0]"),
-                                            (["mon 10:00", "monday 10:00"], "send_windows[1]"), ([7], "send_windows[0]")])
+@pytest.mark.parametrize("windows, field", [
+    (["tue 9"], "send_windows[0]"), (["tue 09:00", "xyz 10:00"], "send_windows[1]"), (["mon 24:00"], "send_windows[0]"),
+    (["mon 10:60"], "send_windows[0]"), (["mon 10:00", "monday 10:00"], "send_windows[1]"), ([7], "send_windows[0]")])
 def test_bad_windows_name_the_field(windows, field):
     with pytest.raises(InvalidInput) as exc:
         send_windows.normalize(windows, {"tone": ["a"]})
@@ -142,6 +142,8 @@ def test_emails_leave_only_when_their_window_opens_exactly_once(database_url, re
     assert all(0 < x.propensity <= 0.9 + 1e-9 for x in sends if x.arm != -1)
     effects = report["segments"][0]["factor_effects"]["conversion_rate"]
     assert {r["level"] for r in effects if r["factor"] == "send_window"} == {open_now, later}
+    html = reports.render_html(report)  # the analyst's page labels the factor in words
+    assert f"<td>send window</td><td class=\"text\">{open_now}</td>" in html
 
 
 def test_bad_window_input_is_a_422_naming_the_field(database_url):
