@@ -93,20 +93,24 @@ def opening(window: str, tz: ZoneInfo, start: datetime) -> datetime:
     raise AssertionError("unreachable: a weekday recurs within a week")
 
 
-def release_times(windows: list[str], window_of: np.ndarray, zone_names: list, default_tz: str,
+def release_times(windows: list[str], window_of: np.ndarray, zone_names: np.ndarray, default_tz: str,
                   start: datetime) -> tuple[np.ndarray, int]:
     """Each customer's release time (epoch seconds), from the index of its window and its time zone
-    attribute (None: none given), and how many customers had an unknown time zone (they get the
-    campaign's). Computed once per distinct (window, zone), not per customer."""
+    attribute ("" or None: none given), and how many customers had an unknown time zone (they get
+    the campaign's). Computed once per distinct (window, zone), not per customer."""
     default = zone(default_tz) or ZoneInfo("UTC")
-    names = np.array([z if zone(z) is not None else "" for z in zone_names], dtype=object)
-    fallbacks = sum(1 for z in zone_names if z is not None and zone(z) is None)
-    distinct, zone_code = np.unique(names.astype(str), return_inverse=True) if len(names) else ([], np.empty(0, int))
-    pair = window_of.astype(np.int64) * max(len(distinct), 1) + zone_code
-    pairs, inverse = np.unique(pair, return_inverse=True)
+    names = np.asarray(["" if z is None else str(z) for z in zone_names] if isinstance(zone_names, list)
+                       else zone_names, dtype=object).astype(str)
+    distinct, zone_code = np.unique(names, return_inverse=True)
+    zone_code = zone_code.reshape(-1)
+    zones = [zone(name) if name else default for name in distinct.tolist()]
+    unknown = np.array([z is None for z in zones], dtype=bool)
+    fallbacks = int(np.bincount(zone_code, minlength=len(distinct))[unknown].sum()) if len(names) else 0
+    zones = [z or default for z in zones]
+    width = max(len(distinct), 1)
+    pairs, inverse = np.unique(window_of.astype(np.int64) * width + zone_code, return_inverse=True)
     at = np.empty(len(pairs), dtype=np.float64)
     for k, p in enumerate(pairs.tolist()):
-        w, z = divmod(p, max(len(distinct), 1))
-        tz = zone(distinct[z]) if distinct[z] else default
-        at[k] = opening(windows[w], tz, start).timestamp()
-    return at[inverse], fallbacks
+        w, z = divmod(p, width)
+        at[k] = opening(windows[w], zones[z], start).timestamp()
+    return at[inverse.reshape(-1)], fallbacks

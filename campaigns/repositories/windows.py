@@ -11,24 +11,24 @@ from campaigns.db import is_postgres
 from campaigns.models import ChunkStatus, Customer, SendChunk, SendPeriod
 
 
-def timezones(session: Session, segment_id: int, customer_ids: np.ndarray, attribute: str) -> list:
-    """The `attribute` value of each customer (aligned with `customer_ids`, which are in id order as
-    `sends.eligible_customer_ids` returns them), None where it has none. One query per segment,
-    reading only the customers that have the attribute."""
+def timezones(session: Session, segment_id: int, customer_ids: np.ndarray, attribute: str) -> np.ndarray:
+    """The `attribute` value of each customer as text (aligned with `customer_ids`, which are in id
+    order as `sends.eligible_customer_ids` returns them), "" where it has none. One query per
+    segment, reading only the customers that have the attribute."""
+    out = np.full(len(customer_ids), "", dtype=object)
     if not len(customer_ids):
-        return []
+        return out
     value = (Customer.attributes.op("->>")(attribute) if is_postgres(session)
              else func.json_extract(Customer.attributes, f"$.{attribute}"))
     rows = session.execute(select(Customer.id, value).where(Customer.segment_id == segment_id, value.is_not(None))
                            .order_by(Customer.id)).all()
-    out: list = [None] * len(customer_ids)
     if not rows:
         return out
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    where = np.searchsorted(customer_ids, ids)
-    for k, (pos, row) in enumerate(zip(where.tolist(), rows, strict=True)):
-        if pos < len(customer_ids) and customer_ids[pos] == ids[k]:
-            out[pos] = row[1] if isinstance(row[1], str) else str(row[1])
+    values = np.array([str(r[1]) for r in rows], dtype=object)
+    where = np.minimum(np.searchsorted(customer_ids, ids), len(customer_ids) - 1)
+    found = customer_ids[where] == ids  # customers with the attribute but not in this claim are skipped
+    out[where[found]] = values[found]
     return out
 
 

@@ -40,6 +40,17 @@ def with_windows(data):
     return data.model_copy(update={"factors": {**data.factors, send_windows.FACTOR: windows}}), windows, tz
 
 
+def as_declared(fields: dict) -> dict:
+    """A campaign's design as a file or a request declares it: the windows normalised, and the
+    factors without the built-in `send_window` (which `send_windows` adds)."""
+    windows = fields.get("send_windows")
+    if not windows or not isinstance(windows, list) or not isinstance(fields.get("factors"), dict):
+        return fields
+    normal = [send_windows.normalize_window(w, f"send_windows[{i}]") for i, w in enumerate(windows)]
+    factors = {k: v for k, v in fields["factors"].items() if k != send_windows.FACTOR}
+    return {**fields, "send_windows": normal, "factors": factors}
+
+
 def _groups(session: Session, campaign: Campaign, period: SendPeriod, segment_id: int, customer_ids: np.ndarray,
             arms: np.ndarray) -> tuple[list[tuple[datetime | None, str | None, np.ndarray]], int]:
     """The claim's customers grouped by release time, earliest first: [(release_at, window, positions)],
@@ -47,20 +58,23 @@ def _groups(session: Session, campaign: Campaign, period: SendPeriod, segment_id
     if not campaign.send_windows:
         return [(None, None, np.arange(len(customer_ids)))], 0
     windows = campaign.send_windows
-    params = {v.arm: v.params for v in campaign_repo.variants(session, campaign.id)}
-    index_of_arm = {arm: windows.index(p[send_windows.FACTOR]) for arm, p in params.items()}
-    # the control group gets the baseline message, in the baseline's window
-    index_of_arm[-1] = windows.index(campaign.baseline.get(send_windows.FACTOR, windows[0]))
-    lookup = np.vectorize(index_of_arm.__getitem__, otypes=[np.int64])
-    window_of = lookup(arms) if len(arms) else np.empty(0, dtype=np.int64)
+    variants = campaign_repo.variants(session, campaign.id)
+    # window index by arm + 1 (arm -1, the control group, gets the baseline message in its window)
+    table = np.empty(len(variants) + 1, dtype=np.int64)
+    table[0] = windows.index(campaign.baseline.get(send_windows.FACTOR, windows[0]))
+    for v in variants:
+        table[v.arm + 1] = windows.index(v.params[send_windows.FACTOR])
+    window_of = table[np.asarray(arms, dtype=np.int64) + 1]
     zones = window_repo.timezones(session, segment_id, customer_ids, send_windows.ATTRIBUTE)
     at, fallbacks = send_windows.release_times(windows, window_of, zones, campaign.send_window_timezone or "UTC",
                                                period.started_at or utcnow())
-    groups = []
-    keys = np.stack([at, window_of.astype(np.float64)])
-    for release, w in sorted({(float(a), int(b)) for a, b in zip(keys[0], keys[1], strict=True)}):
-        positions = np.flatnonzero((at == release) & (window_of == w))
-        groups.append((datetime.fromtimestamp(release, UTC), windows[w], positions))
+    # groups by (release time, window), earliest first; positions in id order within each
+    keys, inverse = np.unique(np.column_stack([at, window_of.astype(np.float64)]), axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(len(keys) + 1))
+    groups = [(datetime.fromtimestamp(float(keys[g, 0]), UTC), windows[int(keys[g, 1])], order[bounds[g]:bounds[g + 1]])
+              for g in range(len(keys))]
     return groups, fallbacks
 
 
