@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 import numpy as np
 from sqlmodel import Session
 
-from campaigns import send_windows
+from campaigns import metrics, send_windows
+from campaigns.db import on_commit
 from campaigns.errors import InvalidInput
 from campaigns.models import Campaign, SendPeriod, utcnow
 from campaigns.repositories import campaigns as campaign_repo
@@ -105,6 +106,7 @@ def claim(session: Session, campaign: Campaign, period: SendPeriod, segment_id: 
     send_repo.refresh_statistics(session)
     if fallbacks:
         window_repo.add_fallbacks(session, period.id, fallbacks)
+        on_commit(session, lambda: metrics.observe_timezone_fallbacks(fallbacks))
         log.warning("period %s: %s customers have an unknown time zone; sent in the campaign's (%s)", period.number,
                     fallbacks, campaign.send_window_timezone,
                     extra={"campaign_id": campaign.id, "period_id": period.id, "segment_id": segment_id})

@@ -36,24 +36,28 @@ def sweep(now: datetime | None = None) -> dict:
     lease = get_settings().chunk_lease_seconds
     plans: list[int] = []
     chunks: list[int] = []
+    released: list[int] = []  # chunks whose send window opened: handed out for the first time
     with session_scope() as session:
         for period in repo.in_flight_of_active_campaigns(session):
-            chunks += send_windows.release_due(session, period.id, now)  # windows that opened: at once
+            released += send_windows.release_due(session, period.id, now)
             if period.redispatched_at and (now - period.redispatched_at).total_seconds() < lease:
                 continue  # handed out lately: give those tasks their time
             plan, lost = _lost_work(session, period, now, lease)
             if plan or lost:
                 period.redispatched_at = now
                 plans += [period.id] if plan else []
-                chunks += [c for c in lost if c not in chunks]  # (a window's chunk may be both)
+                chunks += lost
                 log.warning("period %s of campaign %s: handing out again %s", period.number, period.campaign_id,
                             _describe(plan, lost), extra={"campaign_id": period.campaign_id, "period_id": period.id})
     # After the commit: a task must find redispatched_at already written.
     for period_id in plans:
         jobs.run_period(period_id)
+    lost = len(chunks)
+    chunks = [c for c in released if c not in chunks] + chunks
     jobs.deliver_chunks(chunks)
     metrics.observe_redispatch("plan", len(plans))
-    metrics.observe_redispatch("chunk", len(chunks))
+    metrics.observe_redispatch("chunk", lost)
+    metrics.observe_window_release(len(released))
     return {"plans": plans, "chunks": chunks}
 
 

@@ -162,3 +162,30 @@ def test_bad_window_input_is_a_422_naming_the_field(database_url):
         with pytest.raises(InvalidInput) as exc:
             campaigns.create(s, CampaignCreate(**small_campaign_payload(send_window_timezone="UTC")))
         assert exc.value.field == "send_window_timezone"
+
+
+def test_a_window_that_opens_while_paused_is_sent_on_resume(database_url, redis_server, monkeypatch):
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    cid = _setup(200, [_label(now - timedelta(minutes=5)), _label(now + timedelta(hours=2))], {})
+    with session_scope() as s:
+        pid = periods.start_period(s, cid).id
+    assert periods.run_period(pid) == PeriodStatus.RUNNING
+    with session_scope() as s:
+        campaigns.transition(s, cid, "pause")
+        waiting = [c.id for c in s.execute(select(SendChunk).where(SendChunk.status == ChunkStatus.PENDING)).scalars()]
+        assert periods.public(s, s.get(SendPeriod, pid))["state"] == "paused"
+    future = datetime.now(UTC) + timedelta(days=8)
+    monkeypatch.setattr(sending, "utcnow", lambda: future)
+    assert sweeper.sweep(now=future)["chunks"] == []  # a paused campaign's windows are not released
+    assert all(sending.deliver_chunk(c) == "waiting: campaign is paused" for c in waiting)
+    with session_scope() as s:
+        campaigns.transition(s, cid, "resume")  # hands out the unfinished chunks after the commit
+        unfinished = periods.chunk_repo.unfinished_ids(s, pid)
+    assert unfinished == waiting
+    for chunk_id in unfinished:
+        sending.deliver_chunk(chunk_id)
+    with session_scope() as s:
+        period = s.get(SendPeriod, pid)
+        assert period.status == PeriodStatus.COMPLETED and period.sent == 200
+        statuses = Counter(x.status for x in s.execute(select(Send).where(Send.period_id == pid)).scalars())
+    assert statuses == {"sent": 200}
