@@ -55,6 +55,14 @@ def next_wait(session: Session, period_id: int, now: datetime) -> tuple[str, dat
     return (row.window, row.release_at) if row else None
 
 
+def opened_since(session: Session, period_id: int, since: datetime, now: datetime) -> bool:
+    """Whether one of the period's unfinished chunks had its window open in (since, now]."""
+    t = SendChunk.__table__
+    stmt = select(t.c.id).where(t.c.period_id == period_id, t.c.status != ChunkStatus.DONE,
+                                t.c.release_at > since, t.c.release_at <= now).limit(1)
+    return session.execute(stmt).first() is not None
+
+
 class WindowRow(NamedTuple):
     window: str
     opens_at: datetime

@@ -344,8 +344,8 @@ def _state(session: Session, period: SendPeriod, now: datetime) -> tuple[str, st
     campaign = repo.get_campaign(session, period.campaign_id)
     if campaign.status != CampaignStatus.ACTIVE:
         return "paused", campaign.status_reason or f"the campaign is {campaign.status}", None
-    if waiting := window_service.waiting_state(session, period, now):
-        return "waiting", waiting, None
+    if windowed := window_service.state(session, period, now):  # waiting for a send window, or one just opened
+        return (*windowed, None)
     lease = get_settings().chunk_lease_seconds
     facts = chunk_repo.facts(session, period.id, now)
     moved = max(t for t in (period_health.last_moved(period), facts.last_update,

@@ -5,7 +5,7 @@ The pure parts (parsing, time zones, release times) are in campaigns/send_window
 """
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from sqlmodel import Session
@@ -120,16 +120,18 @@ def not_yet(release_at: datetime | None, now: datetime) -> str | None:
     return f"{WAITING} {release_at:%Y-%m-%d %H:%M} UTC"
 
 
-def waiting_state(session: Session, period: SendPeriod, now: datetime) -> str | None:
-    """'waiting for window tue 18:00 at …' when the period is planned and every unfinished chunk
-    waits for its window: the period is idle on purpose, not stalled."""
+def state(session: Session, period: SendPeriod, now: datetime) -> tuple[str, str | None] | None:
+    """The period's state when its send windows explain it, else None: 'waiting' (for window … at
+    …) when it is planned and every unfinished chunk waits for its window — idle on purpose, not
+    stalled —, and 'sending' for a lease after a window opened, while the sweeper hands it out."""
     if period.planned_at is None:
         return None
     nxt = window_repo.next_wait(session, period.id, now)
-    if nxt is None:
-        return None
-    window, at = nxt
-    return f"waiting for window {window} at {at:%Y-%m-%d %H:%M} UTC"
+    if nxt is not None:
+        window, at = nxt
+        return "waiting", f"waiting for window {window} at {at:%Y-%m-%d %H:%M} UTC"
+    since = now - timedelta(seconds=get_settings().chunk_lease_seconds)
+    return ("sending", None) if window_repo.opened_since(session, period.id, since, now) else None
 
 
 def progress(session: Session, period: SendPeriod, now: datetime) -> list[dict]:

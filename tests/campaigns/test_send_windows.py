@@ -114,6 +114,9 @@ def test_emails_leave_only_when_their_window_opens_exactly_once(database_url, re
     assert sum(w["sent"] for w in by_window.values()) == public["sent"] == sum(x.status == "sent" for x in sends)
     assert by_window[later]["state"] == "waiting" and by_window[later]["sent"] == 0
 
+    with session_scope() as s:  # just after the window opens, before the sweeper hands it out: not stalled
+        just_opened = periods.public(s, s.get(SendPeriod, pid), now=first.release_at + timedelta(seconds=5))
+    assert just_opened["state"] == "sending"
     # a worker handed a chunk early leaves it alone: no lease, no attempt
     assert sending.deliver_chunk(first.id).startswith("waiting: window opens at")
     with session_scope() as s:
