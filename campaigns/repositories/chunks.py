@@ -38,7 +38,7 @@ def create(session: Session, period_id: int, ranges: list[tuple[int, int]], rele
         [
             {"period_id": period_id, "number": first_number + i, "first_send_id": a, "last_send_id": b,
              "status": ChunkStatus.PENDING, "attempts": 0, "sent": 0, "failed": 0, "updated_at": now,
-             "release_at": release_at, "window": window, "size": sizes[i] if sizes else b - a + 1}
+             "release_at": release_at, "window": window, "size": sizes[i] if sizes else None}
             for i, (a, b) in enumerate(ranges)
         ],
     )

@@ -98,9 +98,11 @@ def claim(session: Session, campaign: Campaign, period: SendPeriod, segment_id: 
             raise RuntimeError(f"period {period.id}: claimed {len(at)} sends, found {claimed} after id {before}")
         # Ranges of send ids: no scan of the ledger, and a range holds at most `send_chunk_size` rows.
         ranges = [(a, min(a + size - 1, last)) for a in range(first, last + 1, size)]
-        contiguous = last - first + 1 == claimed  # else another period's claim interleaved: count
-        sizes = [b - a + 1 if contiguous else window_repo.count_in_range(session, period.id, a, b)
-                 for a, b in ranges]
+        # sends per chunk, for the progress per window: the range's width unless another period's
+        # claim interleaved its ids (PostgreSQL, concurrent plans), then counted
+        contiguous = last - first + 1 == claimed
+        sizes = None if window is None else [
+            b - a + 1 if contiguous else window_repo.count_in_range(session, period.id, a, b) for a, b in ranges]
         chunk_ids += chunk_repo.create(session, period.id, ranges, release_at=release_at, window=window, sizes=sizes)
         total += claimed
     send_repo.refresh_statistics(session)
