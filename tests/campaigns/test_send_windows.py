@@ -13,7 +13,7 @@ from sqlalchemy import select
 from campaigns import send_windows
 from campaigns.db import session_scope
 from campaigns.errors import InvalidInput
-from campaigns.models import ChunkStatus, PeriodStatus, Send, SendChunk, SendPeriod, Variant
+from campaigns.models import AllocationSnapshot, ChunkStatus, PeriodStatus, Send, SendChunk, SendPeriod, Variant
 from campaigns.schemas import CampaignCreate, CustomerIn
 from campaigns.services import campaigns, customers, periods, reports, sending, sweeper
 from tests.factories import customers as make_customers
@@ -141,8 +141,13 @@ def test_emails_leave_only_when_their_window_opens_exactly_once(database_url, re
     assert Counter(x.status for x in sends) == {"sent": n}
     assert all(w["state"] == "done" for w in public["windows"])
     # propensities as logged by the draw: holdout share, else (1 - holdout) × the arm's weight
-    assert all(x.propensity == pytest.approx(0.1) for x in sends if x.arm == -1)
-    assert all(0 < x.propensity <= 0.9 + 1e-9 for x in sends if x.arm != -1)
+    with session_scope() as s:
+        snaps = {sn.segment_id: sn for sn in s.execute(select(AllocationSnapshot)).scalars()}
+    assert all(len(sn.arms) == 12 and abs(sum(sn.weights) - 1) < 1e-9 for sn in snaps.values())
+    for x in sends:
+        snap = snaps[x.segment_id]
+        expected = 0.1 if x.arm == -1 else 0.9 * snap.weights[snap.arms.index(x.arm)]
+        assert x.propensity == pytest.approx(expected)
     effects = report["segments"][0]["factor_effects"]["conversion_rate"]
     assert {r["level"] for r in effects if r["factor"] == "send_window"} == {open_now, later}
     html = reports.render_html(report)  # the analyst's page labels the factor in words
