@@ -402,7 +402,7 @@ class PeriodPublic(BaseModel):
                                       "rate; none while planning, paused or stalled.")
     state: str = Field(description="queued, planning, sending, waiting (for a send window to open), paused, "
                        "stalled, completed or failed.")
-    state_reason: str | None = Field(description="Why it is paused, stalled or failed, in words.")
+    state_reason: str | None = Field(description="Why it is paused, stalled, failed or waiting, in words.")
     stalled_since: datetime | None = Field(description="When a stalled period last moved.")
     failures: list[FailureReason] = Field(description="Failed sends by reason, most frequent first, with up to "
                                           "three example customers (external ids) each.")
