@@ -1,5 +1,5 @@
-"""Send windows end to end, on real parts (HTTP API, Celery workers, beat, Redis, SQLite and
-PostgreSQL): a campaign with a window open now and one a minute ahead. The first window's emails
+"""Send windows end to end, on real parts (HTTP API, Celery workers, beat and its sweeper, Redis,
+SQLite): a campaign with a window open now and one a minute ahead. The first window's emails
 leave at once; the second's wait, the period says it is waiting for that window, a worker is
 killed with SIGKILL meanwhile, and when the window opens beat's sweeper releases its chunks to
 the restarted worker. Every customer ends with exactly one email, none sent before its window."""
@@ -39,10 +39,11 @@ def fast_sweep(monkeypatch):
     monkeypatch.setenv("MAB_SWEEP_INTERVAL_SECONDS", "1")
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_each_window_is_released_when_it_opens_exactly_once_across_a_worker_kill(request, workdir, tmp_path,
-                                                                                  fast_sweep, kind):
-    st = make_stack(request, workdir, tmp_path / "stack", kind)
+                                                                                  fast_sweep):
+    # One database: the test waits for a real window to open (20-80 s); the same plan, release and
+    # delivery run on both databases in tests/campaigns/test_send_windows.py.
+    st = make_stack(request, workdir, tmp_path / "stack", "sqlite")
     request.addfinalizer(st["stack"].stop)
     m = marketer(st)
     body = "external_id,email,segment,timezone\n" + "".join(
