@@ -27,9 +27,9 @@ def _label(at: datetime) -> str:
 
 
 def _windows() -> tuple[str, str, datetime]:
-    """A window open now, and the next whole minute at least 20 s away (the wait stays short)."""
+    """A window open now, and the next whole minute at least 30 s away (the wait stays short)."""
     now = datetime.now(UTC)
-    later = (now + timedelta(seconds=20)).replace(second=0, microsecond=0) + timedelta(minutes=1)
+    later = (now + timedelta(seconds=30)).replace(second=0, microsecond=0) + timedelta(minutes=1)
     return _label(now - timedelta(minutes=5)), _label(later), later
 
 
@@ -41,7 +41,7 @@ def fast_sweep(monkeypatch):
 
 def test_each_window_is_released_when_it_opens_exactly_once_across_a_worker_kill(request, workdir, tmp_path,
                                                                                   fast_sweep):
-    # One database: the test waits for a real window to open (20-80 s); the same plan, release and
+    # One database: the test waits for a real window to open (30-90 s); the same plan, release and
     # delivery run on both databases in tests/campaigns/test_send_windows.py.
     st = make_stack(request, workdir, tmp_path / "stack", "sqlite")
     request.addfinalizer(st["stack"].stop)
