@@ -11,9 +11,10 @@ from sqlmodel import Session
 from campaigns.errors import InvalidInput
 from campaigns.models import Campaign
 from campaigns.schemas import CampaignCreate, CampaignUpdate
-from campaigns.services import audit, campaigns
+from campaigns.services import audit, campaigns, send_windows
 
-DESIGN = ("factors", "segments", "objective")  # fixed once created: changing them is a new campaign
+# fixed once created: changing them is a new campaign
+DESIGN = ("factors", "segments", "objective", "send_windows")
 
 
 def load(path: str) -> dict:
@@ -49,7 +50,8 @@ def apply(session: Session, data: dict) -> tuple[Campaign, bool]:
         return campaign, True
     if not isinstance(campaign_id, int) or isinstance(campaign_id, bool):
         raise InvalidInput("id", "the id of an existing campaign (a number)")
-    current = campaigns.to_public(session, campaigns.get(session, campaign_id))
+    current = send_windows.as_declared(campaigns.to_public(session, campaigns.get(session, campaign_id)))
+    data = send_windows.as_declared(data)
     for field in DESIGN:
         if field in data and data[field] != current[field]:
             raise InvalidInput(field, f"differs from campaign {campaign_id}'s: the design is fixed once created "

@@ -196,7 +196,8 @@ def send(
                       f"the workers send it then (follow with `mab campaigns` or GET /campaigns/{campaign_id}/periods/{number})")
         return
     console.print(f"period {number} {p['status']}: {p['sent']:,} sent, {p['failed']:,} failed of {p['total']:,}"
-                  + (f" — {p['error']}" if p["error"] else ""))
+                  + (f" — {p['error']}" if p["error"] else "")
+                  + (f" — {p['state_reason']}" if p["state"] == "waiting" else ""))
     for f in p["failures"][:5]:
         console.print(f"  {f['count']:,} × {f['reason']} (e.g. {', '.join(f['examples'])})")
     if p["status"] == "failed" or p["state"] == "paused":
@@ -223,6 +224,8 @@ def _follow_period(period_id: int, number: int, poll: float) -> dict:
             note += f", {p['failed']:,} failed" if p["failed"] else ""
             if p["state"] == "stalled":
                 note = f"[yellow]stalled since {p['stalled_since']:%H:%M:%S}: {p['state_reason']}[/]"
+            if p["state"] == "waiting":  # the rest leaves when its send windows open: the workers send it
+                note = p["state_reason"]
             bar.update(task, total=p["total"] or None, completed=p["sent"] + p["failed"], note=note)
             if p["status"] in ("completed", "failed") or p["state"] in ("paused", "waiting"):
                 return p

@@ -87,6 +87,10 @@ REDISPATCHED = prom.Counter(
     "mab_redispatched_total", "Work the sweeper handed out again after its task was lost (period plans, chunks).",
     ["kind"],
 )
+WINDOW_RELEASES = prom.Counter(
+    "mab_window_releases_total", "Chunks the sweeper handed out when their send window opened.")
+TIMEZONE_FALLBACKS = prom.Counter(
+    "mab_timezone_fallbacks_total", "Customers whose time zone attribute was unknown: sent in the campaign's.")
 BOUNCES = prom.Counter(
     "mab_bounces_total", "Customers suppressed by a bounce or complaint, by source (smtp, mail) and kind "
     "(hard, soft, complaint).", ["source", "kind"],
@@ -174,6 +178,16 @@ def count_bounces(source: str, kind: str, n: int) -> None:
 
 def count_inbound(outcome: str) -> None:
     INBOUND.labels(outcome).inc()
+
+
+def observe_window_release(n: int) -> None:
+    if n:
+        WINDOW_RELEASES.inc(n)
+
+
+def observe_timezone_fallbacks(n: int) -> None:
+    if n:
+        TIMEZONE_FALLBACKS.inc(n)
 
 
 def observe_redispatch(kind: str, n: int = 1) -> None:

@@ -151,6 +151,9 @@ class Campaign(SQLModel, table=True):
     waves: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     # the profit objective's margin, unsubscribe cost and level costs (campaigns/economics.py)
     economics: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # local send times ("tue 09:00"), the levels of the built-in factor send_window (send_windows.py)
+    send_windows: list | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    send_window_timezone: str | None = None  # customers without a valid `timezone` attribute
 
 
 class CampaignSegment(SQLModel, table=True):
@@ -201,6 +204,8 @@ class SendPeriod(SQLModel, table=True):
     waves: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     wave: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
     next_wave_at: datetime | None = None
+    # customers whose `timezone` attribute named no known zone: sent in the campaign's (send windows)
+    timezone_fallbacks: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class SendChunk(SQLModel, table=True):
@@ -224,6 +229,10 @@ class SendChunk(SQLModel, table=True):
     sent: int = 0
     failed: int = 0
     updated_at: datetime = Field(default_factory=utcnow)
+    # send windows: not delivered before this; the window's label; how many sends the range holds
+    release_at: datetime | None = None
+    window: str | None = None
+    size: int | None = None
 
 
 class AllocationSnapshot(SQLModel, table=True):

@@ -248,6 +248,13 @@ class CampaignCreate(Strict):
     economics: EconomicsIn | None = Field(
         None, description="Required by, and only allowed with, objective `profit`: margin, level costs, "
         "unsubscribe cost.")
+    send_windows: Annotated[list[Annotated[str, Field(max_length=40)]], Field(max_length=28)] | None = Field(
+        None, description="Local send times, a weekday and a time each, e.g. `[\"tue 09:00\", \"sat 11:00\"]`: "
+        "the levels of the built-in factor `send_window`, learned like any factor. Each email leaves at its "
+        "window's next opening in the customer's time zone (attribute `timezone`).")
+    send_window_timezone: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
+        None, description="The time zone of customers without a valid `timezone` attribute (default: the "
+        "schedule's, else UTC).")
 
 
 class CampaignUpdate(Strict):
@@ -297,6 +304,9 @@ class CampaignPublic(BaseModel):
     started_at: datetime | None
     next_period_at: datetime | None = Field(description="The next scheduled send (none for a manual cadence).")
     status_reason: str | None = Field(None, description="Why the campaign has its status, e.g. the guard's auto-pause.")
+    send_windows: list[str] | None = Field(None, description="Local send times (the `send_window` factor's levels).")
+    send_window_timezone: str | None = Field(None, description="The time zone of customers without a valid "
+                                             "`timezone` attribute.")
 
 
 class VariantPublic(BaseModel):
@@ -404,6 +414,18 @@ class FailureReason(BaseModel):
     examples: list[str]
 
 
+class WindowProgress(BaseModel):
+    window: str = Field(description="The window, e.g. `tue 09:00` (local time).")
+    opens_at: datetime | None = Field(description="When it opens (UTC): the earliest of its customers' time zones.")
+    closes_at: datetime | None = Field(description="When it opens in the last of its customers' time zones (UTC).")
+    state: str = Field(description="waiting (not open yet), sending, or done.")
+    total: int
+    sent: int
+    failed: int
+    chunks: int
+    chunks_done: int
+
+
 class PeriodPublic(BaseModel):
     id: int
     campaign_id: int
@@ -419,14 +441,14 @@ class PeriodPublic(BaseModel):
                                           "a finished period: its average). Falls towards 0 when the period stalls.")
     eta_seconds: float | None = Field(description="Estimated seconds until every send is settled, from the recent "
                                       "rate; none while planning, paused or stalled.")
-    state: str = Field(description="queued, planning, sending, waiting (between two waves), paused, stalled, "
-                       "completed or failed.")
+    state: str = Field(description="queued, planning, sending, waiting (between two waves, or for a send window to "
+                       "open), paused, stalled, completed or failed.")
     wave: int = Field(1, description="The wave being sent or planned (1 for a period without waves).")
     waves: dict | None = Field(None, description="The campaign's waves setting as the period started (none: one "
                                "wave).")
     next_wave_at: datetime | None = Field(None, description="When the next wave is planned, while the period "
                                           "waits between two waves.")
-    state_reason: str | None = Field(description="Why it is paused, stalled or failed, in words.")
+    state_reason: str | None = Field(description="Why it is paused, stalled, failed or waiting, in words.")
     stalled_since: datetime | None = Field(description="When a stalled period last moved.")
     failures: list[FailureReason] = Field(description="Failed sends by reason, most frequent first, with up to "
                                           "three example customers (external ids) each.")
@@ -439,6 +461,9 @@ class PeriodPublic(BaseModel):
                                         "claiming segment by segment (delivery has started), `total` and `chunks` "
                                         "grow, and there is no ETA.")
     completed_at: datetime | None
+    windows: list[WindowProgress] = Field([], description="Send windows: progress per window (empty without).")
+    timezone_fallbacks: int = Field(0, description="Customers whose `timezone` attribute named no known time "
+                                    "zone: their emails left in the campaign's time zone.")
 
 
 class SnapshotPublic(BaseModel):

@@ -33,11 +33,15 @@ def cadence_interval(cadence: str, schedule: dict | None, now: datetime | None =
     return shortest
 
 
-def normalize(waves: dict | None, cadence: str, schedule: dict | None) -> dict | None:
+def normalize(waves: dict | None, cadence: str, schedule: dict | None, send_windows: list | None = None) -> dict | None:
     """The stored setting, or a 422 naming the field: a share strictly inside (0, 1), a positive
-    wait shorter than the cadence's interval."""
+    wait shorter than the cadence's interval, and no send windows (a window holds a wave's emails
+    back, so its clicks would not be in when the wait ends)."""
     if waves is None:
         return None
+    if send_windows:
+        raise InvalidInput("waves", "waves and send_windows do not combine: a send window holds the first wave's "
+                           "emails until it opens, so its clicks would not be in when the wait ends")
     share, wait = float(waves["first_share"]), float(waves["wait_hours"])
     if not 0.0 < share < 1.0:
         raise InvalidInput("waves.first_share", "the first wave's share must be strictly between 0 and 1")

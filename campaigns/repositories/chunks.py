@@ -23,8 +23,10 @@ def lock_plan(session: Session, period_id: int) -> None:
                         {"space": _PLAN_LOCK_SPACE, "period": period_id})
 
 
-def create(session: Session, period_id: int, ranges: list[tuple[int, int]]) -> list[int]:
-    """Chunks for `ranges` of send ids, numbered after the period's existing ones; their ids."""
+def create(session: Session, period_id: int, ranges: list[tuple[int, int]], release_at: datetime | None = None,
+           window: str | None = None, sizes: list[int] | None = None) -> list[int]:
+    """Chunks for `ranges` of send ids, numbered after the period's existing ones; their ids. With
+    send windows: not delivered before `release_at`, the `window`'s, holding `sizes` sends."""
     if not ranges:
         return []
     t = SendChunk.__table__
@@ -35,7 +37,8 @@ def create(session: Session, period_id: int, ranges: list[tuple[int, int]]) -> l
         t.insert(),
         [
             {"period_id": period_id, "number": first_number + i, "first_send_id": a, "last_send_id": b,
-             "status": ChunkStatus.PENDING, "attempts": 0, "sent": 0, "failed": 0, "updated_at": now}
+             "status": ChunkStatus.PENDING, "attempts": 0, "sent": 0, "failed": 0, "updated_at": now,
+             "release_at": release_at, "window": window, "size": sizes[i] if sizes else None}
             for i, (a, b) in enumerate(ranges)
         ],
     )
@@ -152,8 +155,9 @@ def abandoned(session: Session, period_id: int, now: datetime, include_pending: 
     the period has not moved for a lease — pending, whose task was lost with a worker or the broker."""
     t = SendChunk.__table__
     candidates = t.c.status == ChunkStatus.RUNNING
-    if include_pending:
-        candidates = candidates | (t.c.status == ChunkStatus.PENDING)
+    if include_pending:  # a chunk waiting for its send window is not lost (send_windows.release_due)
+        candidates = candidates | ((t.c.status == ChunkStatus.PENDING)
+                                   & (t.c.release_at.is_(None) | (t.c.release_at <= now)))
     stmt = select(t.c.id, t.c.holder, t.c.status, t.c.lease_until).where(t.c.period_id == period_id, candidates)
     rows = session.execute(stmt.order_by(t.c.number)).all()
     return [(r.id, None if r.status == ChunkStatus.PENDING or r.lease_until < now else r.holder) for r in rows]

@@ -11,7 +11,7 @@ from campaigns.rendering import static_links, trial_render
 from campaigns.repositories import campaigns as repo
 from campaigns.repositories import customers as customer_repo
 from campaigns.schemas import CampaignCreate, CampaignUpdate, TemplateIn
-from campaigns.services import audience, audit, limits
+from campaigns.services import audience, audit, limits, send_windows
 from campaigns.settings import get_settings
 
 # Which lifecycle action may move a campaign from which status.
@@ -107,6 +107,7 @@ def _schedule(data: CampaignCreate | CampaignUpdate) -> dict | None:
 
 
 def create(session: Session, data: CampaignCreate) -> Campaign:
+    data, windows, window_tz = send_windows.with_windows(data)  # the windows join the factors
     variants, segment_ids, baseline = _validated_design(session, data)
     defaults = bandit.AllocationConfig()
     campaign = Campaign(
@@ -129,8 +130,10 @@ def create(session: Session, data: CampaignCreate) -> Campaign:
             defaults.burn_in_min_sends if data.burn_in_min_sends is None else data.burn_in_min_sends
         ),
         model=data.model,
-        waves=waves.normalize(_waves(data), data.cadence, _schedule(data)),
+        waves=waves.normalize(_waves(data), data.cadence, _schedule(data), windows),
         economics=economics.validate(data.objective, data.model, data.economics, data.factors),
+        send_windows=windows,
+        send_window_timezone=window_tz,
     )
     session.add(campaign)
     session.flush()
@@ -165,7 +168,7 @@ def update(session: Session, campaign_id: int, data: CampaignUpdate) -> Campaign
         campaign.cadence, campaign.schedule = cadence, schedules.normalize(cadence, given)
     if "waves" in changes or campaign.waves is not None:
         changes["waves"] = waves.normalize(_waves(data) if "waves" in changes else campaign.waves,
-                                           campaign.cadence, campaign.schedule)
+                                           campaign.cadence, campaign.schedule, campaign.send_windows)
     if "audience" in changes:
         changes["audience"] = _audience(data)
     if "economics" in changes:

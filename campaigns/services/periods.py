@@ -36,6 +36,7 @@ from campaigns.repositories import chunks as chunk_repo
 from campaigns.repositories import sends as send_repo
 from campaigns.services import audit, period_health
 from campaigns.services import campaigns as campaign_service
+from campaigns.services import send_windows as window_service
 from campaigns.services import versions as version_service
 from campaigns.settings import get_settings
 
@@ -292,17 +293,9 @@ def _claim_segment(session: Session, period_id: int, snapshot_id: int, capped: b
                           segment_seed(period.seed, snap.segment_id, purpose))
     arm_of = np.asarray(snap.arms, dtype=np.int64)
     global_arm = np.where(drawn.arm == HOLDOUT, HOLDOUT, arm_of[np.maximum(drawn.arm, 0)])
-    before = send_repo.max_send_id(session)
-    send_repo.claim_sends(session, period.campaign_id, period_id, snap.segment_id, customer_ids, global_arm,
-                          drawn.propensity)
-    first, last, claimed = send_repo.claimed_since(session, period_id, before)
-    if claimed != len(customer_ids):  # ids are handed out in order; if not, chunks would miss sends
-        raise RuntimeError(f"period {period_id}: claimed {len(customer_ids)} sends, found {claimed} after id {before}")
-    send_repo.refresh_statistics(session)
-    # Ranges of send ids: no scan of the ledger, and a range holds at most `send_chunk_size` rows.
-    size = get_settings().send_chunk_size
-    ranges = [(a, min(a + size - 1, last)) for a in range(first, last + 1, size)]
-    chunk_ids = chunk_repo.create(session, period_id, ranges)
+    # the ledger rows, cut into chunks of send ids (one id range per send-window opening)
+    chunk_ids, claimed = window_service.claim(session, repo.get_campaign(session, period.campaign_id), period,
+                                              snap.segment_id, customer_ids, global_arm, drawn.propensity)
     send_repo.add_claimed(session, period_id, claimed, len(chunk_ids))
     return chunk_ids
 
@@ -372,7 +365,7 @@ def run_period(period_id: int) -> str:
         return outcome
     for chunk_id in chunk_ids:
         delivered = sending.deliver_chunk(chunk_id)
-        if delivered.startswith("waiting"):
+        if delivered.startswith("waiting") and not delivered.startswith(window_service.WAITING):
             return delivered
     with session_scope() as session:
         period = repo.get_period(session, period_id)
@@ -394,7 +387,8 @@ def public(session: Session, period: SendPeriod, now: datetime | None = None) ->
     if state != "sending":
         info["eta_seconds"] = None
     return {**period.model_dump(), **info, "state": state, "state_reason": reason, "stalled_since": since,
-            "failures": period_health.top_reasons(period.failures)}
+            "failures": period_health.top_reasons(period.failures),
+            "windows": window_service.progress(session, period, now)}
 
 
 def progress(period: SendPeriod, now: datetime | None = None) -> dict:
@@ -409,6 +403,8 @@ def _state(session: Session, period: SendPeriod, now: datetime) -> tuple[str, st
     campaign = repo.get_campaign(session, period.campaign_id)
     if campaign.status != CampaignStatus.ACTIVE:
         return "paused", campaign.status_reason or f"the campaign is {campaign.status}", None
+    if windowed := window_service.state(session, period, now):  # waiting for a send window, or one just opened
+        return (*windowed, None)
     lease = get_settings().chunk_lease_seconds
     facts = chunk_repo.facts(session, period.id, now)
     moved = max(t for t in (period_health.last_moved(period), facts.last_update,

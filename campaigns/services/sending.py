@@ -26,7 +26,7 @@ from campaigns.rendering import CompiledCampaign, MessageWriter, list_id, rewrit
 from campaigns.repositories import campaigns as repo
 from campaigns.repositories import chunks as chunk_repo
 from campaigns.repositories import sends as send_repo
-from campaigns.services import bounces, period_health, periods
+from campaigns.services import bounces, period_health, periods, send_windows
 from campaigns.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -293,6 +293,8 @@ def deliver_chunk(chunk_id: int) -> str:
         chunk = chunk_repo.get(session, chunk_id)
         if chunk is None or chunk.status == ChunkStatus.DONE:
             return "done already"
+        if early := send_windows.not_yet(chunk.release_at, utcnow()):
+            return early  # the lease is not taken: the sweeper hands the chunk out when its window opens
         if not _take(session, chunk_id, utcnow(), lease):
             return HELD
         period = repo.get_period(session, chunk.period_id)

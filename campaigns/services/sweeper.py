@@ -7,6 +7,8 @@ active campaign, the sweeper hands out again:
 
 - the chunks whose holder stopped: a lease that ran out, or a holder process on this host that no
   longer exists (a worker killed mid-chunk; its lease need not run out first);
+- with send windows, the chunks whose window has opened since they were created (once each,
+  campaigns/services/send_windows.py); a chunk whose window has not opened is never lost;
 - when the period has not moved for a chunk lease: its plan (`run_period`, for a period still
   queued or not fully planned) and its chunks still pending.
 
@@ -23,7 +25,7 @@ from campaigns.db import session_scope
 from campaigns.models import PeriodStatus, SendPeriod, utcnow
 from campaigns.repositories import campaigns as repo
 from campaigns.repositories import chunks as chunk_repo
-from campaigns.services import period_health
+from campaigns.services import period_health, send_windows
 from campaigns.services.sending import dead_local_holder
 from campaigns.settings import get_settings
 
@@ -36,11 +38,17 @@ def sweep(now: datetime | None = None) -> dict:
     lease = get_settings().chunk_lease_seconds
     plans: list[int] = []
     chunks: list[int] = []
+    released: list[int] = []  # chunks whose send window opened: handed out for the first time
     with session_scope() as session:
         for period in repo.in_flight_of_active_campaigns(session):
+            due = send_windows.release_due(session, period.id, now)
+            released += due
             if period.redispatched_at and (now - period.redispatched_at).total_seconds() < lease:
                 continue  # handed out lately: give those tasks their time
             plan, lost = _lost_work(session, period, now, lease)
+            lost = [c for c in lost if c not in due]  # just released: not lost
+            if due:  # handed out now: give those tasks their time (a lease) as after a redispatch
+                period.redispatched_at = now
             if plan or lost:
                 period.redispatched_at = now
                 plans += [period.id] if plan else []
@@ -50,10 +58,11 @@ def sweep(now: datetime | None = None) -> dict:
     # After the commit: a task must find redispatched_at already written.
     for period_id in plans:
         jobs.run_period(period_id)
-    jobs.deliver_chunks(chunks)
+    jobs.deliver_chunks(released + chunks)
     metrics.observe_redispatch("plan", len(plans))
     metrics.observe_redispatch("chunk", len(chunks))
-    return {"plans": plans, "chunks": chunks}
+    metrics.observe_window_release(len(released))
+    return {"plans": plans, "chunks": released + chunks}
 
 
 def _lost_work(session, period: SendPeriod, now: datetime, lease: float) -> tuple[bool, list[int]]:

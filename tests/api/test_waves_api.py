@@ -75,3 +75,12 @@ def test_cadence_interval_is_the_shortest_gap_between_slots():
     # a time zone's daylight-saving change makes one day 23 hours long: the wait must fit it too
     assert waves.cadence_interval("daily", {"timezone": "Europe/Paris"}, datetime(2027, 3, 1, tzinfo=UTC)) \
         == timedelta(hours=23)
+
+
+def test_waves_and_send_windows_do_not_combine(api):
+    before = campaigns_count()
+    r = api("POST", "/campaigns", "marketer", json=small_campaign_payload(
+        waves={"first_share": 0.15, "wait_hours": 4}, send_windows=["tue 09:00", "sat 11:00"]))
+    assert r.status_code == 422, r.text
+    assert "waves" in r.text and "send_windows" in r.text
+    assert campaigns_count() == before
