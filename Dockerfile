@@ -20,7 +20,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN groupadd --system --gid 10001 mab \
  && useradd --system --uid 10001 --gid mab --home-dir /var/lib/mab --no-create-home \
         --shell /usr/sbin/nologin mab \
- && mkdir -p /var/lib/mab/outbox /var/lib/mab/metrics /var/lib/mab/beat \
+ && mkdir -p /var/lib/mab/outbox /var/lib/mab/beat \
  && chown -R mab:mab /var/lib/mab
 
 # State lives outside the code: the outbox (when MAB_DELIVERY_BACKEND=outbox), beat's schedule file
