@@ -19,6 +19,8 @@ process keeps it locally.
 
 import logging
 import time
+from datetime import UTC, datetime
+from functools import lru_cache
 
 from campaigns import metrics
 from campaigns.settings import Settings
@@ -149,6 +151,47 @@ def _state_for(settings: Settings):
     except Exception as exc:  # noqa: BLE001 - any broker trouble: pace locally, and say so
         log.warning("pacing: Redis at %s unreachable (%s); pacing per process", url, exc)
         return _LocalState(), "local"
+
+
+@lru_cache(maxsize=4)
+def _reader(url: str):
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+
+
+def backoffs(settings: Settings, now: float | None = None) -> list[tuple[str, float, int]]:
+    """The domain groups backing off now, as every worker sees them through Redis: (group, until
+    (epoch seconds), deferrals in a row). Empty without a Redis (nothing is shared to read)."""
+    url = settings.redis_url or settings.running_stack().get("redis_url")
+    if not url:
+        return []
+    groups = [*settings.smtp_pacing, *([] if OTHERS in settings.smtp_pacing else [OTHERS])]
+    try:
+        values = _reader(url).mget([f"{_RedisState.PREFIX}backoff:{g}" for g in groups])
+    except Exception as exc:  # noqa: BLE001 - a status read must not fail the request: say so, show none
+        log.warning("pacing: cannot read the back-offs from Redis at %s (%s)", url, exc)
+        return []
+    now = time.time() if now is None else now
+    found = []
+    for group, value in zip(groups, values, strict=True):
+        if value:
+            until, level = value.split(b":")
+            if float(until) > now:
+                found.append((group, float(until), int(level)))
+    return found
+
+
+def backoff_notes(settings: Settings, now: float | None = None) -> list[str]:
+    """One sentence per group backing off, for a period's state_reason."""
+    notes = []
+    for group, until, level in backoffs(settings, now):
+        domains = settings.smtp_pacing.get(group, {}).get("domains") or ["every domain in no other group"]
+        at = datetime.fromtimestamp(until, UTC)
+        notes.append(f"deliveries to {group} ({', '.join(domains)}) deferred by the receiving servers: backing off "
+                     f"until {at:%H:%M:%S} UTC after {level} deferral{'s' if level > 1 else ''} in a row "
+                     "(its mail waits, queued; other groups go on)")
+    return notes
 
 
 class Pacer:

@@ -379,7 +379,9 @@ class PeriodPublic(BaseModel):
     eta_seconds: float | None = Field(description="Estimated seconds until every send is settled, from the recent "
                                       "rate; none while planning, paused or stalled.")
     state: str = Field(description="queued, planning, sending, paused, stalled, completed or failed.")
-    state_reason: str | None = Field(description="Why it is paused, stalled or failed, in words.")
+    state_reason: str | None = Field(description="Why it is paused, stalled or failed, in words; and, while it "
+                                     "sends over SMTP, which recipient domain groups are backing off after "
+                                     "deferrals, until when.")
     stalled_since: datetime | None = Field(description="When a stalled period last moved.")
     failures: list[FailureReason] = Field(description="Failed sends by reason, most frequent first, with up to "
                                           "three example customers (external ids) each.")

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 import bandit
-from campaigns import design, jobs, metrics, schedules
+from campaigns import design, jobs, metrics, pacing, schedules
 from campaigns.db import on_commit, pinned_session_scope, session_scope
 from campaigns.errors import Conflict, NotFound
 from campaigns.models import (
@@ -332,6 +332,7 @@ def public(session: Session, period: SendPeriod, now: datetime | None = None) ->
     now = now or utcnow()
     info = period_health.progress(period, now)
     state, reason, since = _state(session, period, now)
+    reason = _with_deferrals(state, reason)
     if state != "sending":
         info["eta_seconds"] = None
     return {**period.model_dump(), **info, "state": state, "state_reason": reason, "stalled_since": since,
@@ -358,6 +359,15 @@ def _state(session: Session, period: SendPeriod, now: datetime) -> tuple[str, st
     if (now - moved).total_seconds() <= lease:
         return normal, None, None
     return "stalled", _stall_reason(period, facts, now), moved
+
+
+def _with_deferrals(state: str, reason: str | None) -> str | None:
+    """While the period is under way over SMTP, the domain groups backing off (campaigns/pacing.py):
+    their mail waits, queued, which the rate and ETA alone do not explain."""
+    settings = get_settings()
+    if state in ("completed", "failed", "paused") or settings.delivery_backend != "smtp":
+        return reason
+    return "; ".join(([reason] if reason else []) + pacing.backoff_notes(settings)) or None
 
 
 def _stall_reason(period: SendPeriod, facts: chunk_repo.ChunkFacts, now: datetime) -> str:

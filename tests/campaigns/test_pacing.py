@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from collections import Counter
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import func, select, update
@@ -13,9 +14,9 @@ from sqlalchemy import func, select, update
 from campaigns import metrics, pacing
 from campaigns.db import session_scope
 from campaigns.delivery import DeliveryError, SmtpBackend
-from campaigns.models import Customer, SendChunk
+from campaigns.models import Customer, SendChunk, SendPeriod
 from campaigns.rendering import OutgoingEmail
-from campaigns.services import sending
+from campaigns.services import periods, sending
 from campaigns.settings import Settings, get_settings
 from tests.campaigns.test_periods import new_period, setup_campaign
 from tests.campaigns.test_smtp import ledger, plan, smtp, use_smtp  # noqa: F401 - the fixture
@@ -282,3 +283,39 @@ def test_a_chunk_with_a_capped_group_is_delivered_once_and_frees_its_slot(sqlite
     assert redis.zcard("mab:pacing:connections:gmail") == 0  # released when the chunk closed its backend
     # gmail's own connection, and one for the rest, per chunk
     assert smtp.handler.connections == 2 * len(chunk_ids)
+
+
+# --- deferrals in the period's state ----------------------------------------------------------------------
+
+
+def test_a_group_backing_off_shows_in_the_periods_state_reason(sqlite_url, redis_server, smtp, monkeypatch):  # noqa: F811
+    pacer = pacing.Pacer(get_settings())
+    for group in GROUPS:
+        pacer.state.clear(group)
+    cid = setup_campaign(10)
+    pid = new_period(cid)
+    plan(cid, pid)
+
+    def shown() -> dict:
+        with session_scope() as s:
+            return periods.public(s, s.get(SendPeriod, pid))
+
+    assert shown()["state_reason"] is None
+    pacer.deferred("gmail", "421 4.7.0 try later")
+    delay = pacer.deferred("gmail", "421 4.7.28 rate limited")
+    body = shown()
+    assert body["state"] in ("sending", "stalled")
+    reason = body["state_reason"]
+    assert reason.startswith("deliveries to gmail (gmail.com, googlemail.com) deferred by the receiving servers: "
+                             "backing off until ")
+    assert "after 2 deferrals in a row" in reason and "yahoo" not in reason
+    (group, until, level), = pacing.backoffs(get_settings())
+    assert (group, level) == ("gmail", 2) and until == pytest.approx(time.time() + delay, abs=5)
+    assert f"{datetime.fromtimestamp(until, UTC):%H:%M:%S} UTC" in reason
+    monkeypatch.setenv("MAB_DELIVERY_BACKEND", "outbox")  # no SMTP, no pacing: nothing to say
+    get_settings.cache_clear()
+    assert shown()["state_reason"] is None
+    monkeypatch.setenv("MAB_DELIVERY_BACKEND", "smtp")
+    get_settings.cache_clear()
+    pacer.state.clear("gmail")  # the back-off is over
+    assert shown()["state_reason"] is None
