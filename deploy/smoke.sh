@@ -127,7 +127,8 @@ wait_healthy "${PROJECT}_postgres_1"
 wait_healthy "${PROJECT}_redis_1"
 log "migrating (the one-shot service)"
 compose run --rm migrate migrate >"$STATE/migrate.log" 2>&1 || fail "migrate (see $STATE/migrate.log)"
-KEY=$(compose run --rm migrate create-key --role admin --name smoke 2>/dev/null | tail -1 | tr -d '\r')
+# the key is the line that starts with mab_ (podman-compose adds lines of its own)
+KEY=$(compose run --rm migrate create-key --role admin --name smoke 2>/dev/null | tr -d '\r' | grep -m1 '^mab_' || true)
 [ -n "$KEY" ] || fail "create-key printed no key"
 log "starting the API, $WORKER_REPLICAS workers and beat"
 compose up -d api worker beat >>"$STATE/up.log" 2>&1 || fail "compose up api worker beat (see $STATE/up.log)"
