@@ -2,7 +2,7 @@
 # End-to-end smoke test of the production shape (compose.yaml) in containers: build the images, start
 # PostgreSQL, Redis, the migration, the API, WORKER_REPLICAS workers and beat; create a campaign through
 # the API, send one period to CUSTOMERS customers, check that every email left exactly once (the send
-# ledger and the outbox agree, no address twice, the holdout got nothing), and tear everything down.
+# ledger and the outbox agree, no address twice), and tear everything down.
 #
 #   bash deploy/smoke.sh            # podman + podman-compose (Debian's packages)
 #
@@ -174,16 +174,16 @@ sends_csv, outbox, customers = sys.argv[1], pathlib.Path(sys.argv[2]), int(sys.a
 rows = list(csv.DictReader(open(sends_csv)))
 ids = [r["customer_external_id"] for r in rows]
 assert len(ids) == len(set(ids)) == customers, f"{len(ids)} ledger rows, {len(set(ids))} customers, expected {customers}"
-holdout = [r for r in rows if r["variant"] == "control"]
-mailed = {r["email"] for r in rows if r["variant"] != "control"}
-assert all(r["status"] == "sent" for r in rows if r["variant"] != "control"), "a customer outside the holdout was not sent"
-assert holdout and all(r["status"] != "sent" for r in holdout), "the holdout was mailed (or is empty)"
+# the holdout ("control") gets the baseline email, the old single email the lift is read against
+control = sum(r["variant"] == "control" for r in rows)
+assert control and all(r["status"] == "sent" for r in rows), "every customer (the holdout too) is sent once"
+mailed = {r["email"] for r in rows}
 files = sorted(outbox.rglob("*.eml"))
 recipients = [email.message_from_bytes(f.read_bytes(), policy=email.policy.default)["To"].addresses[0].addr_spec
               for f in files]
 assert len(recipients) == len(set(recipients)), "an address got two emails"
 assert set(recipients) == mailed, f"outbox {len(recipients)} vs ledger {len(mailed)}"
-print(f"{customers} customers: {len(mailed)} emails in the outbox, each address once, matching the ledger; "
-      f"{len(holdout)} in the holdout, none mailed")
+print(f"{customers} customers, {customers} ledger rows all sent ({control} of them the holdout's baseline email); "
+      f"{len(files)} .eml files in the outbox, one per address, the same addresses as the ledger")
 EOF
 log "PASSED"
