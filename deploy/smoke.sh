@@ -88,6 +88,8 @@ export POSTGRES_PASSWORD=$(python3 -c 'import secrets; print(secrets.token_hex(1
 export MAB_SIGNING_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
 export API_PORT WORKER_REPLICAS API_WORKERS=${API_WORKERS:-2} WORKER_CONCURRENCY=${WORKER_CONCURRENCY:-2}
 export MAB_PUBLIC_BASE_URL=http://localhost:$API_PORT
+# small chunks, so that the period is split among the workers
+export MAB_SEND_CHUNK_SIZE=${MAB_SEND_CHUNK_SIZE:-50}
 # podman-compose 1.0.3 (Debian 12) leaves an empty default, ${VAR:-}, in place as literal text: it reads a
 # copy where those say ${VAR} (the same value, empty when unset). Nothing in it is relative to its
 # folder once the images are built.
@@ -186,4 +188,8 @@ assert set(recipients) == mailed, f"outbox {len(recipients)} vs ledger {len(mail
 print(f"{customers} customers, {customers} ledger rows all sent ({control} of them the holdout's baseline email); "
       f"{len(files)} .eml files in the outbox, one per address, the same addresses as the ledger")
 EOF
+for worker in $(podman ps --filter "label=io.podman.compose.project=$PROJECT" --format '{{.Names}}' | grep _worker_); do
+  echo "$worker: $(podman logs "$worker" 2>&1 | grep -c '"message": "chunk [0-9]*: ') chunks delivered," \
+       "$(podman inspect -f '{{.RestartCount}}' "$worker") restarts"
+done
 log "PASSED"
