@@ -24,7 +24,9 @@ RUN groupadd --system --gid 10001 mab \
  && chown -R mab:mab /var/lib/mab
 
 # State lives outside the code: the outbox (when MAB_DELIVERY_BACKEND=outbox), beat's schedule file
-# and the per-process metric files of prometheus_client's multiprocess mode.
+# and the per-process metric files of prometheus_client's multiprocess mode. The metrics directory is
+# created by the process (campaigns/metrics.py), not here: compose mounts a tmpfs there, and podman
+# mounts one over an existing directory as root's 0755, which the mab user cannot write.
 ENV MAB_VAR_DIR=/var/lib/mab \
     MAB_OUTBOX_DIR=/var/lib/mab/outbox \
     PROMETHEUS_MULTIPROC_DIR=/var/lib/mab/metrics

@@ -221,13 +221,20 @@ class SessionsHandler(RecordingHandler):
         return "221 Bye"
 
 
-def test_a_capped_group_never_has_more_connections_than_its_cap_across_workers(redis_server, monkeypatch):
+@pytest.fixture
+def settings_restored(monkeypatch):
+    yield monkeypatch
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+def test_a_capped_group_never_has_more_connections_than_its_cap_across_workers(redis_server, settings_restored):
     """Four workers (threads, each with its own backend and pacer, sharing Redis) send to a real SMTP
     server; gmail is capped at one connection: the server never sees two gmail sessions at once, the
     uncapped rest goes on in parallel, every message arrives once."""
     with SmtpServer(handler=SessionsHandler()) as server:
-        use_smtp(monkeypatch, server.port)
-        monkeypatch.setenv("MAB_SMTP_PACING", json.dumps(capped(1).smtp_pacing))
+        use_smtp(settings_restored, server.port)
+        settings_restored.setenv("MAB_SMTP_PACING", json.dumps(capped(1).smtp_pacing))
         get_settings.cache_clear()
         settings = get_settings()
         pacing.Pacer(settings).state.r.delete("mab:pacing:connections:gmail")
@@ -258,8 +265,6 @@ def test_a_capped_group_never_has_more_connections_than_its_cap_across_workers(r
         assert handler.peak["gmail.com"] == 1
         assert handler.peak["example.com"] >= 1
         assert handler.open == {}  # every session was closed
-    monkeypatch.undo()
-    get_settings.cache_clear()
 
 
 def test_a_chunk_with_a_capped_group_is_delivered_once_and_frees_its_slot(sqlite_url, redis_server, smtp,  # noqa: F811
