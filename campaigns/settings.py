@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The repository root: templates/ and alembic/ live beside the packages (editable install).
@@ -92,6 +92,16 @@ class Settings(BaseSettings):
         description="Recipient domain groups for SMTP pacing (JSON): group -> {domains, per_minute (messages "
         "per minute across all workers, 0: unlimited), connections (SMTP connections open at once across all "
         "workers, 0: unlimited)}. A domain in no group belongs to `others`.")
+    @field_validator("smtp_pacing")
+    @classmethod
+    def _pacing_limits_are_counts(cls, groups: dict[str, dict]) -> dict[str, dict]:
+        for name, spec in groups.items():
+            for key in ("per_minute", "connections"):
+                value = spec.get(key, 0)
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ValueError(f"{name}.{key} must be a whole number, 0 or more (0: unlimited), not {value!r}")
+        return groups
+
     smtp_backoff_seconds: float = Field(
         30.0, gt=0, description="First back-off of a domain group the server defers (421, 4.7.x); doubles "
         "with each deferral in a row.")

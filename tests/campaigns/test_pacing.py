@@ -9,6 +9,7 @@ from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import func, select, update
 
 from campaigns import metrics, pacing
@@ -324,3 +325,9 @@ def test_a_group_backing_off_shows_in_the_periods_state_reason(sqlite_url, redis
     get_settings.cache_clear()
     pacer.state.clear("gmail")  # the back-off is over
     assert shown()["state_reason"] is None
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "3", True])
+def test_a_limit_that_is_not_a_count_is_refused_naming_the_group(bad):
+    with pytest.raises(ValidationError, match=r"gmail\.connections must be a whole number"):
+        Settings(smtp_pacing={**GROUPS, "gmail": {**GROUPS["gmail"], "connections": bad}})
