@@ -4,7 +4,9 @@
 # the API, send one period to CUSTOMERS customers, check that every email left exactly once (the send
 # ledger and the outbox agree, no address twice), and tear everything down.
 #
-#   bash deploy/smoke.sh            # podman + podman-compose (Debian's packages)
+#   bash deploy/smoke.sh                   # podman + podman-compose (Debian's packages)
+#   DELIVERY=smtp bash deploy/smoke.sh     # through SMTP to a sink container, gmail.com capped at one
+#                                          # connection across the workers (deploy/smtp_sink.py)
 #
 # Where no image registry is reachable (LOCAL_IMAGES=1, the default) every image is built from a
 # Debian base image made with debootstrap (localhost/debian-base:bookworm; built here when missing
@@ -24,6 +26,7 @@ PROJECT=${PROJECT:-mab-smoke}
 LOCAL_IMAGES=${LOCAL_IMAGES:-1}
 DEBIAN_BASE=${DEBIAN_BASE:-localhost/debian-base:bookworm}
 STATE=${SMOKE_DIR:-$(mktemp -d /tmp/mab-smoke.XXXXXX)}
+DELIVERY=${DELIVERY:-outbox}
 KEEP=${KEEP:-0}  # KEEP=1 leaves the stack running for a look (tear down: podman-compose -p mab-smoke down -v)
 
 log() { printf '\n== %s\n' "$*"; }
@@ -95,6 +98,20 @@ export MAB_SEND_CHUNK_SIZE=${MAB_SEND_CHUNK_SIZE:-50}
 # folder once the images are built.
 COMPOSE_FILE="$STATE/compose.yaml"
 sed -E 's/\$\{(\w+):-\}/${\1}/g' compose.yaml > "$COMPOSE_FILE"
+SINK="${PROJECT}_smtp-sink"
+if [ "$DELIVERY" = smtp ]; then
+  # every worker delivers to the sink; gmail.com may have one connection at a time across all of them
+  export MAB_DELIVERY_BACKEND=smtp MAB_SMTP_HOST=smtp-sink MAB_SMTP_PORT=2525 MAB_SMTP_STARTTLS=false
+  python3 - "$COMPOSE_FILE" <<'EOF'
+import sys
+path = sys.argv[1]
+pacing = ('{"gmail": {"domains": ["gmail.com"], "per_minute": 0, "connections": 1}, '
+          '"others": {"domains": [], "per_minute": 0, "connections": 0}}')
+text = open(path).read().replace("x-mab-environment: &mab-environment\n",
+                                 f"x-mab-environment: &mab-environment\n  MAB_SMTP_PACING: '{pacing}'\n", 1)
+open(path, "w").write(text)
+EOF
+fi
 compose() { podman-compose -p "$PROJECT" -f "$COMPOSE_FILE" "$@"; }
 
 teardown() {
@@ -104,6 +121,7 @@ teardown() {
   else
     log "tearing down"
     compose logs >"$STATE/compose.log" 2>&1 || true
+    podman rm -f "$SINK" >/dev/null 2>&1 || true
     compose down -v >/dev/null 2>&1 || true
     podman volume rm -f $(podman volume ls -q --filter "label=io.podman.compose.project=$PROJECT") >/dev/null 2>&1 || true
     echo "logs of every container: $STATE/compose.log"
@@ -132,6 +150,13 @@ compose run --rm migrate migrate >"$STATE/migrate.log" 2>&1 || fail "migrate (se
 # the key is the line that starts with mab_ (podman-compose adds lines of its own)
 KEY=$(compose run --rm migrate create-key --role admin --name smoke 2>/dev/null | tr -d '\r' | grep -m1 '^mab_' || true)
 [ -n "$KEY" ] || fail "create-key printed no key"
+if [ "$DELIVERY" = smtp ]; then
+  log "starting the SMTP sink"
+  mkdir -p "$STATE/sink" && chmod 777 "$STATE/sink"
+  podman run -d --name "$SINK" --network "${PROJECT}_default" --network-alias smtp-sink \
+    -v "$STATE/sink:/sink" -v "$PWD/deploy/smtp_sink.py:/smtp_sink.py:ro" --entrypoint python "$APP_IMAGE" \
+    /smtp_sink.py /sink 2525 >/dev/null
+fi
 log "starting the API, $WORKER_REPLICAS workers and beat"
 compose up -d api worker beat >>"$STATE/up.log" 2>&1 || fail "compose up api worker beat (see $STATE/up.log)"
 API=http://127.0.0.1:$API_PORT
@@ -148,7 +173,8 @@ python3 - "$CUSTOMERS" > "$STATE/customers.csv" <<'EOF'
 import sys
 print("external_id,email,segment,first_name")
 for i in range(int(sys.argv[1])):
-    print(f"smoke-{i:05d},smoke{i}@example.com,{('champions', 'hibernating')[i % 2]},Name{i}")
+    domain = "gmail.com" if i % 3 == 0 else "example.com"  # a third at gmail.com (capped with DELIVERY=smtp)
+    print(f"smoke-{i:05d},smoke{i}@{domain},{('champions', 'hibernating')[i % 2]},Name{i}")
 EOF
 H=(-H "X-API-Key: $KEY")
 curl -sSf "${H[@]}" -H 'Content-Type: text/csv' --data-binary @"$STATE/customers.csv" "$API/customers/csv" >/dev/null
@@ -169,8 +195,15 @@ case $status in completed*) ;; *) fail "period 1 did not complete in 5 minutes: 
 # --- every email exactly once: the ledger, the outbox, the holdout ---------------------------------------
 log "checking the emails"
 curl -sSf "${H[@]}" -o "$STATE/sends.csv" "$API/campaigns/$CAMPAIGN/periods/1/sends.csv"
-outbox=$(podman volume inspect -f '{{.Mountpoint}}' "${PROJECT}_outbox")
-python3 - "$STATE/sends.csv" "$outbox" "$CUSTOMERS" <<'EOF'
+if [ "$DELIVERY" = smtp ]; then
+  outbox="$STATE/sink"  # what the SMTP server received
+  echo "SMTP sessions open at once, most per recipient domain: $(cat "$outbox/sessions.json")"
+  python3 -c 'import json, sys; peak = json.load(open(sys.argv[1]))["peak"]; assert peak.get("gmail.com") == 1, peak' \
+    "$outbox/sessions.json" || fail "gmail.com had more than its one connection at a time"
+else
+  outbox=$(podman volume inspect -f '{{.Mountpoint}}' "${PROJECT}_outbox")
+fi
+python3 - "$STATE/sends.csv" "$outbox" "$CUSTOMERS" "$DELIVERY" <<'EOF'
 import csv, email, email.policy, pathlib, sys
 sends_csv, outbox, customers = sys.argv[1], pathlib.Path(sys.argv[2]), int(sys.argv[3])
 rows = list(csv.DictReader(open(sends_csv)))
@@ -186,7 +219,7 @@ recipients = [email.message_from_bytes(f.read_bytes(), policy=email.policy.defau
 assert len(recipients) == len(set(recipients)), "an address got two emails"
 assert set(recipients) == mailed, f"outbox {len(recipients)} vs ledger {len(mailed)}"
 print(f"{customers} customers, {customers} ledger rows all sent ({control} of them the holdout's baseline email); "
-      f"{len(files)} .eml files in the outbox, one per address, the same addresses as the ledger")
+      f"{len(files)} emails received ({sys.argv[4]}), one per address, the same addresses as the ledger")
 EOF
 for worker in $(podman ps --filter "label=io.podman.compose.project=$PROJECT" --format '{{.Names}}' | grep _worker_); do
   echo "$worker: $(podman logs "$worker" 2>&1 | grep -c '"message": "chunk [0-9]*: ') chunks delivered," \
