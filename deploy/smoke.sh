@@ -36,6 +36,7 @@ fail() { echo "FAILED: deploy/smoke.sh: $*" >&2; exit 1; }
 # --- a container runtime that works here, or a clear skip ------------------------------------------------
 command -v podman >/dev/null 2>&1 || skip "podman is not installed (apt-get install podman runc podman-compose)"
 command -v podman-compose >/dev/null 2>&1 || skip "podman-compose is not installed (apt-get install podman-compose)"
+command -v curl >/dev/null 2>&1 || skip "curl is not installed"
 # crun, podman's default runtime, fails on hosts with cgroups v1 and a hard RLIMIT_NOFILE below podman's
 # default ulimits; runc with podman's default ulimits turned off works there and everywhere else.
 if [ -z "${CONTAINERS_CONF:-}" ]; then
@@ -82,8 +83,10 @@ if [ "$LOCAL_IMAGES" = 1 ]; then
   podman build -q -t "$APP_IMAGE" --build-arg BASE_IMAGE=localhost/mab-python:3.11 \
     --build-arg PIP_INSTALL_OPTIONS="--no-index --find-links /wheels" -v "$wheels:/wheels:ro" . >/dev/null
 else
+  # fully qualified: podman may have no default registry for short names
+  export POSTGRES_IMAGE=docker.io/library/postgres:16 REDIS_IMAGE=docker.io/library/redis:7
   log "building $APP_IMAGE from the Dockerfile (python:3.11-slim)"
-  podman build -q -t "$APP_IMAGE" . >/dev/null
+  podman build -q -t "$APP_IMAGE" --build-arg BASE_IMAGE=docker.io/library/python:3.11-slim . >/dev/null
 fi
 
 # --- the stack -----------------------------------------------------------------------------------------
@@ -203,7 +206,7 @@ if [ "$DELIVERY" = smtp ]; then
 else
   outbox=$(podman volume inspect -f '{{.Mountpoint}}' "${PROJECT}_outbox")
 fi
-python3 - "$STATE/sends.csv" "$outbox" "$CUSTOMERS" "$DELIVERY" <<'EOF'
+python3 - "$STATE/sends.csv" "$outbox" "$CUSTOMERS" "$DELIVERY" <<'EOF' || fail "the emails received do not match the ledger"
 import csv, email, email.policy, pathlib, sys
 sends_csv, outbox, customers = sys.argv[1], pathlib.Path(sys.argv[2]), int(sys.argv[3])
 rows = list(csv.DictReader(open(sends_csv)))
