@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Protocol
 
+from campaigns import pacing
 from campaigns.rendering import OutgoingEmail
 from campaigns.settings import Settings
 
@@ -69,34 +70,65 @@ class OutboxBackend:
 
 
 class SmtpBackend:
-    """One SMTP connection reused for a whole chunk of sends."""
+    """SMTP connections reused for a whole chunk of sends: one for every recipient domain group whose
+    connections are capped (`connections` in MAB_SMTP_PACING, a cap shared by every worker through the
+    pacer, campaigns/pacing.py: ask `connection_wait(group)` before each message), one for the rest."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, pacer=None):
         self.settings = settings
-        self._conn: smtplib.SMTP | None = None
+        self.pacer = pacer
+        self._conns: dict[str, smtplib.SMTP] = {}  # capped domain group, or "" for all others -> connection
+        self._slots: dict[str, float] = {}  # capped group -> when this backend last took or renewed its slot
+        self._token = f"{os.getpid()}-{uuid.uuid4().hex}"  # this backend's name in the groups' semaphores
 
-    def _connection(self) -> smtplib.SMTP:
-        if self._conn is None:
+    def group(self, address: str) -> str:
+        return self.pacer.group(address) if self.pacer is not None else ""
+
+    def connection_wait(self, group: str) -> float:
+        """0 when a message of `group` may go now: the group is not capped, or this backend holds one
+        of its slots (renewed once a third of the lease has passed) or just took a free one. Else the
+        seconds until it is worth asking again."""
+        if self.pacer is None or not self.pacer.connection_limit(group):
+            return 0.0
+        now = self.pacer.clock()
+        taken = self._slots.get(group)
+        if taken is not None and now - taken < self.pacer.connection_lease / 3:
+            return 0.0
+        if self.pacer.acquire_connection(group, self._token):
+            self._slots[group] = now
+            return 0.0
+        # the slot was lost (its lease ran out while this backend waited) or never held: no connection
+        self._close_group(group)
+        return pacing.CONNECTION_RETRY_SECONDS
+
+    def _connection(self, group: str) -> smtplib.SMTP:
+        conn = self._conns.get(group)
+        if conn is None:
+            if self.pacer is not None and self.pacer.connection_limit(group) and group not in self._slots:
+                raise RuntimeError(f"no connection slot of {group!r}: ask connection_wait() first")
             s = self.settings
             conn = smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=30)
             if s.smtp_starttls:
                 conn.starttls()
             if s.smtp_username:
                 conn.login(s.smtp_username, s.smtp_password)
-            self._conn = conn
-        return self._conn
+            self._conns[group] = conn
+        return conn
 
     def deliver(self, send_id: int, message: OutgoingEmail) -> None:
+        group = self.group(message.to)
+        if self.pacer is None or not self.pacer.connection_limit(group):
+            group = ""  # the groups with no cap share one connection
         try:
-            self._connection().sendmail(message.sender, [message.to], message.raw)
+            self._connection(group).sendmail(message.sender, [message.to], message.raw)
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
-            self._after_refusal(codes)
+            self._after_refusal(group, codes)
             raise DeliveryError(f"recipient refused: {exc.recipients}", permanent=all(c >= 500 for c in codes),
                                 connection_lost=421 in codes, code=min(codes),
                                 recipient_stage=True) from exc
         except smtplib.SMTPResponseException as exc:
-            self._after_refusal([exc.smtp_code])
+            self._after_refusal(group, [exc.smtp_code])
             raise DeliveryError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}", permanent=exc.smtp_code >= 500,
                                 connection_lost=exc.smtp_code == 421, code=exc.smtp_code,
                                 recipient_stage=isinstance(exc, smtplib.SMTPDataError)) from exc
@@ -104,24 +136,31 @@ class SmtpBackend:
             self.close()
             raise DeliveryError(f"SMTP unavailable: {exc}", permanent=False, connection_lost=True) from exc
 
-    def _after_refusal(self, codes: list[int]) -> None:
+    def _after_refusal(self, group: str, codes: list[int]) -> None:
         # 421 means the server is closing the connection (smtplib has already closed its socket):
-        # forget it so the next message reconnects. Other refusals leave a healthy connection.
+        # forget it so the next message reconnects (on the same slot). Other refusals leave a healthy
+        # connection.
         if 421 in codes:
-            self._conn = None
+            self._conns.pop(group, None)
 
-    def close(self) -> None:
-        if self._conn is not None:
+    def _close_group(self, group: str) -> None:
+        conn = self._conns.pop(group, None)
+        if conn is not None:
             try:
-                self._conn.quit()
+                conn.quit()
             except (smtplib.SMTPException, OSError):
                 pass
-            self._conn = None
+        if self._slots.pop(group, None) is not None:
+            self.pacer.release_connection(group, self._token)
+
+    def close(self) -> None:
+        for group in set(self._conns) | set(self._slots):
+            self._close_group(group)
 
 
-def make_backend(settings: Settings, outbox_subdir: str = "") -> Backend:
+def make_backend(settings: Settings, outbox_subdir: str = "", pacer=None) -> Backend:
     if settings.delivery_backend == "smtp":
-        return SmtpBackend(settings)
+        return SmtpBackend(settings, pacer)
     if settings.delivery_backend == "outbox":
         return OutboxBackend(settings.outbox_dir / outbox_subdir)
     raise ValueError(f"MAB_DELIVERY_BACKEND must be 'outbox' or 'smtp', not {settings.delivery_backend!r}")

@@ -112,6 +112,10 @@ SMTP_PACED = prom.Counter(
     "mab_smtp_paced_total", "Messages held back (left queued) because their domain group was over its rate.",
     ["group"],
 )
+SMTP_CONNECTION_WAITS = prom.Counter(
+    "mab_smtp_connection_waits_total", "Times a recipient domain group's mail waited because all of its SMTP "
+    "connection slots were taken.", ["group"],
+)
 
 
 # --- what the code calls ----------------------------------------------------------------------------
@@ -130,6 +134,10 @@ def observe_deferral(group: str, backoff_seconds: float) -> None:
 
 def observe_pacing_wait(group: str) -> None:
     SMTP_PACED.labels(group).inc()
+
+
+def observe_connection_wait(group: str) -> None:
+    SMTP_CONNECTION_WAITS.labels(group).inc()
 
 
 def observe_send_results(results: Iterable[dict], backend: str) -> None:

@@ -7,12 +7,20 @@ slow mail to the others. A group that is over its rate or in back-off is "not no
 (campaigns/services/sending.py). Only queued rows are ever delivered, so nothing is lost and
 nothing is sent twice.
 
-The state is shared by every worker through Redis (a fixed one-minute window counter and a back-off
-key per group); without a reachable Redis (`mab send` with no broker) each process keeps it locally.
+Concurrent SMTP connections per group are capped the same way: a connection needs a slot of its
+group's semaphore, a Redis sorted set of holders scored by when their slot expires (renewed while the
+connection is in use), so a worker that dies holding one frees it after the lease. A group whose slots
+are all taken is "not now" too.
+
+The state is shared by every worker through Redis (a fixed one-minute window counter, a back-off key
+and a connection semaphore per group); without a reachable Redis (`mab send` with no broker) each
+process keeps it locally.
 """
 
 import logging
 import time
+from datetime import UTC, datetime
+from functools import lru_cache
 
 from campaigns import metrics
 from campaigns.settings import Settings
@@ -21,6 +29,7 @@ log = logging.getLogger(__name__)
 
 OTHERS = "others"
 DEFERRAL_CODES = (421,)
+CONNECTION_RETRY_SECONDS = 1.0  # how soon a group waiting for a connection slot asks again
 
 
 def group_of(address: str, groups: dict[str, dict]) -> str:
@@ -45,6 +54,7 @@ class _LocalState:
     def __init__(self):
         self.windows: dict[tuple[str, int], int] = {}
         self.backoff: dict[str, tuple[float, int]] = {}  # group -> (until, level)
+        self.slots: dict[str, dict[str, float]] = {}  # group -> {holder token: slot expires at}
 
     def take(self, group: str, minute: int) -> int:
         key = (group, minute)
@@ -63,6 +73,19 @@ class _LocalState:
 
     def clear(self, group: str) -> None:
         self.backoff.pop(group, None)
+
+    def acquire(self, group: str, token: str, limit: int, now: float, lease: float) -> bool:
+        holders = self.slots.setdefault(group, {})
+        for held, expires in list(holders.items()):
+            if expires <= now:
+                del holders[held]
+        if token in holders or len(holders) < limit:
+            holders[token] = now + lease
+            return True
+        return False
+
+    def release(self, group: str, token: str) -> None:
+        self.slots.get(group, {}).pop(token, None)
 
 
 class _RedisState:
@@ -94,6 +117,26 @@ class _RedisState:
     def clear(self, group: str) -> None:
         self.r.delete(f"{self.PREFIX}backoff:{group}")
 
+    # Expired holders out, then in (or renewed) if already a holder or under the limit: one atomic step,
+    # so two workers never both take the last slot.
+    ACQUIRE = """
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+    if redis.call('ZSCORE', KEYS[1], ARGV[4]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
+      redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+      redis.call('EXPIRE', KEYS[1], ARGV[5])
+      return 1
+    end
+    return 0
+    """
+
+    def acquire(self, group: str, token: str, limit: int, now: float, lease: float) -> bool:
+        key = f"{self.PREFIX}connections:{group}"
+        return bool(self.r.eval(self.ACQUIRE, 1, key, repr(now), repr(now + lease), limit, token,
+                                int(lease) + 60))
+
+    def release(self, group: str, token: str) -> None:
+        self.r.zrem(f"{self.PREFIX}connections:{group}", token)
+
 
 def _state_for(settings: Settings):
     url = settings.redis_url or settings.running_stack().get("redis_url")
@@ -110,6 +153,47 @@ def _state_for(settings: Settings):
         return _LocalState(), "local"
 
 
+@lru_cache(maxsize=4)
+def _reader(url: str):
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+
+
+def backoffs(settings: Settings, now: float | None = None) -> list[tuple[str, float, int]]:
+    """The domain groups backing off now, as every worker sees them through Redis: (group, until
+    (epoch seconds), deferrals in a row). Empty without a Redis (nothing is shared to read)."""
+    url = settings.redis_url or settings.running_stack().get("redis_url")
+    if not url:
+        return []
+    groups = [*settings.smtp_pacing, *([] if OTHERS in settings.smtp_pacing else [OTHERS])]
+    try:
+        values = _reader(url).mget([f"{_RedisState.PREFIX}backoff:{g}" for g in groups])
+    except Exception as exc:  # noqa: BLE001 - a status read must not fail the request: say so, show none
+        log.warning("pacing: cannot read the back-offs from Redis at %s (%s)", url, exc)
+        return []
+    now = time.time() if now is None else now
+    found = []
+    for group, value in zip(groups, values, strict=True):
+        if value:
+            until, level = value.split(b":")
+            if float(until) > now:
+                found.append((group, float(until), int(level)))
+    return found
+
+
+def backoff_notes(settings: Settings, now: float | None = None) -> list[str]:
+    """One sentence per group backing off, for a period's state_reason."""
+    notes = []
+    for group, until, level in backoffs(settings, now):
+        domains = settings.smtp_pacing.get(group, {}).get("domains") or ["every domain in no other group"]
+        at = datetime.fromtimestamp(until, UTC)
+        notes.append(f"deliveries to {group} ({', '.join(domains)}) deferred by the receiving servers: backing off "
+                     f"until {at:%H:%M:%S} UTC after {level} deferral{'s' if level > 1 else ''} in a row "
+                     "(its mail waits, queued; other groups go on)")
+    return notes
+
+
 class Pacer:
     """Asked before each message: may this group send now? Told of each deferral."""
 
@@ -117,6 +201,7 @@ class Pacer:
         self.groups = settings.smtp_pacing
         self.base = settings.smtp_backoff_seconds
         self.cap = settings.smtp_backoff_max_seconds
+        self.connection_lease = settings.smtp_connection_lease_seconds
         self.clock = clock
         self.state, self.where = (state, "given") if state is not None else _state_for(settings)
 
@@ -144,3 +229,18 @@ class Pacer:
         log.warning("pacing: %s deferred (%s); backing off %.1f s", group, reason[:200], delay,
                     extra={"group": group, "backoff_seconds": delay})
         return delay
+
+    def connection_limit(self, group: str) -> int:
+        """The most SMTP connections for `group` at once, across all workers (0: no limit)."""
+        return int(self.groups.get(group, {}).get("connections", 0) or 0)
+
+    def acquire_connection(self, group: str, token: str) -> bool:
+        """Take (or renew) a connection slot of `group` for the holder `token`; False when all are
+        taken. A slot expires `smtp_connection_lease_seconds` after it was last taken or renewed."""
+        ok = self.state.acquire(group, token, self.connection_limit(group), self.clock(), self.connection_lease)
+        if not ok:
+            metrics.observe_connection_wait(group)
+        return ok
+
+    def release_connection(self, group: str, token: str) -> None:
+        self.state.release(group, token)

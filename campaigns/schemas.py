@@ -448,7 +448,9 @@ class PeriodPublic(BaseModel):
                                "wave).")
     next_wave_at: datetime | None = Field(None, description="When the next wave is planned, while the period "
                                           "waits between two waves.")
-    state_reason: str | None = Field(description="Why it is paused, stalled, failed or waiting, in words.")
+    state_reason: str | None = Field(description="Why it is paused, stalled, failed or waiting, in words; and, "
+                                     "while it sends over SMTP, which recipient domain groups are backing off "
+                                     "after deferrals, until when.")
     stalled_since: datetime | None = Field(description="When a stalled period last moved.")
     failures: list[FailureReason] = Field(description="Failed sends by reason, most frequent first, with up to "
                                           "three example customers (external ids) each.")

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The repository root: templates/ and alembic/ live beside the packages (editable install).
@@ -91,17 +91,33 @@ class Settings(BaseSettings):
     smtp_max_attempts: int = Field(4, ge=1, description="Tries per message on a temporary (4xx) SMTP failure.")
     smtp_pacing: dict[str, dict] = Field(
         default_factory=lambda: {
-            "gmail": {"domains": ["gmail.com", "googlemail.com"], "per_minute": 0},
-            "yahoo": {"domains": ["yahoo.com", "aol.com", "ymail.com"], "per_minute": 0},
-            "microsoft": {"domains": ["outlook.com", "hotmail.com", "live.com", "msn.com"], "per_minute": 0},
-            "others": {"domains": [], "per_minute": 0},
+            "gmail": {"domains": ["gmail.com", "googlemail.com"], "per_minute": 0, "connections": 0},
+            "yahoo": {"domains": ["yahoo.com", "aol.com", "ymail.com"], "per_minute": 0, "connections": 0},
+            "microsoft": {"domains": ["outlook.com", "hotmail.com", "live.com", "msn.com"], "per_minute": 0,
+                          "connections": 0},
+            "others": {"domains": [], "per_minute": 0, "connections": 0},
         },
         description="Recipient domain groups for SMTP pacing (JSON): group -> {domains, per_minute (messages "
-        "per minute across all workers, 0: unlimited)}. A domain in no group belongs to `others`.")
+        "per minute across all workers, 0: unlimited), connections (SMTP connections open at once across all "
+        "workers, 0: unlimited)}. A domain in no group belongs to `others`.")
+    @field_validator("smtp_pacing")
+    @classmethod
+    def _pacing_limits_are_counts(cls, groups: dict[str, dict]) -> dict[str, dict]:
+        for name, spec in groups.items():
+            for key in ("per_minute", "connections"):
+                value = spec.get(key, 0)
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ValueError(f"{name}.{key} must be a whole number, 0 or more (0: unlimited), not {value!r}")
+        return groups
+
     smtp_backoff_seconds: float = Field(
         30.0, gt=0, description="First back-off of a domain group the server defers (421, 4.7.x); doubles "
         "with each deferral in a row.")
     smtp_backoff_max_seconds: float = Field(600.0, gt=0, description="The longest back-off of a domain group.")
+    smtp_connection_lease_seconds: float = Field(
+        120.0, gt=0, description="How long a domain group's connection slot (`connections` in MAB_SMTP_PACING) "
+        "stays taken without use: renewed while its connection sends, freed when it closes, and after this "
+        "long when its worker died.")
     soft_bounce_periods: int = Field(
         3, ge=0, description="Suppress a customer (status bounced) once this many of their sends in a row were "
         "deferred (4xx) through every SMTP attempt (0: never). A hard bounce (5.1.x) suppresses at once.")

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 import bandit
-from campaigns import design, economics, jobs, metrics, schedules, waves
+from campaigns import design, economics, jobs, metrics, pacing, schedules, waves
 from campaigns.db import on_commit, pinned_session_scope, session_scope
 from campaigns.errors import Conflict, NotFound
 from campaigns.models import (
@@ -384,6 +384,7 @@ def public(session: Session, period: SendPeriod, now: datetime | None = None) ->
     now = now or utcnow()
     info = period_health.progress(period, now)
     state, reason, since = _state(session, period, now)
+    reason = _with_deferrals(state, reason)
     if state != "sending":
         info["eta_seconds"] = None
     return {**period.model_dump(), **info, "state": state, "state_reason": reason, "stalled_since": since,
@@ -424,6 +425,15 @@ def _wave_wait_reason(period: SendPeriod) -> str:
     rest = 1.0 - float(period.waves["first_share"])
     return (f"wave {period.wave} is sent; wave {period.wave + 1} (the other {rest:.0%} of the audience) is planned "
             f"at {period.next_wave_at:%Y-%m-%d %H:%M} UTC, from the feedback on wave {period.wave}")
+
+
+def _with_deferrals(state: str, reason: str | None) -> str | None:
+    """While the period is under way over SMTP, the domain groups backing off (campaigns/pacing.py):
+    their mail waits, queued, which the rate and ETA alone do not explain."""
+    settings = get_settings()
+    if state in ("completed", "failed", "paused") or settings.delivery_backend != "smtp":
+        return reason
+    return "; ".join(([reason] if reason else []) + pacing.backoff_notes(settings)) or None
 
 
 def _stall_reason(period: SendPeriod, facts: chunk_repo.ChunkFacts, now: datetime) -> str:

@@ -202,7 +202,7 @@ def _deliver_rows(ctx: ChunkContext, rows, backend, limiter) -> list[dict]:
             result["err"] = f"render failed: {type(exc).__name__}: {exc}"[:500]
             continue
         group = ctx.pacer.group(row.email) if ctx.pacer else ""
-        if ctx.pacer and group in ctx.held or (ctx.pacer and _hold(ctx, group)):
+        if ctx.pacer and group in ctx.held or (ctx.pacer and _hold(ctx, group, backend)):
             results.pop()  # left queued: a later pass over the chunk delivers it (deliver_chunk)
             continue
         limiter.wait()
@@ -230,8 +230,9 @@ def _deliver_rows(ctx: ChunkContext, rows, backend, limiter) -> list[dict]:
     return results
 
 
-def _hold(ctx: ChunkContext, group: str) -> bool:
-    wait = ctx.pacer.wait_for(group)
+def _hold(ctx: ChunkContext, group: str, backend) -> bool:
+    # a connection slot first, so that a message counted against the group's rate can go at once
+    wait = backend.connection_wait(group) or ctx.pacer.wait_for(group)
     if wait > 0:
         ctx.held[group] = wait
     return wait > 0
@@ -305,10 +306,10 @@ def deliver_chunk(chunk_id: int) -> str:
         ctx = ChunkContext(session, period, campaign)
         first, last, period_id, campaign_id = chunk.first_send_id, chunk.last_send_id, period.id, campaign.id
 
-    backend = make_backend(settings, ctx.outbox)
-    limiter = RateLimiter(settings.smtp_rate_per_second if settings.delivery_backend == "smtp" else 0)
     if settings.delivery_backend == "smtp":
         ctx.pacer = pacing.Pacer(settings)
+    backend = make_backend(settings, ctx.outbox, ctx.pacer)  # SMTP: one connection per capped domain group
+    limiter = RateLimiter(settings.smtp_rate_per_second if settings.delivery_backend == "smtp" else 0)
     batch = settings.smtp_commit_every if settings.delivery_backend == "smtp" else settings.send_commit_every
     tally: Counter = Counter()
     outcome = "interrupted"

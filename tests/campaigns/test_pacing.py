@@ -1,19 +1,27 @@
-"""Per-domain pacing: groups, the back-off's growth and cap, the rate window, state shared through
-Redis, and a real SMTP server deferring one domain while the others' mail goes on."""
+"""Per-domain pacing: groups, the back-off's growth and cap, the rate window, the cap on connections,
+state shared through Redis, and a real SMTP server deferring one domain while the others' mail goes on
+and never seeing more connections of a capped group than its cap."""
 
 import json
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import func, select, update
 
 from campaigns import metrics, pacing
 from campaigns.db import session_scope
-from campaigns.delivery import DeliveryError
-from campaigns.models import Customer, SendChunk
-from campaigns.services import sending
+from campaigns.delivery import DeliveryError, SmtpBackend
+from campaigns.models import Customer, SendChunk, SendPeriod
+from campaigns.rendering import OutgoingEmail
+from campaigns.services import periods, sending
 from campaigns.settings import Settings, get_settings
 from tests.campaigns.test_periods import new_period, setup_campaign
-from tests.campaigns.test_smtp import ledger, plan, smtp  # noqa: F401 - the fixture
+from tests.campaigns.test_smtp import ledger, plan, smtp, use_smtp  # noqa: F401 - the fixture
+from tests.smtp_server import RecordingHandler, SmtpServer
 
 GROUPS = Settings().smtp_pacing
 
@@ -153,3 +161,173 @@ def test_an_address_deferred_on_every_pass_fails_alone(sqlite_url, redis_server,
     final = ledger(pid)
     assert final[stuck].status == "failed" and "deferred 2 times" in final[stuck].error
     assert smtp.handler.per_recipient() == {a: 1 for a in set(sends) - {stuck}}
+
+
+# --- connections per domain group -------------------------------------------------------------------------
+
+
+def capped(connections: int, lease: float = 120.0) -> Settings:
+    return Settings(smtp_pacing={**GROUPS, "gmail": {**GROUPS["gmail"], "connections": connections}},
+                    smtp_connection_lease_seconds=lease)
+
+
+@pytest.mark.parametrize("shared", ["local", "redis"])
+def test_connection_slots_are_capped_renewed_released_and_expire(shared, redis_server):
+    settings = capped(2, lease=60)
+    clock = Clock()
+    state = pacing._LocalState() if shared == "local" else pacing._state_for(get_settings())[0]
+    if shared == "redis":
+        state.r.delete("mab:pacing:connections:gmail")
+    one, two = (pacing.Pacer(settings, state=state, clock=clock) for _ in range(2))  # two workers
+    before = metrics.SMTP_CONNECTION_WAITS.labels("gmail")._value.get()
+    assert one.acquire_connection("gmail", "a") and two.acquire_connection("gmail", "b")
+    assert not two.acquire_connection("gmail", "c")  # both slots taken
+    assert one.acquire_connection("gmail", "a")  # a holder renews its own slot
+    one.release_connection("gmail", "a")
+    assert two.acquire_connection("gmail", "c")
+    assert not one.acquire_connection("gmail", "d")
+    clock.now += 40
+    assert two.acquire_connection("gmail", "c")  # renewed at 40 s: lives until 100 s
+    clock.now += 30  # b was last renewed 70 s ago: its worker is gone, its slot expired
+    assert one.acquire_connection("gmail", "d")
+    assert not one.acquire_connection("gmail", "e")
+    assert metrics.SMTP_CONNECTION_WAITS.labels("gmail")._value.get() == before + 3
+    assert one.connection_limit("gmail") == 2 and one.connection_limit("yahoo") == 0
+
+
+class SessionsHandler(RecordingHandler):
+    """Records, per recipient domain, the most SMTP sessions open at once (EHLO to QUIT)."""
+
+    def __init__(self):
+        super().__init__()
+        self.open: dict[int, str | None] = {}  # session -> the domain of its first recipient
+        self.peak: Counter = Counter()
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        with self._lock:
+            self.open[id(session)] = None
+        return await super().handle_EHLO(server, session, envelope, hostname, responses)
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        with self._lock:
+            if self.open.get(id(session)) is None:
+                domain = address.rsplit("@", 1)[1].lower()
+                self.open[id(session)] = domain
+                self.peak[domain] = max(self.peak[domain], sum(d == domain for d in self.open.values()))
+        return await super().handle_RCPT(server, session, envelope, address, rcpt_options)
+
+    async def handle_QUIT(self, server, session, envelope):
+        with self._lock:
+            self.open.pop(id(session), None)
+        return "221 Bye"
+
+
+@pytest.fixture
+def settings_restored(monkeypatch):
+    yield monkeypatch
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+def test_a_capped_group_never_has_more_connections_than_its_cap_across_workers(redis_server, settings_restored):
+    """Four workers (threads, each with its own backend and pacer, sharing Redis) send to a real SMTP
+    server; gmail is capped at one connection: the server never sees two gmail sessions at once, the
+    uncapped rest goes on in parallel, every message arrives once."""
+    with SmtpServer(handler=SessionsHandler()) as server:
+        use_smtp(settings_restored, server.port)
+        settings_restored.setenv("MAB_SMTP_PACING", json.dumps(capped(1).smtp_pacing))
+        get_settings.cache_clear()
+        settings = get_settings()
+        pacing.Pacer(settings).state.r.delete("mab:pacing:connections:gmail")
+        start = threading.Barrier(4)
+
+        def worker(n: int) -> None:
+            backend = SmtpBackend(settings, pacing.Pacer(settings))
+            start.wait()
+            try:
+                for i in range(8):
+                    to = f"w{n}-{i}@{'gmail.com' if i % 2 == 0 else 'example.com'}"
+                    while backend.connection_wait(backend.group(to)) > 0:
+                        time.sleep(0.005)
+                    message = OutgoingEmail(to=to, sender="news@example.org", message_id=f"<{n}.{i}@x>",
+                                            raw=b"Subject: x\r\n\r\nx\r\n")
+                    backend.deliver(n * 100 + i, message)
+            finally:
+                backend.close()
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        handler = server.handler
+        assert handler.per_recipient() == {f"w{n}-{i}@{d}": 1 for n in range(4) for i in range(8)
+                                           for d in [("gmail.com", "example.com")[i % 2]]}
+        assert handler.peak["gmail.com"] == 1
+        assert handler.peak["example.com"] >= 1
+        assert handler.open == {}  # every session was closed
+
+
+def test_a_chunk_with_a_capped_group_is_delivered_once_and_frees_its_slot(sqlite_url, redis_server, smtp,  # noqa: F811
+                                                                          monkeypatch):
+    monkeypatch.setenv("MAB_SMTP_PACING", json.dumps(capped(1).smtp_pacing))
+    get_settings.cache_clear()
+    redis = pacing.Pacer(get_settings()).state.r
+    redis.delete("mab:pacing:connections:gmail")
+    cid = setup_campaign(30)
+    with session_scope() as s:  # every third customer moves to gmail.com
+        s.execute(update(Customer).where(Customer.id % 3 == 0)
+                  .values(email=func.replace(Customer.email, "example.com", "gmail.com")))
+    pid = new_period(cid)
+    chunk_ids = plan(cid, pid)
+
+    assert [sending.deliver_chunk(c) for c in chunk_ids][-1] == "done; period completed"
+    sends = ledger(pid)
+    assert smtp.handler.per_recipient() == {a: 1 for a in sends}
+    assert any(a.endswith("@gmail.com") for a in sends)
+    assert all(row.status == "sent" for row in sends.values())
+    assert redis.zcard("mab:pacing:connections:gmail") == 0  # released when the chunk closed its backend
+    # gmail's own connection, and one for the rest, per chunk
+    assert smtp.handler.connections == 2 * len(chunk_ids)
+
+
+# --- deferrals in the period's state ----------------------------------------------------------------------
+
+
+def test_a_group_backing_off_shows_in_the_periods_state_reason(sqlite_url, redis_server, smtp, monkeypatch):  # noqa: F811
+    pacer = pacing.Pacer(get_settings())
+    for group in GROUPS:
+        pacer.state.clear(group)
+    cid = setup_campaign(10)
+    pid = new_period(cid)
+    plan(cid, pid)
+
+    def shown() -> dict:
+        with session_scope() as s:
+            return periods.public(s, s.get(SendPeriod, pid))
+
+    assert shown()["state_reason"] is None
+    pacer.deferred("gmail", "421 4.7.0 try later")
+    delay = pacer.deferred("gmail", "421 4.7.28 rate limited")
+    body = shown()
+    assert body["state"] in ("sending", "stalled")
+    reason = body["state_reason"]
+    assert reason.startswith("deliveries to gmail (gmail.com, googlemail.com) deferred by the receiving servers: "
+                             "backing off until ")
+    assert "after 2 deferrals in a row" in reason and "yahoo" not in reason
+    (group, until, level), = pacing.backoffs(get_settings())
+    assert (group, level) == ("gmail", 2) and until == pytest.approx(time.time() + delay, abs=5)
+    assert f"{datetime.fromtimestamp(until, UTC):%H:%M:%S} UTC" in reason
+    monkeypatch.setenv("MAB_DELIVERY_BACKEND", "outbox")  # no SMTP, no pacing: nothing to say
+    get_settings.cache_clear()
+    assert shown()["state_reason"] is None
+    monkeypatch.setenv("MAB_DELIVERY_BACKEND", "smtp")
+    get_settings.cache_clear()
+    pacer.state.clear("gmail")  # the back-off is over
+    assert shown()["state_reason"] is None
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "3", True])
+def test_a_limit_that_is_not_a_count_is_refused_naming_the_group(bad):
+    with pytest.raises(ValidationError, match=r"gmail\.connections must be a whole number"):
+        Settings(smtp_pacing={**GROUPS, "gmail": {**GROUPS["gmail"], "connections": bad}})
