@@ -75,6 +75,6 @@ def test_marketer_journey_end_to_end(stack):  # noqa: F811 (the fixture)
     assert all(s.startswith("New ") for s in subjects(stack["home"], cid, 2))
     snaps = [s for s in marketer.get(f"/campaigns/{cid}/allocations").json() if s["period_number"] == 2]
     assert snaps and sum(snaps[0]["counts"]["sends"]) == N // 3  # period 2 was allocated from period 1's sends
-    report = marketer.get(f"/campaigns/{cid}/report")
+    report = marketer.get(f"/campaigns/{cid}/report?fresh=true")  # right after the period: not the stored one
     assert report.status_code == 200  # marketers read their campaign's report, and see the new version in it
     assert [(v["version"], v["from_period"]) for v in report.json()["happened"]["template_versions"]] == [(2, 2)]

@@ -232,7 +232,7 @@ def test_a_template_failing_for_most_customers_halts_the_period_then_a_fix_sends
     sent = Counter(r[1] for r in rows if r[-1] == "sent")
     assert mailed(up, cid) == sent and len(sent) == done["sent"]
     # the report tells the story: the halt, its reason, and the failures by reason
-    happened = up["api"].get(f"/campaigns/{cid}/report").json()["happened"]
+    happened = up["api"].get(f"/campaigns/{cid}/report?fresh=true").json()["happened"]
     assert [h["period"] for h in happened["failure_halts"]] == [1] and "city" in happened["failure_halts"][0]["reason"]
     assert happened["failed_sends"] == done["failed"]
-    assert "halted" in up["api"].get(f"/campaigns/{cid}/report.html").text
+    assert "halted" in up["api"].get(f"/campaigns/{cid}/report.html?fresh=true").text
