@@ -411,9 +411,9 @@ def _state(session: Session, period: SendPeriod, now: datetime) -> tuple[str, st
     moved = max(t for t in (period_health.last_moved(period), facts.last_update,
                             repo.last_claim_at(session, period.id)) if t is not None)
     if period.next_wave_at is not None and not (facts.held or facts.expired or facts.pending):
-        if now < period.next_wave_at:
-            return "waiting", _wave_wait_reason(period), None
-        moved = max(moved, period.next_wave_at)  # due: beat hands the plan out within its interval
+        if (now - period.next_wave_at).total_seconds() <= lease:  # not due yet, or due and beat on its way
+            return "waiting", _wave_wait_reason(period, now), None
+        moved = max(moved, period.next_wave_at)
     planned = period.planned_at or period.next_wave_at  # a wave's plan is done while it is sent
     normal = "queued" if period.status == PeriodStatus.QUEUED else "sending" if planned else "planning"
     if (now - moved).total_seconds() <= lease:
@@ -421,9 +421,13 @@ def _state(session: Session, period: SendPeriod, now: datetime) -> tuple[str, st
     return "stalled", _stall_reason(period, facts, now), moved
 
 
-def _wave_wait_reason(period: SendPeriod) -> str:
+def _wave_wait_reason(period: SendPeriod, now: datetime) -> str:
+    nxt = period.wave + 1
+    if now >= period.next_wave_at:
+        return (f"wave {nxt} is due since {period.next_wave_at:%H:%M:%S} UTC: beat plans it within "
+                f"{get_settings().beat_interval_seconds:g} s")
     rest = 1.0 - float(period.waves["first_share"])
-    return (f"wave {period.wave} is sent; wave {period.wave + 1} (the other {rest:.0%} of the audience) is planned "
+    return (f"wave {period.wave} is sent; wave {nxt} (the other {rest:.0%} of the audience) is planned "
             f"at {period.next_wave_at:%Y-%m-%d %H:%M} UTC, from the feedback on wave {period.wave}")
 
 

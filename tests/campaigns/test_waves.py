@@ -187,3 +187,18 @@ def test_a_plan_that_dies_in_the_second_wave_is_finished_by_a_rerun_once(databas
     snaps = _snapshots(pid)
     assert sorted(snaps) == sorted((seg, w) for seg in {k[0] for k in snaps} for w in (1, 2))
     assert sum(snap.assigned for snap in snaps.values()) == 600
+
+
+def test_a_due_wave_waits_for_beat_then_stalls_with_a_reason(database_url, redis_server):
+    cid = setup_campaign(100, waves=WAVES)
+    pid = new_period(cid)
+    periods.run_period(pid)
+    with session_scope() as s:
+        due = utcnow() - timedelta(seconds=5)
+        s.get(SendPeriod, pid).next_wave_at = due
+        period = campaign_repo.get_period(s, pid)
+        soon = periods.public(s, period)
+        lease = periods.get_settings().chunk_lease_seconds
+        late = periods.public(s, period, now=due + timedelta(seconds=lease + 60))
+    assert soon["state"] == "waiting" and "wave 2 is due since" in soon["state_reason"]
+    assert late["state"] == "stalled" and "waiting for a worker to plan wave 2" in late["state_reason"]
