@@ -147,6 +147,8 @@ class Campaign(SQLModel, table=True):
     # who, beyond the segments: an attribute filter and customer lists (campaigns/audience.py)
     audience: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     template_version: int = 1  # one more for every template fixed after the start
+    # under the frequency cap, who gets a customer several campaigns want: higher first (contention.py)
+    priority: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class CampaignSegment(SQLModel, table=True):
@@ -191,6 +193,8 @@ class SendPeriod(SQLModel, table=True):
     recent_rate: float = Field(default=0.0, sa_column_kwargs={"server_default": "0"})
     failures: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))  # reason -> count, examples
     redispatched_at: datetime | None = None  # the sweeper last handed its work out again
+    # targeted customers left out at the frequency cap, by the campaign that holds them: {"id": n}
+    lost_to: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class SendChunk(SQLModel, table=True):

@@ -106,6 +106,9 @@ BIGINT_MAX = 2**63 - 1
 Id = Annotated[int, BeforeValidator(_not_bool), Field(ge=1, le=INT_MAX)]
 BigId = Annotated[int, BeforeValidator(_not_bool), Field(ge=1, le=BIGINT_MAX)]
 Count = Annotated[int, BeforeValidator(_not_bool), Field(ge=0, le=INT_MAX)]
+Priority = Annotated[StrictInt, Field(ge=-1000, le=1000, description=(
+    "Under the frequency cap, which campaign gets a customer that several want: higher first "
+    "(ties: the better expected value, then the older campaign). Default 0."))]
 Number = Annotated[float, BeforeValidator(_not_bool)]
 
 
@@ -211,6 +214,7 @@ class CampaignCreate(Strict):
         description="Posterior model: `auto` (structured over the factor levels, the simulations' best), "
         "`structured`, `hierarchical` (pools a variant across segments) or `independent`.",
     )
+    priority: Priority = 0
 
 
 class CampaignUpdate(Strict):
@@ -224,6 +228,7 @@ class CampaignUpdate(Strict):
     landing_url: HttpUrl | None = None
     template: TemplateIn | None = Field(None, description="Drafts; a paused campaign too (a new template "
                                         "version, checked against its audience, used by every email rendered after).")
+    priority: Priority | None = Field(None, description="Any status: alone, also on an active or paused campaign.")
 
 
 class PreviewIn(Strict):
@@ -252,6 +257,7 @@ class CampaignPublic(BaseModel):
     exploration_floor: float
     burn_in_min_sends: int
     model: str
+    priority: int = 0
     created_at: datetime
     started_at: datetime | None
     next_period_at: datetime | None = Field(description="The next scheduled send (none for a manual cadence).")
@@ -392,6 +398,9 @@ class PeriodPublic(BaseModel):
                                         "claiming segment by segment (delivery has started), `total` and `chunks` "
                                         "grow, and there is no ETA.")
     completed_at: datetime | None
+    lost_to: dict[str, int] = Field(default_factory=dict, description=(
+        "Targeted customers left out because another campaign took their frequency-cap slot, by that "
+        "campaign's id (its own id: the campaign's earlier emails in the window)."))
 
 
 class SnapshotPublic(BaseModel):

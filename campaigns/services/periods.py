@@ -34,7 +34,7 @@ from campaigns.models import (
 from campaigns.repositories import campaigns as repo
 from campaigns.repositories import chunks as chunk_repo
 from campaigns.repositories import sends as send_repo
-from campaigns.services import audit, period_health
+from campaigns.services import audit, contention, period_health
 from campaigns.services import campaigns as campaign_service
 from campaigns.services import versions as version_service
 from campaigns.settings import get_settings
@@ -216,11 +216,15 @@ def _open_plan(period_id: int) -> str | tuple[list[int], list[int]]:
         return chunk_repo.unfinished_ids(session, period_id), todo
 
 
-def _claim_segment(session: Session, period_id: int, snapshot_id: int, capped: bool) -> str | list[int]:
+def _claim_segment(session: Session, period_id: int, snapshot_id: int,
+                   capped: send_repo.Cap | bool) -> str | list[int]:
     """One segment's step of the plan, in the caller's transaction: assign and claim every eligible
     customer of the segment (set-based) and cut what was claimed into chunks. Returns the new
-    chunks' ids, or why the plan stops here (the period failed, the campaign is paused)."""
+    chunks' ids, or why the plan stops here (the period failed, the campaign is paused), or why
+    this segment waits (`contention.Waiting`: a higher-ranked campaign claims it first)."""
     chunk_repo.lock_plan(session, period_id)
+    if capped:
+        contention.lock_cap(session)
     period = repo.get_period(session, period_id)
     session.refresh(period)  # this step's view, not the previous step's
     if period.status != PeriodStatus.RUNNING:
@@ -231,7 +235,12 @@ def _claim_segment(session: Session, period_id: int, snapshot_id: int, capped: b
     if not repo.mark_claimed(session, snapshot_id, utcnow()):
         return []  # a coordinator before this one claimed the segment
     snap = session.get(AllocationSnapshot, snapshot_id)
-    audience = repo.get_campaign(session, period.campaign_id).audience  # the attribute filter and lists
+    campaign = repo.get_campaign(session, period.campaign_id)
+    audience = campaign.audience  # the attribute filter and lists
+    if capped:
+        if waiting := contention.blocker(session, campaign, snap):
+            return waiting  # the caller rolls back (the claim mark too) and tries again later
+        contention.record_lost(session, period, snap.segment_id, audience, capped)
     customer_ids = send_repo.eligible_customer_ids(session, snap.segment_id, period_id, capped, audience)
     if not len(customer_ids):
         return []
@@ -284,13 +293,17 @@ def coordinate(period_id: int, enqueue: Callable[[list[int]], None] = enqueue_ch
     pending, todo = opened
     if pending:
         enqueue(pending)
-    fanned = len(pending)
+    fanned, waits = len(pending), []
     if todo:
         # One connection for the whole plan: the frequency-cap table lives on it across the commits.
         with pinned_session_scope() as session, send_repo.capped_customers(session, _frequency_cap(utcnow())) as capped:
             session.commit()
             for snapshot_id in todo:
                 claimed = _claim_segment(session, period_id, snapshot_id, capped)
+                if isinstance(claimed, contention.Waiting):
+                    session.rollback()
+                    waits.append(claimed)  # the other segments go on: a wait per segment never cycles
+                    continue
                 if isinstance(claimed, str):
                     session.rollback()
                     return claimed
@@ -298,6 +311,11 @@ def coordinate(period_id: int, enqueue: Callable[[list[int]], None] = enqueue_ch
                 if claimed:
                     enqueue(claimed)  # only now: the claim has committed
                 fanned += len(claimed)
+        if capped and len(waits) < len(todo):
+            contention.wake_waiting(period_id, enqueue_run)
+    if waits:
+        log.info("period %s: %s", period_id, waits[0], extra={"period_id": period_id})
+        return waits[0]  # the sweeper, or the plan it waits for, hands this one out again
     outcome = _close_plan(period_id)
     return f"fanned out {fanned} chunks" if outcome == "planned" else outcome
 
@@ -335,7 +353,7 @@ def public(session: Session, period: SendPeriod, now: datetime | None = None) ->
     if state != "sending":
         info["eta_seconds"] = None
     return {**period.model_dump(), **info, "state": state, "state_reason": reason, "stalled_since": since,
-            "failures": period_health.top_reasons(period.failures)}
+            "failures": period_health.top_reasons(period.failures), "lost_to": period.lost_to or {}}
 
 
 def progress(period: SendPeriod, now: datetime | None = None) -> dict:
