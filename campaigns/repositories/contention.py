@@ -55,3 +55,17 @@ def unplanned_periods(session: Session, except_period_id: int) -> list[int]:
                    Campaign.status == CampaignStatus.ACTIVE, SendPeriod.id != except_period_id)
             .order_by(SendPeriod.id))
     return list(session.execute(stmt).scalars())
+
+
+def periods_lost_to(session: Session, campaign_id: int) -> list[tuple[int, dict]]:
+    """(period number, lost_to) of the campaign's periods that lost customers to the cap."""
+    stmt = (select(SendPeriod.number, SendPeriod.lost_to)
+            .where(SendPeriod.campaign_id == campaign_id, SendPeriod.lost_to.is_not(None))
+            .order_by(SendPeriod.number))
+    return [(number, lost) for number, lost in session.execute(stmt).all() if lost]
+
+
+def campaign_names(session: Session, ids: list[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    return dict(session.execute(select(Campaign.id, Campaign.name).where(Campaign.id.in_(ids))).all())

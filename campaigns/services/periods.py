@@ -428,17 +428,20 @@ def mark_failed(period_id: int, error: str) -> None:
 
 
 def start_due_periods(now: datetime | None = None) -> list[int]:
-    """Beat: start a period for every active campaign whose cadence says one is due."""
+    """Beat: start a period for every active campaign whose cadence says one is due.
+
+    All in one commit (a savepoint each, so one refused start leaves the others): no plan can begin
+    before the other periods of the same tick exist, so the frequency cap shares their customers by
+    the campaigns' ranks (services/contention.py), not by which plan a worker took first."""
     now = now or datetime.now(UTC)
     started = []
     with session_scope() as session:
-        due = repo.due_campaign_ids(session, now)
-    for campaign_id in due:
-        try:
-            with session_scope() as session:
-                started.append(start_period(session, campaign_id).id)
-        except Conflict as exc:
-            log.info("due period of campaign %s not started: %s", campaign_id, exc.detail)
+        for campaign_id in repo.due_campaign_ids(session, now):
+            try:
+                with session.begin_nested():
+                    started.append(start_period(session, campaign_id).id)
+            except Conflict as exc:
+                log.info("due period of campaign %s not started: %s", campaign_id, exc.detail)
     return started
 
 

@@ -16,9 +16,9 @@ from sqlalchemy import select
 
 import bandit
 from campaigns.db import session_scope
-from campaigns.models import AllocationSnapshot, Send, SendPeriod
+from campaigns.models import AllocationSnapshot, Campaign, Send, SendPeriod, utcnow
 from campaigns.schemas import CampaignCreate
-from campaigns.services import campaigns, contention, periods
+from campaigns.services import campaigns, contention, periods, reports
 from campaigns.settings import get_settings
 from tests.campaigns.test_periods import new_period, sends_of, setup_campaign
 from tests.factories import small_campaign_payload
@@ -175,6 +175,42 @@ def test_equal_priority_and_value_go_to_the_older_campaign(database_url, redis_s
     p_older, p_newer = new_period(older), new_period(newer)
     assert plan_all([p_newer, p_older]) == ["completed", "completed"]
     assert len(customers_of(p_older)) == N and lost_to(p_newer) == {str(older): N}
+    with session_scope() as s:
+        shared = reports.lift_report(s, newer)["shared_customers"]
+        assert reports.lift_report(s, older)["shared_customers"] == {"lost": 0, "by_campaign": []}
+    assert shared == {"lost": N, "by_campaign": [{
+        "campaign_id": older, "name": "Spring offer", "customers": N, "periods": [1],
+        "text": f"{N} of your targeted customers went to campaign {older} (Spring offer)"}]}
+
+
+def test_beat_starts_the_periods_of_a_tick_together(database_url, redis_server, cap, monkeypatch):
+    """The due periods of one beat tick commit together (a refused one apart), so no plan of the
+    tick runs before its rivals exist: the lower-ranked one, though older and started first, waits."""
+    cap(1)
+    low = setup_campaign(N)
+    high = add_campaign("high", priority=1)
+    busy = add_campaign("busy")
+    busy_period = new_period(busy)  # still in flight: its due period is refused
+    with session_scope() as s:
+        for cid in (low, high, busy):
+            campaign = s.get(Campaign, cid)
+            campaign.cadence, campaign.next_period_at = "daily", utcnow() - timedelta(minutes=1)
+    seen = []  # when each plan is handed out: the periods that exist then
+
+    def hand_out(period_id):
+        with session_scope() as s:
+            seen.append(len(s.execute(select(SendPeriod.id)).all()))
+
+    monkeypatch.setattr(periods, "enqueue_run", hand_out)
+    started = periods.start_due_periods()
+    assert seen == [3, 3]  # both of the tick's periods (and busy's) exist before any plan is handed out
+    with session_scope() as s:
+        numbers = {s.get(SendPeriod, pid).campaign_id: s.get(SendPeriod, pid).number for pid in started}
+    assert numbers == {low: 1, high: 1}
+    p_low, p_high = sorted(started)
+    assert periods.run_period(p_low).startswith("waiting: segment")
+    assert plan_all([p_high, p_low, busy_period]) == ["completed"] * 3
+    assert len(customers_of(p_high)) == N and customers_of(p_low) == set() == customers_of(busy_period)
 
 
 def test_a_campaign_planned_earlier_keeps_what_it_claimed(database_url, redis_server, cap):
