@@ -59,8 +59,9 @@ def enqueue_resume(period_id: int) -> None:
         enqueue_run(period_id)
 
 
-def start_period(session: Session, campaign_id: int) -> SendPeriod:
-    """Create the next period of an active campaign and hand it to a worker after the commit."""
+def start_period(session: Session, campaign_id: int, hand_out: bool = True) -> SendPeriod:
+    """Create the next period of an active campaign and hand it to a worker after the commit
+    (`hand_out=False`: the caller does, once it has committed)."""
     campaign = campaign_service.get(session, campaign_id, for_update=True)
     if campaign.status != CampaignStatus.ACTIVE:
         raise Conflict(f"campaign {campaign_id} is {campaign.status}: start it (or resume it) before sending")
@@ -78,7 +79,8 @@ def start_period(session: Session, campaign_id: int) -> SendPeriod:
     except IntegrityError:
         raise Conflict(f"another period of campaign {campaign_id} was started at the same time") from None
     period_id = period.id
-    on_commit(session, lambda: enqueue_run(period_id))
+    if hand_out:
+        on_commit(session, lambda: enqueue_run(period_id))
     return period
 
 
@@ -430,18 +432,21 @@ def mark_failed(period_id: int, error: str) -> None:
 def start_due_periods(now: datetime | None = None) -> list[int]:
     """Beat: start a period for every active campaign whose cadence says one is due.
 
-    All in one commit (a savepoint each, so one refused start leaves the others): no plan can begin
+    Each in its own transaction, and handed out only once all are committed: no plan can begin
     before the other periods of the same tick exist, so the frequency cap shares their customers by
     the campaigns' ranks (services/contention.py), not by which plan a worker took first."""
     now = now or datetime.now(UTC)
     started = []
     with session_scope() as session:
-        for campaign_id in repo.due_campaign_ids(session, now):
-            try:
-                with session.begin_nested():
-                    started.append(start_period(session, campaign_id).id)
-            except Conflict as exc:
-                log.info("due period of campaign %s not started: %s", campaign_id, exc.detail)
+        due = repo.due_campaign_ids(session, now)
+    for campaign_id in due:
+        try:
+            with session_scope() as session:
+                started.append(start_period(session, campaign_id, hand_out=False).id)
+        except Conflict as exc:
+            log.info("due period of campaign %s not started: %s", campaign_id, exc.detail)
+    for period_id in started:
+        enqueue_run(period_id)
     return started
 
 

@@ -184,8 +184,8 @@ def test_equal_priority_and_value_go_to_the_older_campaign(database_url, redis_s
 
 
 def test_beat_starts_the_periods_of_a_tick_together(database_url, redis_server, cap, monkeypatch):
-    """The due periods of one beat tick commit together (a refused one apart), so no plan of the
-    tick runs before its rivals exist: the lower-ranked one, though older and started first, waits."""
+    """The due periods of one beat tick are all committed (a refused one apart) before any plan of the
+    tick is handed out: the lower-ranked one, though older and started first, waits."""
     cap(1)
     low = setup_campaign(N)
     high = add_campaign("high", priority=1)
