@@ -18,7 +18,8 @@ def lock_cap(session: Session) -> None:
     customer's last slot. PostgreSQL: a transaction-level advisory lock. SQLite: its one writer lock
     does it, taken by the claim's first write (`campaigns.mark_claimed`) before anything is read."""
     if is_postgres(session):
-        session.execute(text("SELECT pg_advisory_xact_lock(:space, :key)"), {"space": _CAP_LOCK[0], "key": _CAP_LOCK[1]})
+        session.execute(text("SELECT pg_advisory_xact_lock(:space, :key)"),
+                        {"space": _CAP_LOCK[0], "key": _CAP_LOCK[1]})
 
 
 class Rival(NamedTuple):

@@ -105,7 +105,7 @@ def _under_cap(cap: Cap) -> tuple[str, str, dict]:
     claims of the other periods (in flight when the plan began, or newer)."""
     live = f"""SELECT {{what}} FROM send s2
         WHERE s2.customer_id = c.id AND s2.period_id <> %(period_id)s AND {_live_periods(cap, "s2")}
-          AND (s2.status = 'queued' OR (s2.status = 'sent' AND s2.sent_at >= %(cap_since)s))"""
+          AND (s2.status = 'queued' OR (s2.status = 'sent' AND s2.sent_at >= %(cap_since)s))"""  # noqa: S608 (integers)
     join = f"LEFT JOIN {CAPPED_TABLE} k ON k.customer_id = c.id"
     if cap.limit == 1:
         cond = f"k.customer_id IS NULL AND NOT EXISTS ({live.format(what='1')})"
@@ -129,7 +129,7 @@ def _segment_audience(session: Session, segment_id: int, period_id: int, capped:
     params.update(audience_params)  # bound values only
     where = f"""c.segment_id = %(segment_id)s AND c.status = 'active' AND c.consent = TRUE
           AND NOT EXISTS (SELECT 1 FROM send s WHERE s.period_id = %(period_id)s AND s.customer_id = c.id)
-          {cap_clause} {audience_clause}"""
+          {cap_clause} {audience_clause}"""  # noqa: S608 (placeholders and integers only)
     return join, where, params
 
 

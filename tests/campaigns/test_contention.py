@@ -159,7 +159,8 @@ def test_the_holdout_is_drawn_among_the_customers_the_campaign_got(database_url,
         for pid in pids[:2]:
             period = s.get(SendPeriod, pid)
             for snap in s.execute(select(AllocationSnapshot).where(AllocationSnapshot.period_id == pid)).scalars():
-                rows = sorted((r for r in sends_of(pid) if r.segment_id == snap.segment_id), key=lambda r: r.customer_id)
+                rows = sorted((r for r in sends_of(pid) if r.segment_id == snap.segment_id),
+                              key=lambda r: r.customer_id)
                 drawn = bandit.assign(len(rows), np.asarray(snap.weights), snap.holdout_share,
                                       periods.segment_seed(period.seed, snap.segment_id, 1))
                 arms = np.where(drawn.arm == bandit.HOLDOUT, bandit.HOLDOUT,
