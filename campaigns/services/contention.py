@@ -90,9 +90,9 @@ def record_lost(session: Session, period: SendPeriod, segment_id: int, audience:
 
 
 def wake_waiting(period_id: int, enqueue_run: Callable[[int], None] = jobs.run_period) -> None:
-    """After a plan claimed segments: hand the other unfinished plans out again, so one that waits
-    for this period goes on now rather than at the sweeper's next pass (a plan handed out twice
-    claims nothing twice)."""
+    """After a plan claimed segments: hand out again the other unfinished plans that have not
+    claimed one of those segments, so one that waits for this period goes on now rather than at the
+    sweeper's next pass (a plan handed out twice claims nothing twice)."""
     with session_scope() as session:
         waiting = repo.unplanned_periods(session, period_id)
     for other in waiting:

@@ -285,3 +285,18 @@ def test_a_claim_in_progress_holds_off_a_campaign_started_meanwhile(database_url
     assert got_low and not got_low & got_high
     assert lost_to(other["pid"]) == {str(low): len(got_low)}
     assert lost_to(p_low) == ({str(high): len(got_high)} if got_high else {})
+
+
+def test_the_plan_a_period_waits_for_hands_it_out_again_when_it_has_claimed(database_url, redis_server, cap,
+                                                                           monkeypatch):
+    cap(1)
+    low = setup_campaign(N)
+    high = add_campaign("high", priority=1)
+    p_low, p_high = new_period(low), new_period(high)
+    handed: list[int] = []
+    monkeypatch.setattr(periods, "enqueue_run", handed.append)
+    assert periods.run_period(p_low).startswith("waiting: segment")
+    assert handed == []  # it claimed nothing: nobody to let go on
+    assert periods.run_period(p_high) == "completed"
+    assert handed == [p_low]
+    assert periods.run_period(p_low) == "completed" and handed == [p_low]  # nothing left to wake
