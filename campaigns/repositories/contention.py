@@ -3,7 +3,7 @@
 
 from typing import NamedTuple
 
-from sqlalchemy import and_, select, text
+from sqlalchemy import and_, select, text, true
 from sqlmodel import Session
 
 from campaigns.db import is_postgres
@@ -49,16 +49,16 @@ def unclaimed_rivals(session: Session, campaign_id: int, segment_id: int) -> lis
     return [Rival(*row) for row in session.execute(stmt).all()]
 
 
-def unplanned_periods(session: Session, period_id: int) -> list[int]:
-    """Running periods of active campaigns that have not claimed a segment `period_id` has: those
-    its claims may have let go on."""
+def unplanned_periods(session: Session, period_id: int, claimed_only: bool = True) -> list[int]:
+    """Running periods of active campaigns that have not claimed a segment `period_id` has claimed
+    (or, not `claimed_only`, targets): those it may have let go on."""
     mine, theirs = AllocationSnapshot.__table__.alias("mine"), AllocationSnapshot.__table__.alias("theirs")
     stmt = (select(SendPeriod.id).distinct().join(Campaign, Campaign.id == SendPeriod.campaign_id)
             .join(theirs, theirs.c.period_id == SendPeriod.id)
             .join(mine, and_(mine.c.segment_id == theirs.c.segment_id, mine.c.period_id == period_id))
             .where(SendPeriod.status == PeriodStatus.RUNNING, SendPeriod.planned_at.is_(None),
                    Campaign.status == CampaignStatus.ACTIVE, SendPeriod.id != period_id,
-                   mine.c.claimed_at.is_not(None), theirs.c.claimed_at.is_(None))
+                   mine.c.claimed_at.is_not(None) if claimed_only else true(), theirs.c.claimed_at.is_(None))
             .order_by(SendPeriod.id))
     return list(session.execute(stmt).scalars())
 

@@ -89,11 +89,14 @@ def record_lost(session: Session, period: SendPeriod, segment_id: int, audience:
     return lost
 
 
-def wake_waiting(period_id: int, enqueue_run: Callable[[int], None] = jobs.run_period) -> None:
-    """After a plan claimed segments: hand out again the other unfinished plans that have not
-    claimed one of those segments, so one that waits for this period goes on now rather than at the
-    sweeper's next pass (a plan handed out twice claims nothing twice)."""
+def wake_waiting(period_id: int, enqueue_run: Callable[[int], None] = jobs.run_period,
+                 claimed_only: bool = True) -> None:
+    """After a plan claimed segments (`claimed_only`), or first stored its snapshots: hand out again
+    the other unfinished plans that have not claimed one of its (claimed) segments, so one that
+    waits for this period goes on now rather than at the sweeper's next pass (a plan handed out
+    twice claims nothing twice). Once per claim or per period: two waiting plans never wake each
+    other in turns."""
     with session_scope() as session:
-        waiting = repo.unplanned_periods(session, period_id)
+        waiting = repo.unplanned_periods(session, period_id, claimed_only)
     for other in waiting:
         enqueue_run(other)

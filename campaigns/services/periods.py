@@ -197,10 +197,11 @@ def _frequency_cap(now: datetime) -> tuple[int, datetime] | None:
     return settings.frequency_cap, now - timedelta(days=settings.frequency_window_days)
 
 
-def _open_plan(period_id: int) -> str | tuple[list[int], list[int]]:
+def _open_plan(period_id: int) -> str | tuple[list[int], list[int], bool]:
     """The plan's first step: under the period's row lock, check it may run, store the allocation
     snapshots (once) and mark the period running. Returns why not, or (the unfinished chunks of
-    segments claimed before — a rerun hands them out again —, the snapshots still to claim)."""
+    segments claimed before — a rerun hands them out again —, the snapshots still to claim, whether
+    this is the period's first run)."""
     with session_scope() as session:
         # The period's row lock serialises coordinators here: a redelivered `run_period` waits, then
         # finds the snapshots stored and the claimed segments marked, and skips them.
@@ -213,9 +214,10 @@ def _open_plan(period_id: int) -> str | tuple[list[int], list[int]]:
         segments = repo.campaign_segments(session, campaign.id)
         snapshots = _snapshots(session, campaign, period, segments)
         period.status = PeriodStatus.RUNNING
+        first_run = period.started_at is None
         period.started_at = period.started_at or utcnow()
         todo = [] if period.planned_at else [snapshots[s.id].id for s in segments if snapshots[s.id].claimed_at is None]
-        return chunk_repo.unfinished_ids(session, period_id), todo
+        return chunk_repo.unfinished_ids(session, period_id), todo, first_run
 
 
 def _claim_segment(session: Session, period_id: int, snapshot_id: int,
@@ -292,7 +294,7 @@ def coordinate(period_id: int, enqueue: Callable[[list[int]], None] = enqueue_ch
     opened = _open_plan(period_id)
     if isinstance(opened, str):
         return opened
-    pending, todo = opened
+    pending, todo, first_run = opened
     if pending:
         enqueue(pending)
     fanned, waits = len(pending), []
@@ -313,8 +315,9 @@ def coordinate(period_id: int, enqueue: Callable[[list[int]], None] = enqueue_ch
                 if claimed:
                     enqueue(claimed)  # only now: the claim has committed
                 fanned += len(claimed)
-        if capped and len(waits) < len(todo):
-            contention.wake_waiting(period_id, enqueue_run)
+        if capped and (len(waits) < len(todo) or first_run):
+            # claims let waiting plans go on; a first run's snapshots give rivals its rank at last
+            contention.wake_waiting(period_id, enqueue_run, claimed_only=not first_run)
     if waits:
         log.info("period %s: %s", period_id, waits[0], extra={"period_id": period_id})
         return waits[0]  # the sweeper, or the plan it waits for, hands this one out again

@@ -300,3 +300,23 @@ def test_the_plan_a_period_waits_for_hands_it_out_again_when_it_has_claimed(data
     assert periods.run_period(p_high) == "completed"
     assert handed == [p_low]
     assert periods.run_period(p_low) == "completed" and handed == [p_low]  # nothing left to wake
+
+
+def test_two_equal_plans_that_wait_for_each_other_are_woken_not_left_to_the_sweeper(database_url, redis_server,
+                                                                                     cap, monkeypatch):
+    """Equal priority, no data: the older campaign ranks first. Its plan runs while the newer's has
+    not opened (no rank yet): it waits. The newer's first run then ranks below it and waits too, but
+    hands the older's plan out again; that one claims and hands the newer's out in turn."""
+    cap(1)
+    older = setup_campaign(N)
+    newer = add_campaign("newer")
+    p_older, p_newer = new_period(older), new_period(newer)
+    handed: list[int] = []
+    monkeypatch.setattr(periods, "enqueue_run", handed.append)
+    assert periods.run_period(p_older).startswith("waiting: segment")
+    assert handed == []  # the newer period is not running yet: its own task is still to come
+    assert periods.run_period(p_newer).startswith("waiting: segment")
+    assert handed == [p_older]
+    assert periods.run_period(p_older) == "completed" and handed == [p_older, p_newer]
+    assert periods.run_period(p_newer) == "completed" and handed == [p_older, p_newer]
+    assert len(customers_of(p_older)) == N and lost_to(p_newer) == {str(older): N}
