@@ -7,8 +7,11 @@ PostgreSQL (started by `tests.servers`, as in bench_send_scale.py), N customers 
 completed period of a campaign whose N sends went out a day ago. Then, in one transaction each, the
 plan's selection of every segment's audience for the next period (`capped_customers` +
 `eligible_customer_ids`, as `plan_period` runs them): without a cap (the baseline, same run), with a
-cap of 2 (nobody is at it: one email each) and with a cap of 1 (everybody is at it). Prints seconds
-and the ratio to the baseline; nothing is claimed.
+cap of 2 (nobody is at it: one email each) and with a cap of 1 (everybody is at it). Then another
+campaign's period in flight claims everybody (queued, not sent: counted live by every claim, see
+docs/marketer/several-campaigns.md) while last week's mail is moved out of the window: a cap of 1
+reached only through the other period's claims. Prints seconds and the ratio to the baseline;
+nothing is claimed.
 """
 
 import sys
@@ -81,6 +84,23 @@ def main() -> None:
             seconds, eligible = min(select_audience(segment_ids, new_id, cap) for _ in range(args.repeat))
             base = base or seconds
             print(f"  {label:26s} {seconds:6.2f} s  {seconds / base:4.2f}× the baseline  ({eligible:,} eligible)")
+        with db.session_scope() as s:
+            other = campaigns.create(s, CampaignCreate(**{**demo_campaign(), "name": "other"})).id
+            campaigns.transition(s, other, "start")
+            rival = SendPeriod(campaign_id=other, number=1, seed=3, status="running")
+            s.add(rival)
+            s.flush()
+            rival_id = rival.id
+        backend.sql(f"UPDATE send SET sent_at = sent_at - interval '30 days' WHERE period_id = {old_id}",
+                    f"""INSERT INTO send (campaign_id, period_id, customer_id, segment_id, arm, propensity, status,
+                                          clicks, conversions, revenue)
+                        SELECT {other}, {rival_id}, id, segment_id, 0, 0.01, 'queued', 0, 0, 0 FROM customer""",
+                    "ANALYZE send")  # noqa: S608 (ids only)
+        db.reset_engine()
+        seconds, eligible = min(select_audience(segment_ids, new_id, (1, since)) for _ in range(args.repeat))
+        label = "cap 1, held by a rival"
+        print(f"  {label:26s} {seconds:6.2f} s  {seconds / base:4.2f}× the baseline  ({eligible:,} eligible; "
+              "another campaign's period in flight claimed everybody)")
     finally:
         backend.stop()
 

@@ -44,5 +44,10 @@ def test_priority_is_stored_shown_and_editable_alone_while_active(api, monkeypat
         shown = api("GET", f"/campaigns/{low['id']}/periods/1", "marketer").json()
         assert shown["lost_to"] == {str(high["id"]): 20} and shown["total"] == 0
         assert api("GET", f"/campaigns/{high['id']}/periods/1", "marketer").json()["lost_to"] == {}
+        page = api("GET", f"/campaigns/{low['id']}/report.html", "analyst")
+        assert page.status_code == 200
+        assert f"20 of your targeted customers went to campaign {high['id']} (high) (period 1)" in page.text
+        assert "Customers shared with other campaigns" not in api(
+            "GET", f"/campaigns/{high['id']}/report.html", "analyst").text
     finally:
         get_settings.cache_clear()
