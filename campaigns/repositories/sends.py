@@ -95,22 +95,26 @@ def capped_customers(session: Session, cap: tuple[int, datetime] | None) -> Iter
 
 
 def _live_periods(cap: Cap, alias: str) -> str:
-    """The periods a claim counts live: in flight when the plan began, or newer (ids: integers)."""
-    listed = f" OR {alias}.period_id IN ({', '.join(map(str, cap.in_flight))})" if cap.in_flight else ""
-    return f"({alias}.period_id > %(cap_last)s{listed})"
+    """The periods a claim counts live: in flight when the plan began, or newer (ids: integers).
+    As a subquery over the few periods, so the ledger is read through its (period_id, customer_id)
+    index, those periods' rows only."""
+    listed = f" OR p.id IN ({', '.join(map(str, cap.in_flight))})" if cap.in_flight else ""
+    return f"{alias}.period_id IN (SELECT p.id FROM send_period p WHERE p.id > %(cap_last)s{listed})"
 
 
 def _under_cap(cap: Cap) -> tuple[str, str, dict]:
-    """(join, condition, params): the customer `c` is under the cap, counting the table and the live
-    claims of the other periods (in flight when the plan began, or newer)."""
-    live = f"""SELECT {{what}} FROM send s2
-        WHERE s2.customer_id = c.id AND s2.period_id <> %(period_id)s AND {_live_periods(cap, "s2")}
-          AND (s2.status = 'queued' OR (s2.status = 'sent' AND s2.sent_at >= %(cap_since)s))"""  # noqa: S608 (integers)
-    join = f"LEFT JOIN {CAPPED_TABLE} k ON k.customer_id = c.id"
+    """(joins, condition, params): the customer `c` is under the cap, counting the table (`k`) and
+    the live claims of the other periods (`l`: in flight when the plan began, or newer). Both are
+    joined set-based (hash joins), not probed customer by customer."""
+    join = f"""LEFT JOIN {CAPPED_TABLE} k ON k.customer_id = c.id
+        LEFT JOIN (SELECT s2.customer_id, count(*) AS n FROM send s2
+                   WHERE {_live_periods(cap, "s2")} AND s2.period_id <> %(period_id)s
+                     AND (s2.status = 'queued' OR (s2.status = 'sent' AND s2.sent_at >= %(cap_since)s))
+                   GROUP BY s2.customer_id) l ON l.customer_id = c.id"""  # noqa: S608 (integers)
     if cap.limit == 1:
-        cond = f"k.customer_id IS NULL AND NOT EXISTS ({live.format(what='1')})"
+        cond = "k.customer_id IS NULL AND l.customer_id IS NULL"
     else:
-        cond = f"COALESCE(k.n, 0) + ({live.format(what='count(*)')}) < %(cap_limit)s"
+        cond = "COALESCE(k.n, 0) + COALESCE(l.n, 0) < %(cap_limit)s"
     return join, cond, {"cap_last": cap.last_period_id, "cap_since": cap.since, "cap_limit": cap.limit}
 
 
