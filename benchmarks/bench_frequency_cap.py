@@ -10,8 +10,8 @@ plan's selection of every segment's audience for the next period (`capped_custom
 cap of 2 (nobody is at it: one email each) and with a cap of 1 (everybody is at it). Then another
 campaign's period in flight claims everybody (queued, not sent: counted live by every claim, see
 docs/marketer/several-campaigns.md) while last week's mail is moved out of the window: a cap of 1
-reached only through the other period's claims. Prints seconds and the ratio to the baseline;
-nothing is claimed.
+reached only through the other period's claims, and the count a claim then records of who went
+where (`capped_by_campaign`). Prints seconds and the ratio to the baseline; nothing is claimed.
 """
 
 import sys
@@ -37,6 +37,19 @@ def select_audience(segment_ids: list[int], period_id: int, cap) -> tuple[float,
         t = time.perf_counter()
         with send_repo.capped_customers(session, cap) as capped:
             total = sum(len(send_repo.eligible_customer_ids(session, s, period_id, capped)) for s in segment_ids)
+        return time.perf_counter() - t, total
+
+
+def count_lost(segment_ids: list[int], period_id: int, cap) -> tuple[float, int]:
+    """What a claim adds under a cap: the customers left out, by the campaign that holds them."""
+    from campaigns import db
+    from campaigns.repositories import sends as send_repo
+
+    with db.session_scope() as session:
+        t = time.perf_counter()
+        with send_repo.capped_customers(session, cap) as capped:
+            total = sum(sum(send_repo.capped_by_campaign(session, s, period_id, capped).values())
+                        for s in segment_ids)
         return time.perf_counter() - t, total
 
 
@@ -101,6 +114,10 @@ def main() -> None:
         label = "cap 1, held by a rival"
         print(f"  {label:26s} {seconds:6.2f} s  {seconds / base:4.2f}× the baseline  ({eligible:,} eligible; "
               "another campaign's period in flight claimed everybody)")
+        seconds, lost = min(count_lost(segment_ids, new_id, (1, since)) for _ in range(args.repeat))
+        label = "  + who went where"
+        print(f"  {label:26s} {seconds:6.2f} s  {seconds / base:4.2f}× the baseline  ({lost:,} counted as lost "
+              "to the other campaign)")
     finally:
         backend.stop()
 

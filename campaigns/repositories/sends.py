@@ -178,6 +178,8 @@ def capped_by_campaign(session: Session, segment_id: int, period_id: int, cap: C
     sql = f"""
         SELECT x.campaign_id, count(DISTINCT c.id) FROM customer c {join}
         JOIN send x ON x.customer_id = c.id AND x.period_id <> %(period_id)s
+          AND x.period_id IN (SELECT p.id FROM send_period p  -- the ledger's period index: recent rows only
+                              WHERE p.completed_at IS NULL OR p.completed_at >= %(cap_since)s)
           AND ((x.status = 'sent' AND x.sent_at >= %(cap_since)s)
                OR (x.status = 'queued' AND {_live_periods(cap, "x")}))
         WHERE {where}
