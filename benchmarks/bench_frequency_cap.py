@@ -104,11 +104,11 @@ def main() -> None:
             s.add(rival)
             s.flush()
             rival_id = rival.id
-        backend.sql(f"UPDATE send SET sent_at = sent_at - interval '30 days' WHERE period_id = {old_id}",
-                    f"""INSERT INTO send (campaign_id, period_id, customer_id, segment_id, arm, propensity, status,
+        move_out = f"UPDATE send SET sent_at = sent_at - interval '30 days' WHERE period_id = {old_id}"  # noqa: S608
+        claim_all = f"""INSERT INTO send (campaign_id, period_id, customer_id, segment_id, arm, propensity, status,
                                           clicks, conversions, revenue)
-                        SELECT {other}, {rival_id}, id, segment_id, 0, 0.01, 'queued', 0, 0, 0 FROM customer""",
-                    "ANALYZE send")  # noqa: S608 (ids only)
+                        SELECT {other}, {rival_id}, id, segment_id, 0, 0.01, 'queued', 0, 0, 0 FROM customer"""  # noqa: S608 (ids only)
+        backend.sql(move_out, claim_all, "ANALYZE send")
         db.reset_engine()
         seconds, eligible = min(select_audience(segment_ids, new_id, (1, since)) for _ in range(args.repeat))
         label = "cap 1, held by a rival"
