@@ -46,9 +46,10 @@ class Cap(NamedTuple):
 
 @contextmanager
 def capped_customers(session: Session, cap: tuple[int, datetime] | None) -> Iterator[Cap | bool]:
-    """The customers with mail in the window of the cross-campaign frequency cap (`cap` = (max
-    emails, since when)), counted once per plan into a temporary table (customer, emails) that every
-    segment's audience query then joins (`eligible_customer_ids(..., capped=<Cap>)`). Counted inside
+    """The customers at the cross-campaign frequency cap (`cap` = (max emails, since when)) through
+    the mail of the periods finished when the plan began, counted once per plan into a temporary
+    table that every segment's audience query then anti-joins (`eligible_customer_ids(...,
+    capped=<Cap>)`); the other periods' mail is counted live (`Cap`). Counted inside
     each segment's query instead, the window's sends (a whole weekly period of them) were grouped
     once per segment: 8 times. Only periods that can hold mail sent since `since` are read (not
     completed before it), through the ledger's unique (period_id, customer_id) index. Yields a `Cap`,
@@ -76,16 +77,16 @@ def capped_customers(session: Session, cap: tuple[int, datetime] | None) -> Iter
         not_in_flight = f"AND p.id NOT IN ({', '.join(map(str, in_flight))})" if in_flight else ""
         # (a table left by a plan whose transaction did not undo it would make CREATE fail)
         cur.execute(f"DROP TABLE IF EXISTS {CAPPED_TABLE}")
-        cur.execute(f"CREATE TEMPORARY TABLE {CAPPED_TABLE} (customer_id BIGINT NOT NULL, n BIGINT NOT NULL)")
+        cur.execute(f"CREATE TEMPORARY TABLE {CAPPED_TABLE} (customer_id BIGINT NOT NULL)")
         cur.execute(f"""
-            INSERT INTO {CAPPED_TABLE} (customer_id, n)
-            SELECT s.customer_id, count(*) FROM send s
+            INSERT INTO {CAPPED_TABLE} (customer_id)
+            SELECT s.customer_id FROM send s
             WHERE s.period_id IN (SELECT p.id FROM send_period p
                                   WHERE (p.completed_at IS NULL OR p.completed_at >= {mark("since")})
                                     AND p.id <= {last} {not_in_flight})
               AND s.status = 'sent' AND s.sent_at >= {mark("since")}
-            GROUP BY s.customer_id""",  # noqa: S608 (placeholders and integers only)
-                    {"since": since})
+            GROUP BY s.customer_id HAVING count(*) >= {mark("cap_limit")}""",  # noqa: S608 (placeholders, integers)
+                    {"since": since, "cap_limit": limit})
         if pg:
             cur.execute(f"ANALYZE {CAPPED_TABLE}")  # autovacuum never analyses a temporary table
     finally:
@@ -103,9 +104,10 @@ def _live_periods(cap: Cap, alias: str) -> str:
 
 
 def _under_cap(cap: Cap) -> tuple[str, str, dict]:
-    """(joins, condition, params): the customer `c` is under the cap, counting the table (`k`) and
-    the live claims of the other periods (`l`: in flight when the plan began, or newer). Both are
-    joined set-based (hash joins), not probed customer by customer."""
+    """(joins, condition, params): the customer `c` is under the cap: not at it through the finished
+    periods' mail (the table, `k`), nor with the live claims of the other periods added (`l`: in
+    flight when the plan began, or newer). Both are joined set-based (hash joins); only a customer
+    with live claims under a cap above one has the finished periods' mail counted, one by one."""
     join = f"""LEFT JOIN {CAPPED_TABLE} k ON k.customer_id = c.id
         LEFT JOIN (SELECT s2.customer_id, count(*) AS n FROM send s2
                    WHERE {_live_periods(cap, "s2")} AND s2.period_id <> %(period_id)s
@@ -114,7 +116,10 @@ def _under_cap(cap: Cap) -> tuple[str, str, dict]:
     if cap.limit == 1:
         cond = "k.customer_id IS NULL AND l.customer_id IS NULL"
     else:
-        cond = "COALESCE(k.n, 0) + COALESCE(l.n, 0) < %(cap_limit)s"
+        live = f" AND s3.period_id NOT IN ({', '.join(map(str, cap.in_flight))})" if cap.in_flight else ""
+        finished = f"""SELECT count(*) FROM send s3 WHERE s3.customer_id = c.id AND s3.period_id <= %(cap_last)s{live}
+                       AND s3.status = 'sent' AND s3.sent_at >= %(cap_since)s"""  # noqa: S608 (integers)
+        cond = f"k.customer_id IS NULL AND (l.customer_id IS NULL OR l.n + ({finished}) < %(cap_limit)s)"
     return join, cond, {"cap_last": cap.last_period_id, "cap_since": cap.since, "cap_limit": cap.limit}
 
 

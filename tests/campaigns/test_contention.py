@@ -320,3 +320,16 @@ def test_two_equal_plans_that_wait_for_each_other_are_woken_not_left_to_the_swee
     assert periods.run_period(p_older) == "completed" and handed == [p_older, p_newer]
     assert periods.run_period(p_newer) == "completed" and handed == [p_older, p_newer]
     assert len(customers_of(p_older)) == N and lost_to(p_newer) == {str(older): N}
+
+
+def test_a_cap_of_two_adds_the_window_mail_to_the_live_claims(database_url, redis_server, cap):
+    """Everybody had one email this week; two more campaigns plan at once under a cap of two: the
+    higher-ranked gets everybody, the other nobody (one sent + one claimed = the cap)."""
+    cap(2)
+    sent = setup_campaign(N)
+    assert periods.run_period(new_period(sent)) == "completed"
+    high, low = add_campaign("high", priority=1), add_campaign("low")
+    p_high, p_low = new_period(high), new_period(low)
+    assert plan_all([p_low, p_high]) == ["completed", "completed"]
+    assert len(customers_of(p_high)) == N and customers_of(p_low) == set()
+    assert lost_to(p_low) == {str(sent): N, str(high): N}
