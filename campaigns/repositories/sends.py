@@ -106,20 +106,25 @@ def _live_periods(cap: Cap, alias: str) -> str:
 def _under_cap(cap: Cap) -> tuple[str, str, dict]:
     """(joins, condition, params): the customer `c` is under the cap: not at it through the finished
     periods' mail (the table, `k`), nor with the live claims of the other periods added (`l`: in
-    flight when the plan began, or newer). Both are joined set-based (hash joins); only a customer
-    with live claims under a cap above one has the finished periods' mail counted, one by one."""
+    flight when the plan began, or newer). Both are joined set-based (hash joins); under a cap above
+    one, `l` adds the finished periods' mail of its customers (those with live claims: few), one by
+    one, inside the derived table — in the WHERE clause, that subquery turned the whole join into a
+    nested loop over every customer."""
+    count = "count(*)"
+    if cap.limit > 1:
+        live = f" AND s3.period_id NOT IN ({', '.join(map(str, cap.in_flight))})" if cap.in_flight else ""
+        count += f""" + (SELECT count(*) FROM send s3
+                         WHERE s3.customer_id = s2.customer_id AND s3.period_id <= %(cap_last)s{live}
+                           AND s3.status = 'sent' AND s3.sent_at >= %(cap_since)s)"""  # noqa: S608 (integers)
     join = f"""LEFT JOIN {CAPPED_TABLE} k ON k.customer_id = c.id
-        LEFT JOIN (SELECT s2.customer_id, count(*) AS n FROM send s2
+        LEFT JOIN (SELECT s2.customer_id, {count} AS n FROM send s2
                    WHERE {_live_periods(cap, "s2")} AND s2.period_id <> %(period_id)s
                      AND (s2.status = 'queued' OR (s2.status = 'sent' AND s2.sent_at >= %(cap_since)s))
                    GROUP BY s2.customer_id) l ON l.customer_id = c.id"""  # noqa: S608 (integers)
     if cap.limit == 1:
         cond = "k.customer_id IS NULL AND l.customer_id IS NULL"
     else:
-        live = f" AND s3.period_id NOT IN ({', '.join(map(str, cap.in_flight))})" if cap.in_flight else ""
-        finished = f"""SELECT count(*) FROM send s3 WHERE s3.customer_id = c.id AND s3.period_id <= %(cap_last)s{live}
-                       AND s3.status = 'sent' AND s3.sent_at >= %(cap_since)s"""  # noqa: S608 (integers)
-        cond = f"k.customer_id IS NULL AND (l.customer_id IS NULL OR l.n + ({finished}) < %(cap_limit)s)"
+        cond = "k.customer_id IS NULL AND (l.customer_id IS NULL OR l.n < %(cap_limit)s)"
     return join, cond, {"cap_last": cap.last_period_id, "cap_since": cap.since, "cap_limit": cap.limit}
 
 
