@@ -27,6 +27,7 @@ _COPY_BIGINT_ROW = np.dtype([("fields", ">i2"), ("length", ">i4"), ("value", ">i
 
 
 CAPPED_TABLE = "capped_customer"
+LIVE_TABLE = "live_claim"  # the other periods' live claims per customer, refreshed by each claim
 
 
 class Cap(NamedTuple):
@@ -77,7 +78,9 @@ def capped_customers(session: Session, cap: tuple[int, datetime] | None) -> Iter
         not_in_flight = f"AND p.id NOT IN ({', '.join(map(str, in_flight))})" if in_flight else ""
         # (a table left by a plan whose transaction did not undo it would make CREATE fail)
         cur.execute(f"DROP TABLE IF EXISTS {CAPPED_TABLE}")
+        cur.execute(f"DROP TABLE IF EXISTS {LIVE_TABLE}")
         cur.execute(f"CREATE TEMPORARY TABLE {CAPPED_TABLE} (customer_id BIGINT NOT NULL)")
+        cur.execute(f"CREATE TEMPORARY TABLE {LIVE_TABLE} (customer_id BIGINT NOT NULL, n BIGINT NOT NULL)")
         cur.execute(f"""
             INSERT INTO {CAPPED_TABLE} (customer_id)
             SELECT s.customer_id FROM send s
@@ -93,6 +96,7 @@ def capped_customers(session: Session, cap: tuple[int, datetime] | None) -> Iter
         cur.close()
     yield Cap(limit, since, in_flight, last)
     session.execute(text(f"DROP TABLE {CAPPED_TABLE}"))
+    session.execute(text(f"DROP TABLE {LIVE_TABLE}"))
 
 
 def _live_periods(cap: Cap, alias: str) -> str:
@@ -103,24 +107,41 @@ def _live_periods(cap: Cap, alias: str) -> str:
     return f"{alias}.period_id IN (SELECT p.id FROM send_period p WHERE p.id > %(cap_last)s{listed})"  # noqa: S608
 
 
-def _under_cap(cap: Cap) -> tuple[str, str, dict]:
-    """(joins, condition, params): the customer `c` is under the cap: not at it through the finished
-    periods' mail (the table, `k`), nor with the live claims of the other periods added (`l`: in
-    flight when the plan began, or newer). Both are joined set-based (hash joins); under a cap above
-    one, `l` adds the finished periods' mail of its customers (those with live claims: few), one by
-    one, inside the derived table — in the WHERE clause, that subquery turned the whole join into a
-    nested loop over every customer."""
+def refresh_live_claims(session: Session, cap: Cap, period_id: int) -> None:
+    """Count again, into the plan's `live_claim` table, the other periods' live claims per customer
+    (in flight when the plan began, or newer; queued, or sent in the window), in the claim's
+    transaction, under the cap lock: what the segment's audience query then joins. Under a cap above
+    one, each such customer's mail from the finished periods is added (few customers, one by one).
+    A table with fresh statistics, not a subquery: with a guessed size, PostgreSQL re-ran the
+    subquery for every customer of the segment."""
     count = "count(*)"
     if cap.limit > 1:
         live = f" AND s3.period_id NOT IN ({', '.join(map(str, cap.in_flight))})" if cap.in_flight else ""
         count += f""" + (SELECT count(*) FROM send s3
                          WHERE s3.customer_id = s2.customer_id AND s3.period_id <= %(cap_last)s{live}
                            AND s3.status = 'sent' AND s3.sent_at >= %(cap_since)s)"""  # noqa: S608 (integers)
-    join = f"""LEFT JOIN {CAPPED_TABLE} k ON k.customer_id = c.id
-        LEFT JOIN (SELECT s2.customer_id, {count} AS n FROM send s2
-                   WHERE {_live_periods(cap, "s2")} AND s2.period_id <> %(period_id)s
-                     AND (s2.status = 'queued' OR (s2.status = 'sent' AND s2.sent_at >= %(cap_since)s))
-                   GROUP BY s2.customer_id) l ON l.customer_id = c.id"""  # noqa: S608 (integers)
+    sql = f"""INSERT INTO {LIVE_TABLE} (customer_id, n)
+        SELECT s2.customer_id, {count} FROM send s2
+        WHERE {_live_periods(cap, "s2")} AND s2.period_id <> %(period_id)s
+          AND (s2.status = 'queued' OR (s2.status = 'sent' AND s2.sent_at >= %(cap_since)s))
+        GROUP BY s2.customer_id"""  # noqa: S608 (integers)
+    params = {"cap_last": cap.last_period_id, "cap_since": cap.since, "period_id": period_id}
+    pg = is_postgres(session)
+    cur = _driver_connection(session).cursor()
+    try:
+        cur.execute(f"DELETE FROM {LIVE_TABLE}")  # noqa: S608
+        cur.execute(sql if pg else sql.replace("%(", ":").replace(")s", ""), params)
+        if pg:
+            cur.execute(f"ANALYZE {LIVE_TABLE}")
+    finally:
+        cur.close()
+
+
+def _under_cap(cap: Cap) -> tuple[str, str, dict]:
+    """(joins, condition, params): the customer `c` is under the cap: not at it through the finished
+    periods' mail (the table `k`), nor with the other periods' live claims added (the table `l`,
+    `refresh_live_claims`). Both are joined set-based."""
+    join = f"LEFT JOIN {CAPPED_TABLE} k ON k.customer_id = c.id LEFT JOIN {LIVE_TABLE} l ON l.customer_id = c.id"
     if cap.limit == 1:
         cond = "k.customer_id IS NULL AND l.customer_id IS NULL"
     else:
@@ -150,7 +171,8 @@ def _segment_audience(session: Session, segment_id: int, period_id: int, capped:
 def eligible_customer_ids(session: Session, segment_id: int, period_id: int, capped: Cap | bool = False,
                           audience: dict | None = None) -> np.ndarray:
     """Active, consenting customers of the segment not yet claimed in this period and, with
-    `capped`, under the frequency cap (inside `capped_customers`), in id order (deterministic).
+    `capped`, under the frequency cap (inside `capped_customers`, after `refresh_live_claims` in
+    the same transaction), in id order (deterministic).
 
     Set-based, and fetched straight into numpy (binary COPY on PostgreSQL): no Python object per
     customer."""
