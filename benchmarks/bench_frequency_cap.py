@@ -8,10 +8,11 @@ completed period of a campaign whose N sends went out a day ago. Then, in one tr
 plan's selection of every segment's audience for the next period (`capped_customers`, then per
 segment `refresh_live_claims` + `eligible_customer_ids`, as the plan runs them): without a cap (the
 baseline, same run), with a cap of 2 (nobody is at it: one email each) and with a cap of 1
-(everybody is at it). Then another campaign's period in flight claims everybody (queued, not sent: counted live by every claim, see
-docs/marketer/several-campaigns.md) while last week's mail is moved out of the window: a cap of 1
-reached only through the other period's claims, and the count a claim then records of who went
-where (`capped_by_campaign`). Prints seconds and the ratio to the baseline; nothing is claimed.
+(everybody is at it). Then another campaign's period in flight claims everybody (queued, not sent:
+counted live by every claim, see docs/marketer/several-campaigns.md) while last week's mail is
+moved out of the window: a cap of 1 reached only through the other period's claims, and the count
+a claim then records of who went where (`capped_by_campaign`). Prints seconds and the ratio to the
+baseline; nothing is claimed.
 """
 
 import sys
