@@ -40,7 +40,7 @@ def select_audience(segment_ids: list[int], period_id: int, cap) -> tuple[float,
             total = 0
             for s in segment_ids:  # as each segment's claim does: the live claims counted again first
                 if capped:
-                    send_repo.refresh_live_claims(session, capped, period_id)
+                    send_repo.refresh_live_claims(session, capped, period_id, s)
                 total += len(send_repo.eligible_customer_ids(session, s, period_id, capped))
         return time.perf_counter() - t, total
 
@@ -55,7 +55,7 @@ def count_lost(segment_ids: list[int], period_id: int, cap) -> tuple[float, int]
         with send_repo.capped_customers(session, cap) as capped:
             total = 0
             for s in segment_ids:
-                send_repo.refresh_live_claims(session, capped, period_id)
+                send_repo.refresh_live_claims(session, capped, period_id, s)
                 total += sum(send_repo.capped_by_campaign(session, s, period_id, capped).values())
         return time.perf_counter() - t, total
 
@@ -85,7 +85,7 @@ def main() -> None:
             cid = campaigns.create(s, CampaignCreate(**{**demo_campaign(), "burn_in_min_sends": 0})).id
             campaigns.transition(s, cid, "start")
             yesterday = datetime.now(UTC) - timedelta(days=1)
-            last_week = SendPeriod(campaign_id=cid, number=1, seed=1, completed_at=yesterday)
+            last_week = SendPeriod(campaign_id=cid, number=1, seed=1, status="completed", completed_at=yesterday)
             this_week = SendPeriod(campaign_id=cid, number=2, seed=2)
             s.add_all([last_week, this_week])
             s.flush()

@@ -107,10 +107,10 @@ def _live_periods(cap: Cap, alias: str) -> str:
     return f"{alias}.period_id IN (SELECT p.id FROM send_period p WHERE p.id > %(cap_last)s{listed})"  # noqa: S608
 
 
-def refresh_live_claims(session: Session, cap: Cap, period_id: int) -> None:
+def refresh_live_claims(session: Session, cap: Cap, period_id: int, segment_id: int) -> None:
     """Count again, into the plan's `live_claim` table, the other periods' live claims per customer
-    (in flight when the plan began, or newer; queued, or sent in the window), in the claim's
-    transaction, under the cap lock: what the segment's audience query then joins. Under a cap above
+    of the segment (in flight when the plan began, or newer; queued, or sent in the window), in the
+    claim's transaction, under the cap lock: what the segment's audience query then joins. Under a cap above
     one, each such customer's mail from the finished periods is added (few customers, one by one).
     A table with fresh statistics, not a subquery: with a guessed size, PostgreSQL re-ran the
     subquery for every customer of the segment."""
@@ -123,9 +123,11 @@ def refresh_live_claims(session: Session, cap: Cap, period_id: int) -> None:
     sql = f"""INSERT INTO {LIVE_TABLE} (customer_id, n)
         SELECT s2.customer_id, {count} FROM send s2
         WHERE {_live_periods(cap, "s2")} AND s2.period_id <> %(period_id)s
+          AND s2.customer_id IN (SELECT c2.id FROM customer c2 WHERE c2.segment_id = %(segment_id)s)
           AND (s2.status = 'queued' OR (s2.status = 'sent' AND s2.sent_at >= %(cap_since)s))
         GROUP BY s2.customer_id"""  # noqa: S608 (integers)
-    params = {"cap_last": cap.last_period_id, "cap_since": cap.since, "period_id": period_id}
+    params = {"cap_last": cap.last_period_id, "cap_since": cap.since, "period_id": period_id,
+              "segment_id": segment_id}
     pg = is_postgres(session)
     cur = _driver_connection(session).cursor()
     try:

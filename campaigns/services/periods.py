@@ -244,7 +244,7 @@ def _claim_segment(session: Session, period_id: int, snapshot_id: int,
     if capped:
         if waiting := contention.blocker(session, campaign, snap):
             return waiting  # the caller rolls back (the claim mark too) and tries again later
-        send_repo.refresh_live_claims(session, capped, period_id)
+        send_repo.refresh_live_claims(session, capped, period_id, snap.segment_id)
         contention.record_lost(session, period, snap.segment_id, audience, capped)
     customer_ids = send_repo.eligible_customer_ids(session, snap.segment_id, period_id, capped, audience)
     if not len(customer_ids):
