@@ -142,13 +142,10 @@ def refresh_live_claims(session: Session, cap: Cap, period_id: int, segment_id: 
 def _under_cap(cap: Cap) -> tuple[str, str, dict]:
     """(joins, condition, params): the customer `c` is under the cap: not at it through the finished
     periods' mail (the table `k`), nor with the other periods' live claims added (the table `l`,
-    `refresh_live_claims`). Both are joined set-based."""
-    join = f"LEFT JOIN {CAPPED_TABLE} k ON k.customer_id = c.id LEFT JOIN {LIVE_TABLE} l ON l.customer_id = c.id"
-    if cap.limit == 1:
-        cond = "k.customer_id IS NULL AND l.customer_id IS NULL"
-    else:
-        cond = "k.customer_id IS NULL AND (l.customer_id IS NULL OR l.n < %(cap_limit)s)"
-    return join, cond, {"cap_last": cap.last_period_id, "cap_since": cap.since, "cap_limit": cap.limit}
+    `refresh_live_claims`). Anti-joins, which the planners run set-based."""
+    cond = (f"NOT EXISTS (SELECT 1 FROM {CAPPED_TABLE} k WHERE k.customer_id = c.id) "  # noqa: S608
+            f"AND NOT EXISTS (SELECT 1 FROM {LIVE_TABLE} l WHERE l.customer_id = c.id AND l.n >= %(cap_limit)s)")
+    return "", cond, {"cap_last": cap.last_period_id, "cap_since": cap.since, "cap_limit": cap.limit}
 
 
 def _segment_audience(session: Session, segment_id: int, period_id: int, capped: Cap | bool,
