@@ -99,12 +99,16 @@ def capped_customers(session: Session, cap: tuple[int, datetime] | None) -> Iter
     session.execute(text(f"DROP TABLE {LIVE_TABLE}"))
 
 
-def _live_periods(cap: Cap, alias: str) -> str:
-    """The periods a claim counts live: in flight when the plan began, or newer (ids: integers).
-    As a subquery over the few periods, so the ledger is read through its (period_id, customer_id)
-    index, those periods' rows only."""
-    listed = f" OR p.id IN ({', '.join(map(str, cap.in_flight))})" if cap.in_flight else ""
-    return f"{alias}.period_id IN (SELECT p.id FROM send_period p WHERE p.id > %(cap_last)s{listed})"  # noqa: S608
+def _live_periods(session: Session, cap: Cap, period_id: int, alias: str) -> str:
+    """The other periods a claim counts live — in flight when the plan began, or newer — as a
+    condition on `alias`.period_id with their ids written in (integers, a few): the planners then
+    read the ledger through its (period_id, customer_id) index, those periods' rows only (with a
+    subquery there, PostgreSQL scanned the whole ledger once per segment)."""
+    listed = f" OR id IN ({', '.join(map(str, cap.in_flight))})" if cap.in_flight else ""
+    rows = session.execute(text(f"SELECT id FROM send_period WHERE (id > :last{listed}) AND id <> :period"),  # noqa: S608
+                           {"last": cap.last_period_id, "period": period_id}).all()
+    ids = [int(r[0]) for r in rows]
+    return f"{alias}.period_id IN ({', '.join(map(str, ids))})" if ids else "1 = 0"
 
 
 def refresh_live_claims(session: Session, cap: Cap, period_id: int, segment_id: int) -> None:
@@ -122,12 +126,11 @@ def refresh_live_claims(session: Session, cap: Cap, period_id: int, segment_id: 
                            AND s3.status = 'sent' AND s3.sent_at >= %(cap_since)s)"""  # noqa: S608 (integers)
     sql = f"""INSERT INTO {LIVE_TABLE} (customer_id, n)
         SELECT s2.customer_id, {count} FROM send s2
-        WHERE {_live_periods(cap, "s2")} AND s2.period_id <> %(period_id)s
+        WHERE {_live_periods(session, cap, period_id, "s2")}
           AND s2.customer_id IN (SELECT c2.id FROM customer c2 WHERE c2.segment_id = %(segment_id)s)
           AND (s2.status = 'queued' OR (s2.status = 'sent' AND s2.sent_at >= %(cap_since)s))
         GROUP BY s2.customer_id"""  # noqa: S608 (integers)
-    params = {"cap_last": cap.last_period_id, "cap_since": cap.since, "period_id": period_id,
-              "segment_id": segment_id}
+    params = {"cap_last": cap.last_period_id, "cap_since": cap.since, "segment_id": segment_id}
     pg = is_postgres(session)
     cur = _driver_connection(session).cursor()
     try:
@@ -212,7 +215,7 @@ def capped_by_campaign(session: Session, segment_id: int, period_id: int, cap: C
           AND x.period_id IN (SELECT p.id FROM send_period p  -- the ledger's period index: recent rows only
                               WHERE p.completed_at IS NULL OR p.completed_at >= %(cap_since)s)
           AND ((x.status = 'sent' AND x.sent_at >= %(cap_since)s)
-               OR (x.status = 'queued' AND {_live_periods(cap, "x")}))
+               OR (x.status = 'queued' AND {_live_periods(session, cap, period_id, "x")}))
         WHERE {where}
         GROUP BY x.campaign_id"""  # noqa: S608 (placeholders and integers only)
     cur = _driver_connection(session).cursor()
