@@ -47,7 +47,7 @@ def add_campaign(name: str, priority: int = 0) -> int:
     return cid
 
 
-def plan_until_done(pid: int, tries: int = 200) -> str:
+def plan_until_done(pid: int, tries: int = 1000) -> str:
     """Run the period in this thread, again while it waits for a higher-ranked campaign."""
     for _ in range(tries):
         outcome = periods.run_period(pid)
