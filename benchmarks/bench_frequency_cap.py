@@ -5,10 +5,14 @@ period mailed everyone (the weekly case: N sends in the window). Usage:
 
 PostgreSQL (started by `tests.servers`, as in bench_send_scale.py), N customers in 8 segments, one
 completed period of a campaign whose N sends went out a day ago. Then, in one transaction each, the
-plan's selection of every segment's audience for the next period (`capped_customers` +
-`eligible_customer_ids`, as `plan_period` runs them): without a cap (the baseline, same run), with a
-cap of 2 (nobody is at it: one email each) and with a cap of 1 (everybody is at it). Prints seconds
-and the ratio to the baseline; nothing is claimed.
+plan's selection of every segment's audience for the next period (`capped_customers`, then per
+segment `refresh_live_claims` + `eligible_customer_ids`, as the plan runs them): without a cap (the
+baseline, same run), with a cap of 2 (nobody is at it: one email each) and with a cap of 1
+(everybody is at it). Then another campaign's period in flight claims everybody (queued, not sent:
+counted live by every claim, see docs/marketer/several-campaigns.md) while last week's mail is
+moved out of the window: a cap of 1 reached only through the other period's claims, and the count
+a claim then records of who went where (`capped_by_campaign`). Prints seconds and the ratio to the
+baseline; nothing is claimed.
 """
 
 import sys
@@ -33,7 +37,26 @@ def select_audience(segment_ids: list[int], period_id: int, cap) -> tuple[float,
     with db.session_scope() as session:
         t = time.perf_counter()
         with send_repo.capped_customers(session, cap) as capped:
-            total = sum(len(send_repo.eligible_customer_ids(session, s, period_id, capped)) for s in segment_ids)
+            total = 0
+            for s in segment_ids:  # as each segment's claim does: the live claims counted again first
+                if capped:
+                    send_repo.refresh_live_claims(session, capped, period_id, s)
+                total += len(send_repo.eligible_customer_ids(session, s, period_id, capped))
+        return time.perf_counter() - t, total
+
+
+def count_lost(segment_ids: list[int], period_id: int, cap) -> tuple[float, int]:
+    """What a claim adds under a cap: the customers left out, by the campaign that holds them."""
+    from campaigns import db
+    from campaigns.repositories import sends as send_repo
+
+    with db.session_scope() as session:
+        t = time.perf_counter()
+        with send_repo.capped_customers(session, cap) as capped:
+            total = 0
+            for s in segment_ids:
+                send_repo.refresh_live_claims(session, capped, period_id, s)
+                total += sum(send_repo.capped_by_campaign(session, s, period_id, capped).values())
         return time.perf_counter() - t, total
 
 
@@ -62,7 +85,7 @@ def main() -> None:
             cid = campaigns.create(s, CampaignCreate(**{**demo_campaign(), "burn_in_min_sends": 0})).id
             campaigns.transition(s, cid, "start")
             yesterday = datetime.now(UTC) - timedelta(days=1)
-            last_week = SendPeriod(campaign_id=cid, number=1, seed=1, completed_at=yesterday)
+            last_week = SendPeriod(campaign_id=cid, number=1, seed=1, status="completed", completed_at=yesterday)
             this_week = SendPeriod(campaign_id=cid, number=2, seed=2)
             s.add_all([last_week, this_week])
             s.flush()
@@ -81,6 +104,27 @@ def main() -> None:
             seconds, eligible = min(select_audience(segment_ids, new_id, cap) for _ in range(args.repeat))
             base = base or seconds
             print(f"  {label:26s} {seconds:6.2f} s  {seconds / base:4.2f}× the baseline  ({eligible:,} eligible)")
+        with db.session_scope() as s:
+            other = campaigns.create(s, CampaignCreate(**{**demo_campaign(), "name": "other"})).id
+            campaigns.transition(s, other, "start")
+            rival = SendPeriod(campaign_id=other, number=1, seed=3, status="running")
+            s.add(rival)
+            s.flush()
+            rival_id = rival.id
+        move_out = f"UPDATE send SET sent_at = sent_at - interval '30 days' WHERE period_id = {old_id}"  # noqa: S608
+        claim_all = f"""INSERT INTO send (campaign_id, period_id, customer_id, segment_id, arm, propensity, status,
+                                          clicks, conversions, revenue)
+                        SELECT {other}, {rival_id}, id, segment_id, 0, 0.01, 'queued', 0, 0, 0 FROM customer"""  # noqa: S608 (ids only)
+        backend.sql(move_out, claim_all, "ANALYZE send")
+        db.reset_engine()
+        seconds, eligible = min(select_audience(segment_ids, new_id, (1, since)) for _ in range(args.repeat))
+        label = "cap 1, held by a rival"
+        print(f"  {label:26s} {seconds:6.2f} s  {seconds / base:4.2f}× the baseline  ({eligible:,} eligible; "
+              "another campaign's period in flight claimed everybody)")
+        seconds, lost = min(count_lost(segment_ids, new_id, (1, since)) for _ in range(args.repeat))
+        label = "  + who went where"
+        print(f"  {label:26s} {seconds:6.2f} s  {seconds / base:4.2f}× the baseline  ({lost:,} counted as lost "
+              "to the other campaign)")
     finally:
         backend.stop()
 

@@ -154,6 +154,8 @@ class Campaign(SQLModel, table=True):
     # local send times ("tue 09:00"), the levels of the built-in factor send_window (send_windows.py)
     send_windows: list | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     send_window_timezone: str | None = None  # customers without a valid `timezone` attribute
+    # under the frequency cap, who gets a customer several campaigns want: higher first (contention.py)
+    priority: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class CampaignSegment(SQLModel, table=True):
@@ -206,6 +208,8 @@ class SendPeriod(SQLModel, table=True):
     next_wave_at: datetime | None = None
     # customers whose `timezone` attribute named no known zone: sent in the campaign's (send windows)
     timezone_fallbacks: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    # targeted customers left out at the frequency cap, by the campaign that holds them: {"id": n}
+    lost_to: dict | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class SendChunk(SQLModel, table=True):

@@ -106,6 +106,9 @@ BIGINT_MAX = 2**63 - 1
 Id = Annotated[int, BeforeValidator(_not_bool), Field(ge=1, le=INT_MAX)]
 BigId = Annotated[int, BeforeValidator(_not_bool), Field(ge=1, le=BIGINT_MAX)]
 Count = Annotated[int, BeforeValidator(_not_bool), Field(ge=0, le=INT_MAX)]
+Priority = Annotated[StrictInt, Field(ge=-1000, le=1000, description=(
+    "Under the frequency cap, which campaign gets a customer that several want: higher first "
+    "(ties: the better expected value, then the older campaign). Default 0."))]
 Number = Annotated[float, BeforeValidator(_not_bool)]
 
 
@@ -255,6 +258,7 @@ class CampaignCreate(Strict):
     send_window_timezone: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
         None, description="The time zone of customers without a valid `timezone` attribute (default: the "
         "schedule's, else UTC).")
+    priority: Priority = 0
 
 
 class CampaignUpdate(Strict):
@@ -270,6 +274,7 @@ class CampaignUpdate(Strict):
     economics: EconomicsIn | None = Field(None, description="A draft profit campaign's economics (replaced whole).")
     template: TemplateIn | None = Field(None, description="Drafts; a paused campaign too (a new template "
                                         "version, checked against its audience, used by every email rendered after).")
+    priority: Priority | None = Field(None, description="Any status: alone, also on an active or paused campaign.")
 
 
 class PreviewIn(Strict):
@@ -300,6 +305,7 @@ class CampaignPublic(BaseModel):
     model: str
     waves: dict | None = Field(None, description="The first wave's share and the wait before the second.")
     economics: dict | None = Field(None, description="The profit objective's margin, level costs and unsubscribe cost.")
+    priority: int = 0
     created_at: datetime
     started_at: datetime | None
     next_period_at: datetime | None = Field(description="The next scheduled send (none for a manual cadence).")
@@ -466,6 +472,9 @@ class PeriodPublic(BaseModel):
     windows: list[WindowProgress] = Field([], description="Send windows: progress per window (empty without).")
     timezone_fallbacks: int = Field(0, description="Customers whose `timezone` attribute named no known time "
                                     "zone: their emails left in the campaign's time zone.")
+    lost_to: dict[str, int] = Field(default_factory=dict, description=(
+        "Targeted customers left out because another campaign took their frequency-cap slot, by that "
+        "campaign's id (its own id: the campaign's earlier emails in the window)."))
 
 
 class SnapshotPublic(BaseModel):

@@ -27,16 +27,34 @@ _COPY_BIGINT_ROW = np.dtype([("fields", ">i2"), ("length", ">i4"), ("value", ">i
 
 
 CAPPED_TABLE = "capped_customer"
+LIVE_TABLE = "live_claim"  # the other periods' live claims per customer, refreshed by each claim
+
+
+class Cap(NamedTuple):
+    """The frequency cap as one plan applies it (what `capped_customers` yields).
+
+    The temporary table counts the window's mail of the periods that were finished when the plan
+    began. The others — in flight then (`in_flight`) or created since (ids above `last_period_id`)
+    — are counted live by every segment's claim, queued rows included: a customer another
+    campaign's period has claimed holds a slot before the email leaves, so two periods planned at
+    the same time cannot both take the last one (the claims are serialised: contention.lock_cap)."""
+
+    limit: int
+    since: object  # a datetime (PostgreSQL), the stored text of one (SQLite)
+    in_flight: tuple[int, ...]
+    last_period_id: int
 
 
 @contextmanager
-def capped_customers(session: Session, cap: tuple[int, datetime] | None) -> Iterator[bool]:
-    """The customers at the cross-campaign frequency cap (`cap` = (max emails, since when)), counted
-    once per plan into a temporary table that every segment's audience query then anti-joins
-    (`eligible_customer_ids(..., capped=True)`). Counted inside each segment's query instead, the
-    window's sends (a whole weekly period of them) were grouped once per segment: 8 times. Only
-    periods that can hold mail sent since `since` are read (not completed before it), through the
-    ledger's unique (period_id, customer_id) index. Yields whether there is a cap.
+def capped_customers(session: Session, cap: tuple[int, datetime] | None) -> Iterator[Cap | bool]:
+    """The customers at the cross-campaign frequency cap (`cap` = (max emails, since when)) through
+    the mail of the periods finished when the plan began, counted once per plan into a temporary
+    table that every segment's audience query then anti-joins (`eligible_customer_ids(...,
+    capped=<Cap>)`); the other periods' mail is counted live (`Cap`). Counted inside
+    each segment's query instead, the window's sends (a whole weekly period of them) were grouped
+    once per segment: 8 times. Only periods that can hold mail sent since `since` are read (not
+    completed before it), through the ledger's unique (period_id, customer_id) index. Yields a `Cap`,
+    or False when there is no cap.
 
     The plan commits segment by segment, so `session` must keep one connection throughout
     (`db.pinned_session_scope`): a temporary table belongs to its connection and outlives commits.
@@ -52,44 +70,120 @@ def capped_customers(session: Session, cap: tuple[int, datetime] | None) -> Iter
     mark = (lambda name: f"%({name})s") if pg else (lambda name: f":{name}")
     cur = _driver_connection(session).cursor()
     try:
+        # the last period first: one finishing in between is then in the table, not lost between both
+        cur.execute("SELECT coalesce(max(id), 0) FROM send_period")
+        last = int(cur.fetchone()[0])
+        cur.execute("SELECT id FROM send_period WHERE status IN ('queued', 'running') ORDER BY id")
+        in_flight = tuple(int(r[0]) for r in cur.fetchall())
+        not_in_flight = f"AND p.id NOT IN ({', '.join(map(str, in_flight))})" if in_flight else ""
         # (a table left by a plan whose transaction did not undo it would make CREATE fail)
         cur.execute(f"DROP TABLE IF EXISTS {CAPPED_TABLE}")
+        cur.execute(f"DROP TABLE IF EXISTS {LIVE_TABLE}")
         cur.execute(f"CREATE TEMPORARY TABLE {CAPPED_TABLE} (customer_id BIGINT NOT NULL)")
+        cur.execute(f"CREATE TEMPORARY TABLE {LIVE_TABLE} (customer_id BIGINT NOT NULL, n BIGINT NOT NULL)")
         cur.execute(f"""
             INSERT INTO {CAPPED_TABLE} (customer_id)
             SELECT s.customer_id FROM send s
             WHERE s.period_id IN (SELECT p.id FROM send_period p
-                                  WHERE p.completed_at IS NULL OR p.completed_at >= {mark("since")})
+                                  WHERE (p.completed_at IS NULL OR p.completed_at >= {mark("since")})
+                                    AND p.id <= {last} {not_in_flight})
               AND s.status = 'sent' AND s.sent_at >= {mark("since")}
-            GROUP BY s.customer_id HAVING count(*) >= {mark("cap_limit")}""",  # noqa: S608 (placeholders only)
+            GROUP BY s.customer_id HAVING count(*) >= {mark("cap_limit")}""",  # noqa: S608 (placeholders, integers)
                     {"since": since, "cap_limit": limit})
         if pg:
             cur.execute(f"ANALYZE {CAPPED_TABLE}")  # autovacuum never analyses a temporary table
     finally:
         cur.close()
-    yield True
+    yield Cap(limit, since, in_flight, last)
     session.execute(text(f"DROP TABLE {CAPPED_TABLE}"))
+    session.execute(text(f"DROP TABLE {LIVE_TABLE}"))
 
 
-def eligible_customer_ids(session: Session, segment_id: int, period_id: int, capped: bool = False,
+def _live_periods(session: Session, cap: Cap, period_id: int, alias: str) -> str:
+    """The other periods a claim counts live — in flight when the plan began, or newer — as a
+    condition on `alias`.period_id with their ids written in (integers, a few): the planners then
+    read the ledger through its (period_id, customer_id) index, those periods' rows only (with a
+    subquery there, PostgreSQL scanned the whole ledger once per segment)."""
+    listed = f" OR id IN ({', '.join(map(str, cap.in_flight))})" if cap.in_flight else ""
+    rows = session.execute(text(f"SELECT id FROM send_period WHERE (id > :last{listed}) AND id <> :period"),  # noqa: S608
+                           {"last": cap.last_period_id, "period": period_id}).all()
+    ids = [int(r[0]) for r in rows]
+    return f"{alias}.period_id IN ({', '.join(map(str, ids))})" if ids else "1 = 0"
+
+
+def refresh_live_claims(session: Session, cap: Cap, period_id: int, segment_id: int) -> None:
+    """Count again, into the plan's `live_claim` table, the other periods' live claims per customer
+    of the segment (in flight when the plan began, or newer; queued, or sent in the window), in the
+    claim's transaction, under the cap lock: what the segment's audience query then joins. Under a cap above
+    one, each such customer's mail from the finished periods is added (few customers, one by one).
+    A table with fresh statistics, not a subquery: with a guessed size, PostgreSQL re-ran the
+    subquery for every customer of the segment."""
+    count = "count(*)"
+    if cap.limit > 1:
+        live = f" AND s3.period_id NOT IN ({', '.join(map(str, cap.in_flight))})" if cap.in_flight else ""
+        count += f""" + (SELECT count(*) FROM send s3
+                         WHERE s3.customer_id = s2.customer_id AND s3.period_id <= %(cap_last)s{live}
+                           AND s3.status = 'sent' AND s3.sent_at >= %(cap_since)s)"""  # noqa: S608 (integers)
+    sql = f"""INSERT INTO {LIVE_TABLE} (customer_id, n)
+        SELECT s2.customer_id, {count} FROM send s2
+        WHERE {_live_periods(session, cap, period_id, "s2")}
+          AND s2.customer_id IN (SELECT c2.id FROM customer c2 WHERE c2.segment_id = %(segment_id)s)
+          AND (s2.status = 'queued' OR (s2.status = 'sent' AND s2.sent_at >= %(cap_since)s))
+        GROUP BY s2.customer_id"""  # noqa: S608 (integers)
+    params = {"cap_last": cap.last_period_id, "cap_since": cap.since, "segment_id": segment_id}
+    pg = is_postgres(session)
+    cur = _driver_connection(session).cursor()
+    try:
+        cur.execute(f"DELETE FROM {LIVE_TABLE}")  # noqa: S608
+        cur.execute(sql if pg else sql.replace("%(", ":").replace(")s", ""), params)
+        if pg:
+            cur.execute(f"ANALYZE {LIVE_TABLE}")
+    finally:
+        cur.close()
+
+
+def _under_cap(cap: Cap) -> tuple[str, str, dict]:
+    """(joins, condition, params): the customer `c` is under the cap: not at it through the finished
+    periods' mail (the table `k`), nor with the other periods' live claims added (the table `l`,
+    `refresh_live_claims`). Anti-joins, which the planners run set-based."""
+    cond = (f"NOT EXISTS (SELECT 1 FROM {CAPPED_TABLE} k WHERE k.customer_id = c.id) "  # noqa: S608
+            f"AND NOT EXISTS (SELECT 1 FROM {LIVE_TABLE} l WHERE l.customer_id = c.id AND l.n >= %(cap_limit)s)")
+    return "", cond, {"cap_last": cap.last_period_id, "cap_since": cap.since, "cap_limit": cap.limit}
+
+
+def _segment_audience(session: Session, segment_id: int, period_id: int, capped: Cap | bool,
+                      audience: dict | None, under_cap: bool = True) -> tuple[str, str, dict]:
+    """(joins, WHERE clause, params) of a segment's customers the period may mail: active,
+    consenting, in the audience, not yet claimed in the period and, with `capped`, under the cap
+    (or, `under_cap=False`, at it)."""
+    params: dict = {"segment_id": segment_id, "period_id": period_id}
+    join, cap_clause = "", ""
+    if capped:
+        join, cond, cap_params = _under_cap(capped)
+        cap_clause = f"AND {cond}" if under_cap else f"AND NOT ({cond})"
+        params.update(cap_params)
+    audience_clause, audience_params = audience_filter.sql(audience, is_postgres(session), "c.attributes")
+    params.update(audience_params)  # bound values only
+    where = f"""c.segment_id = %(segment_id)s AND c.status = 'active' AND c.consent = TRUE
+          AND NOT EXISTS (SELECT 1 FROM send s WHERE s.period_id = %(period_id)s AND s.customer_id = c.id)
+          {cap_clause} {audience_clause}"""  # noqa: S608 (placeholders and integers only)
+    return join, where, params
+
+
+def eligible_customer_ids(session: Session, segment_id: int, period_id: int, capped: Cap | bool = False,
                           audience: dict | None = None) -> np.ndarray:
     """Active, consenting customers of the segment not yet claimed in this period and, with
-    `capped`, not at the frequency cap (inside `capped_customers`), in id order (deterministic).
+    `capped`, under the frequency cap (inside `capped_customers`, after `refresh_live_claims` in
+    the same transaction), in id order (deterministic).
 
     Set-based, and fetched straight into numpy (binary COPY on PostgreSQL): no Python object per
     customer."""
-    params: dict = {"segment_id": segment_id, "period_id": period_id}
-    capped_clause = (f"AND NOT EXISTS (SELECT 1 FROM {CAPPED_TABLE} k WHERE k.customer_id = c.id)"  # noqa: S608
-                     if capped else "")
     pg = is_postgres(session)
-    audience_clause, audience_params = audience_filter.sql(audience, pg, "c.attributes")  # bound values only
-    params.update(audience_params)
+    join, where, params = _segment_audience(session, segment_id, period_id, capped, audience)
     sql = f"""
-        SELECT {"CAST(c.id AS BIGINT)" if pg else "c.id"} FROM customer c
-        WHERE c.segment_id = %(segment_id)s AND c.status = 'active' AND c.consent = TRUE
-          AND NOT EXISTS (SELECT 1 FROM send s WHERE s.period_id = %(period_id)s AND s.customer_id = c.id)
-          {capped_clause} {audience_clause}
-        ORDER BY c.id"""  # noqa: S608 (no values are formatted in: only the optional clause)
+        SELECT {"CAST(c.id AS BIGINT)" if pg else "c.id"} FROM customer c {join}
+        WHERE {where}
+        ORDER BY c.id"""  # noqa: S608 (no values are formatted in: only the optional clauses)
     if pg:
         with _driver_connection(session).cursor() as cur:
             with cur.copy(f"COPY ({sql}) TO STDOUT (FORMAT BINARY)", params) as copy:
@@ -105,6 +199,32 @@ def eligible_customer_ids(session: Session, segment_id: int, period_id: int, cap
         while block := cur.fetchmany(100_000):
             parts.append(np.fromiter((r[0] for r in block), dtype=np.int64, count=len(block)))
         return np.concatenate(parts) if parts else ids
+    finally:
+        cur.close()
+
+
+def capped_by_campaign(session: Session, segment_id: int, period_id: int, cap: Cap,
+                       audience: dict | None = None) -> dict[int, int]:
+    """{campaign id: customers}: the segment's customers this period would mail but for the cap, by
+    the campaign whose mail in the window (sent, or claimed by a period in flight) holds their
+    slots. A customer held by two campaigns counts for each."""
+    join, where, params = _segment_audience(session, segment_id, period_id, cap, audience, under_cap=False)
+    sql = f"""
+        SELECT x.campaign_id, count(DISTINCT c.id) FROM customer c {join}
+        JOIN send x ON x.customer_id = c.id AND x.period_id <> %(period_id)s
+          AND x.period_id IN (SELECT p.id FROM send_period p  -- the ledger's period index: recent rows only
+                              WHERE p.completed_at IS NULL OR p.completed_at >= %(cap_since)s)
+          AND ((x.status = 'sent' AND x.sent_at >= %(cap_since)s)
+               OR (x.status = 'queued' AND {_live_periods(session, cap, period_id, "x")}))
+        WHERE {where}
+        GROUP BY x.campaign_id"""  # noqa: S608 (placeholders and integers only)
+    cur = _driver_connection(session).cursor()
+    try:
+        if is_postgres(session):
+            cur.execute(sql, params)
+        else:
+            cur.execute(sql.replace("%(", ":").replace(")s", ""), params)
+        return {int(cid): int(n) for cid, n in cur.fetchall()}
     finally:
         cur.close()
 

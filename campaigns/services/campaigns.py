@@ -134,6 +134,7 @@ def create(session: Session, data: CampaignCreate) -> Campaign:
         economics=economics.validate(data.objective, data.model, data.economics, data.factors),
         send_windows=windows,
         send_window_timezone=window_tz,
+        priority=data.priority,
     )
     session.add(campaign)
     session.flush()
@@ -150,6 +151,10 @@ def update(session: Session, campaign_id: int, data: CampaignUpdate) -> Campaign
     changes = data.model_dump(exclude_unset=True, exclude_none=True)
     if campaign.status == CampaignStatus.PAUSED and set(changes) == {"template"}:
         return fix_template(session, campaign, data.template)
+    if set(changes) == {"priority"}:  # a ranking, not the design: any status, from the next claim on
+        campaign.priority, campaign.updated_at = changes["priority"], utcnow()
+        session.flush()
+        return campaign
     if campaign.status != CampaignStatus.DRAFT:
         raise Conflict(f"campaign {campaign_id} is {campaign.status}: only drafts can be edited "
                        "(a paused campaign accepts a new template alone)")

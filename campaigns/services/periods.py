@@ -34,7 +34,7 @@ from campaigns.models import (
 from campaigns.repositories import campaigns as repo
 from campaigns.repositories import chunks as chunk_repo
 from campaigns.repositories import sends as send_repo
-from campaigns.services import audit, period_health
+from campaigns.services import audit, contention, period_health
 from campaigns.services import campaigns as campaign_service
 from campaigns.services import send_windows as window_service
 from campaigns.services import versions as version_service
@@ -60,8 +60,9 @@ def enqueue_resume(period_id: int) -> None:
         enqueue_run(period_id)
 
 
-def start_period(session: Session, campaign_id: int) -> SendPeriod:
-    """Create the next period of an active campaign and hand it to a worker after the commit."""
+def start_period(session: Session, campaign_id: int, hand_out: bool = True) -> SendPeriod:
+    """Create the next period of an active campaign and hand it to a worker after the commit
+    (`hand_out=False`: the caller does, once it has committed)."""
     campaign = campaign_service.get(session, campaign_id, for_update=True)
     if campaign.status != CampaignStatus.ACTIVE:
         raise Conflict(f"campaign {campaign_id} is {campaign.status}: start it (or resume it) before sending")
@@ -79,7 +80,8 @@ def start_period(session: Session, campaign_id: int) -> SendPeriod:
     except IntegrityError:
         raise Conflict(f"another period of campaign {campaign_id} was started at the same time") from None
     period_id = period.id
-    on_commit(session, lambda: enqueue_run(period_id))
+    if hand_out:
+        on_commit(session, lambda: enqueue_run(period_id))
     return period
 
 
@@ -237,10 +239,11 @@ def _frequency_cap(now: datetime) -> tuple[int, datetime] | None:
     return settings.frequency_cap, now - timedelta(days=settings.frequency_window_days)
 
 
-def _open_plan(period_id: int) -> str | tuple[list[int], list[int]]:
+def _open_plan(period_id: int) -> str | tuple[list[int], list[int], bool]:
     """The plan's first step: under the period's row lock, check it may run, store the allocation
     snapshots (once) and mark the period running. Returns why not, or (the unfinished chunks of
-    segments claimed before — a rerun hands them out again —, the snapshots still to claim)."""
+    segments claimed before — a rerun hands them out again —, the snapshots still to claim, whether
+    this is the period's first run)."""
     with session_scope() as session:
         # The period's row lock serialises coordinators here: a redelivered `run_period` waits, then
         # finds the snapshots stored and the claimed segments marked, and skips them.
@@ -252,23 +255,28 @@ def _open_plan(period_id: int) -> str | tuple[list[int], list[int]]:
             return f"waiting: campaign is {campaign.status}"  # resume re-enqueues the period
         if period.next_wave_at is not None:
             if utcnow() < period.next_wave_at:
-                return chunk_repo.unfinished_ids(session, period_id), []  # beat plans the next wave when due
+                return chunk_repo.unfinished_ids(session, period_id), [], False  # beat plans the next wave when due
             period.wave, period.next_wave_at = period.wave + 1, None
         if period.started_at is None:
             period.waves = campaign.waves  # fixed for the period, whatever later changes say
         segments = repo.campaign_segments(session, campaign.id)
         snapshots = _snapshots(session, campaign, period, segments)
         period.status = PeriodStatus.RUNNING
+        first_run = period.started_at is None
         period.started_at = period.started_at or utcnow()
         todo = [] if period.planned_at else [snapshots[s.id].id for s in segments if snapshots[s.id].claimed_at is None]
-        return chunk_repo.unfinished_ids(session, period_id), todo
+        return chunk_repo.unfinished_ids(session, period_id), todo, first_run
 
 
-def _claim_segment(session: Session, period_id: int, snapshot_id: int, capped: bool) -> str | list[int]:
+def _claim_segment(session: Session, period_id: int, snapshot_id: int,
+                   capped: send_repo.Cap | bool) -> str | list[int]:
     """One segment's step of the plan, in the caller's transaction: assign and claim every eligible
     customer of the segment (set-based) and cut what was claimed into chunks. Returns the new
-    chunks' ids, or why the plan stops here (the period failed, the campaign is paused)."""
+    chunks' ids, or why the plan stops here (the period failed, the campaign is paused), or why
+    this segment waits (`contention.Waiting`: a higher-ranked campaign claims it first)."""
     chunk_repo.lock_plan(session, period_id)
+    if capped:
+        contention.lock_cap(session)
     period = repo.get_period(session, period_id)
     session.refresh(period)  # this step's view, not the previous step's
     if period.status != PeriodStatus.RUNNING:
@@ -279,7 +287,14 @@ def _claim_segment(session: Session, period_id: int, snapshot_id: int, capped: b
     if not repo.mark_claimed(session, snapshot_id, utcnow()):
         return []  # a coordinator before this one claimed the segment
     snap = session.get(AllocationSnapshot, snapshot_id)
-    audience = repo.get_campaign(session, period.campaign_id).audience  # the attribute filter and lists
+    campaign = repo.get_campaign(session, period.campaign_id)
+    audience = campaign.audience  # the attribute filter and lists
+    if capped:
+        if waiting := contention.blocker(session, campaign, snap):
+            return waiting  # the caller rolls back (the claim mark too) and tries again later
+        send_repo.refresh_live_claims(session, capped, period_id, snap.segment_id)
+        if period.waves is None or snap.wave == waves.LAST:  # counted once: who is still held at the last wave
+            contention.record_lost(session, period, snap.segment_id, audience, capped)
     customer_ids = send_repo.eligible_customer_ids(session, snap.segment_id, period_id, capped, audience)
     if period.waves is not None and snap.wave == 1:
         customer_ids = waves.first_wave(customer_ids, period.waves["first_share"],
@@ -331,16 +346,20 @@ def coordinate(period_id: int, enqueue: Callable[[list[int]], None] = enqueue_ch
     opened = _open_plan(period_id)
     if isinstance(opened, str):
         return opened
-    pending, todo = opened
+    pending, todo, first_run = opened
     if pending:
         enqueue(pending)
-    fanned = len(pending)
+    fanned, waits = len(pending), []
     if todo:
         # One connection for the whole plan: the frequency-cap table lives on it across the commits.
         with pinned_session_scope() as session, send_repo.capped_customers(session, _frequency_cap(utcnow())) as capped:
             session.commit()
             for snapshot_id in todo:
                 claimed = _claim_segment(session, period_id, snapshot_id, capped)
+                if isinstance(claimed, contention.Waiting):
+                    session.rollback()
+                    waits.append(claimed)  # the other segments go on: a wait per segment never cycles
+                    continue
                 if isinstance(claimed, str):
                     session.rollback()
                     return claimed
@@ -348,6 +367,12 @@ def coordinate(period_id: int, enqueue: Callable[[list[int]], None] = enqueue_ch
                 if claimed:
                     enqueue(claimed)  # only now: the claim has committed
                 fanned += len(claimed)
+        if capped and (len(waits) < len(todo) or first_run):
+            # claims let waiting plans go on; a first run's snapshots give rivals its rank at last
+            contention.wake_waiting(period_id, enqueue_run, claimed_only=not first_run)
+    if waits:
+        log.info("period %s: %s", period_id, waits[0], extra={"period_id": period_id})
+        return waits[0]  # the sweeper, or the plan it waits for, hands this one out again
     outcome = _close_plan(period_id)
     if outcome.startswith("waiting: wave"):
         return f"fanned out {fanned} chunks; {outcome}"
@@ -388,7 +413,7 @@ def public(session: Session, period: SendPeriod, now: datetime | None = None) ->
     if state != "sending":
         info["eta_seconds"] = None
     return {**period.model_dump(), **info, "state": state, "state_reason": reason, "stalled_since": since,
-            "failures": period_health.top_reasons(period.failures),
+            "failures": period_health.top_reasons(period.failures), "lost_to": period.lost_to or {},
             "windows": window_service.progress(session, period, now)}
 
 
@@ -493,7 +518,11 @@ def mark_failed(period_id: int, error: str) -> None:
 
 def start_due_periods(now: datetime | None = None) -> list[int]:
     """Beat: start a period for every active campaign whose cadence says one is due, and plan the
-    next wave of every period whose wait is over."""
+    next wave of every period whose wait is over.
+
+    Each in its own transaction, and handed out only once all are committed: no plan can begin
+    before the other periods of the same tick exist, so the frequency cap shares their customers by
+    the campaigns' ranks (services/contention.py), not by which plan a worker took first."""
     now = now or datetime.now(UTC)
     started = []
     with session_scope() as session:
@@ -505,9 +534,11 @@ def start_due_periods(now: datetime | None = None) -> list[int]:
     for campaign_id in due:
         try:
             with session_scope() as session:
-                started.append(start_period(session, campaign_id).id)
+                started.append(start_period(session, campaign_id, hand_out=False).id)
         except Conflict as exc:
             log.info("due period of campaign %s not started: %s", campaign_id, exc.detail)
+    for period_id in started:
+        enqueue_run(period_id)
     return started
 
 

@@ -45,7 +45,7 @@ from campaigns.repositories import campaigns as repo
 from campaigns.repositories import events as event_repo
 from campaigns.repositories import reports as report_repo
 from campaigns.services import campaigns as campaign_service
-from campaigns.services import period_health, report_deliverability, report_profit
+from campaigns.services import period_health, report_contention, report_deliverability, report_profit
 from campaigns.services import periods as period_service
 from campaigns.services import versions as version_service
 from campaigns.settings import get_settings
@@ -805,6 +805,8 @@ def lift_report(session: Session, campaign_id: int) -> dict:
         },
         "happened": happened,
         "deliverability": report_deliverability.deliverability(session, data, data.labels),
+        # targeted customers that went to other campaigns under the frequency cap
+        "shared_customers": report_contention.section(session, campaign_id),
         "events": {"applied": events["applied"], "unattributed": events["unattributed"]},
         # promote / roll back / resume: who did what, why, and each segment's current mode
         "versions": _versions(session, campaign_id),
