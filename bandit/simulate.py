@@ -366,8 +366,7 @@ def _period_in_waves(env: Environment, waves: Waves, policy, t, history, rng, re
     w1 = _weights(policy, t, history, rng, reward)
     s1, c1, v1 = _mail(rng, first, w1, click, conv)
     seen = [
-        _first_wave_view(waves, s1[s], c1[s], v1[s], env.value[s], env.value_shape, rng)
-        for s in range(env.n_segments)
+        _first_wave_view(waves, s1[s], c1[s], v1[s], env.value[s], env.value_shape, rng) for s in range(env.n_segments)
     ]
     # the first wave is this period's most recent (partial) evidence; it is replaced by the
     # whole period's once the period is over
