@@ -291,7 +291,8 @@ def _first_wave_view(waves: Waves, sends, clicks, convs, value, value_shape, rng
     clicks_i, convs_i = clicks.astype(np.int64), convs.astype(np.int64)
     conv_seen = rng.binomial(convs_i, f_conv)
     # converters whose click arrived but whose conversion did not: P(click due | conversion not due)
-    click_only = rng.binomial(convs_i - conv_seen, (f_click - f_conv) / (1.0 - f_conv))
+    p_click_only = min(max((f_click - f_conv) / (1.0 - f_conv), 0.0), 1.0) if f_conv < 1.0 else 0.0
+    click_only = rng.binomial(convs_i - conv_seen, p_click_only)
     clicks_seen = conv_seen + click_only + rng.binomial(clicks_i - convs_i, f_click)
     seen_c, seen_v = clicks_seen.astype(float), conv_seen.astype(float)
     if waves.pending == "window":

@@ -143,3 +143,14 @@ def test_without_waves_nothing_is_traced():
 def test_bad_waves_name_the_argument(kwargs, field):
     with pytest.raises(ValueError, match=field):
         Waves(**kwargs)
+
+
+def test_a_wait_longer_than_every_delay_sees_the_whole_first_wave():
+    env = factorial_environment(levels=(2, 2), n_segments=2, customers=400_000, periods=1, seed=5)
+    waves = Waves(wait_hours=1e5, pending="expected")
+    result = simulate(env, {"u": uniform_policy(env)}, periods=1, seed=3, waves=waves)
+    period = result.trace["u"][0]
+    for s, seen in enumerate(period["first_wave_seen"]):
+        np.testing.assert_array_equal(seen.sends, period["sends"][0, s])
+        assert seen.conversions.sum() > 0
+        assert (seen.pending_clicks == 0).all() and (seen.pending_conversions == 0).all()
