@@ -26,6 +26,7 @@ the script with that venv's python.)
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -168,7 +169,9 @@ def _mean_se(values) -> tuple[float, float]:
     return float(values.mean()), float(se)
 
 
-def run_waves(customers: int, seeds: list[int], n_draws: int, waves: list[Waves], models: list[str]) -> None:
+def run_waves(
+    customers: int, seeds: list[int], n_draws: int, waves: list[Waves], models: list[str], out: str = ""
+) -> None:
     """Each model with and without waves on the same worlds (paired over seeds)."""
     names = ["no waves"] + [f"waves, pending={w.pending}" for w in waves]
     print(
@@ -189,6 +192,11 @@ def run_waves(customers: int, seeds: list[int], n_draws: int, waves: list[Waves]
             for m in models:
                 shares.setdefault((m, name), []).append(result.share_of_oracle(m))
                 per_week.setdefault((m, name), []).append(np.diff(result.expected_conversions[m], prepend=0.0) / oracle)
+        if out:
+            with open(out, "a") as fh:
+                for (m, n), rows in per_week.items():
+                    record = {"customers": customers, "seed": seed, "model": m, "variant": n}
+                    fh.write(json.dumps({**record, "share": shares[(m, n)][-1], "per_week": rows[-1].tolist()}) + "\n")
         row = "; ".join(f"{m} {' / '.join(f'{shares[(m, n)][-1]:.1%}' for n in names)}" for m in models)
         print(f"seed {seed}: {time.perf_counter() - start:.0f}s; ({' / '.join(names)}) {row}", flush=True)
     print(
@@ -219,6 +227,7 @@ def main() -> None:
     parser.add_argument("--models", default="independent,hierarchical,structured", help="models for --waves")
     parser.add_argument("--wave-share", type=float, default=0.15, help="first wave's share of each segment")
     parser.add_argument("--wait-hours", type=float, default=24.0, help="hours before the rest of the period")
+    parser.add_argument("--out", default="", help="with --waves: append one JSON line per seed, model, variant")
     parser.add_argument("--pending", default="window", help="first-wave pending rules: window, expected (or both)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
