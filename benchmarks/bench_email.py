@@ -245,9 +245,8 @@ def main() -> None:
         except ValueError as exc:
             parser.error(str(exc))
         for customers in (int(c) for c in args.customers.split(",")):
-            run_waves(
-                customers, seeds[:1] if args.quick else seeds, 2000 if args.quick else args.n_draws, waves, models
-            )
+            draws = 2000 if args.quick else args.n_draws
+            run_waves(customers, seeds[:1] if args.quick else seeds, draws, waves, models, args.out)
         return
     if args.quick:
         run(200_000, seeds[:1], 2000, levers, models)
