@@ -80,7 +80,7 @@ def mabwiser_policy(env, seed: int):
         w = np.zeros((env.n_segments, env.n_arms))
         for s, periods in enumerate(history):
             # feed MABWiser the new period's per-customer decisions and rewards
-            for stats in periods[seen[s] :]:
+            for stats in periods[seen[s]:]:
                 sends = stats.sends.astype(np.int64)
                 decisions = np.repeat(arms, sends)
                 rewards = np.zeros(decisions.size)
