@@ -244,7 +244,8 @@ def main() -> None:
             waves = [Waves(args.wave_share, args.wait_hours, pending=p) for p in args.pending.split(",")]
         except ValueError as exc:
             parser.error(str(exc))
-        for customers in (int(c) for c in args.customers.split(",")):
+        sizes = [200_000] if args.quick else [int(c) for c in args.customers.split(",")]
+        for customers in sizes:
             draws = 2000 if args.quick else args.n_draws
             run_waves(customers, seeds[:1] if args.quick else seeds, draws, waves, models, args.out)
         return
