@@ -34,6 +34,7 @@ __all__ = [
     "oracle_policy",
     "default_policies",
     "SimulationResult",
+    "Waves",
     "simulate",
 ]
 
@@ -226,6 +227,86 @@ def default_policies(env: Environment, config: AllocationConfig | None = None) -
 
 
 # ---------------------------------------------------------------------------
+# waves inside a period (test, then send)
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Waves:
+    """Split every period into a first wave and the rest (test, then send).
+
+    share:                  the first wave's share of each segment's period audience, in (0, 1).
+    wait_hours:             hours between the first wave and the rest of the period.
+    click_delay_hours:      mean delay from send to click (exponential: most clicks within hours).
+    conversion_delay_hours: mean delay from click to conversion (exponential: spread over days).
+    pending:                how the first wave's sends without an event yet reach the engine:
+                            "window" as the service passes them (every send still inside its
+                            attribution window with no click is a pending click, every click with
+                            no conversion a pending conversion: none of them is a failure);
+                            "expected" only the share of them whose event could still come
+                            (sends x P(click not due yet), clicks x P(conversion not due yet)).
+
+    The first wave is allocated from the posterior before the period, the rest from the
+    posterior updated with what of the first wave arrived within the wait.  Between periods the
+    environment's own delay model applies, as without waves.
+    """
+
+    share: float = 0.15
+    wait_hours: float = 24.0
+    click_delay_hours: float = 4.0
+    conversion_delay_hours: float = 48.0
+    pending: str = "window"
+
+    def __post_init__(self) -> None:
+        if not (0.0 < float(self.share) < 1.0):
+            raise ValueError(f"share: must lie in (0, 1), got {self.share!r}")
+        for name in ("wait_hours", "click_delay_hours", "conversion_delay_hours"):
+            value = float(getattr(self, name))
+            if not np.isfinite(value) or value <= 0:
+                raise ValueError(f"{name}: must be a finite positive number of hours, got {value!r}")
+        if self.pending not in ("window", "expected"):
+            raise ValueError(f"pending: must be 'window' or 'expected', got {self.pending!r}")
+
+    @property
+    def click_due(self) -> float:
+        """P(a click has arrived by the end of the wait)."""
+        return float(-np.expm1(-self.wait_hours / self.click_delay_hours))
+
+    @property
+    def conversion_due(self) -> float:
+        """P(click delay + conversion delay <= wait): a hypoexponential distribution function."""
+        a, b, w = float(self.click_delay_hours), float(self.conversion_delay_hours), float(self.wait_hours)
+        if abs(a - b) < 1e-9 * max(a, b):
+            return float(1.0 - np.exp(-w / a) * (1.0 + w / a))
+        return float(1.0 - (a * np.exp(-w / a) - b * np.exp(-w / b)) / (a - b))
+
+    def first_wave_size(self, batch: int) -> int:
+        return int(round(self.share * batch))
+
+
+def _first_wave_view(waves: Waves, sends, clicks, convs, value, value_shape, rng) -> ArmStats:
+    """What the engine sees of the first wave at the end of the wait: the clicks and conversions
+    that arrived, the rest pending (a conversion's click always arrives before it)."""
+    f_click, f_conv = waves.click_due, waves.conversion_due
+    clicks_i, convs_i = clicks.astype(np.int64), convs.astype(np.int64)
+    conv_seen = rng.binomial(convs_i, f_conv)
+    # converters whose click arrived but whose conversion did not: P(click due | conversion not due)
+    p_click_only = min(max((f_click - f_conv) / (1.0 - f_conv), 0.0), 1.0) if f_conv < 1.0 else 0.0
+    click_only = rng.binomial(convs_i - conv_seen, p_click_only)
+    clicks_seen = conv_seen + click_only + rng.binomial(clicks_i - convs_i, f_click)
+    seen_c, seen_v = clicks_seen.astype(float), conv_seen.astype(float)
+    if waves.pending == "window":
+        pend_c, pend_v = sends - seen_c, seen_c - seen_v
+    else:
+        pend_c = np.minimum(sends * (1.0 - f_click), sends - seen_c)
+        pend_v = np.minimum(seen_c * (1.0 - f_conv / f_click), seen_c - seen_v)
+    revenue = np.zeros_like(seen_v)
+    pos = seen_v > 0
+    revenue[pos] = rng.gamma(seen_v[pos] * value_shape, value[pos] / value_shape)
+    return ArmStats(sends, seen_c, seen_v, revenue, pend_c, pend_v)
+
+
+# ---------------------------------------------------------------------------
 # the simulation loop (periods x segments, vectorised over arms)
 # ---------------------------------------------------------------------------
 
@@ -237,6 +318,7 @@ class SimulationResult:
     regret: dict[str, np.ndarray] = field(default_factory=dict)  # cumulative expected regret per period
     conversions: dict[str, np.ndarray] = field(default_factory=dict)  # cumulative realised conversions
     expected_conversions: dict[str, np.ndarray] = field(default_factory=dict)  # cumulative expected
+    trace: dict[str, list[dict]] = field(default_factory=dict)  # per-period waves, when simulated with waves
 
     def share_of_oracle(self, policy: str) -> float:
         oracle = self.expected_conversions.get("oracle")
@@ -264,14 +346,53 @@ def _drift(env: Environment, click, conv, rng):
     return click, conv
 
 
+def _weights(policy: Policy, t: int, history, rng, reward) -> np.ndarray:
+    if getattr(policy, "is_oracle", False):
+        return policy(t, history, rng, truth=reward)
+    return policy(t, history, rng)
+
+
+def _mail(rng, n: int, w: np.ndarray, click, conv):
+    """n customers per segment split by the weights w, and their outcomes (counts per arm)."""
+    sends = np.stack([rng.multinomial(n, w[s] / w[s].sum()) for s in range(w.shape[0])]).astype(float)
+    clicks = rng.binomial(sends.astype(np.int64), click).astype(float)
+    convs = rng.binomial(clicks.astype(np.int64), conv).astype(float)
+    return sends, clicks, convs
+
+
+def _period_in_waves(env: Environment, waves: Waves, policy, t, history, rng, reward, click, conv, trace):
+    """One period as two waves: the rest is allocated once the first wave's early feedback is in.
+    Every customer of a segment is in exactly one wave: the two sizes add to the batch."""
+    first = waves.first_wave_size(env.batch)
+    w1 = _weights(policy, t, history, rng, reward)
+    s1, c1, v1 = _mail(rng, first, w1, click, conv)
+    seen = [
+        _first_wave_view(waves, s1[s], c1[s], v1[s], env.value[s], env.value_shape, rng) for s in range(env.n_segments)
+    ]
+    # the first wave is this period's most recent (partial) evidence; it is replaced by the
+    # whole period's once the period is over
+    w2 = _weights(policy, t, [h + [v] for h, v in zip(history, seen, strict=True)], rng, reward)
+    s2, c2, v2 = _mail(rng, env.batch - first, w2, click, conv)
+    if trace is not None:
+        propensity = np.stack([w1 / w1.sum(axis=1, keepdims=True), w2 / w2.sum(axis=1, keepdims=True)])
+        trace.append({"propensity": propensity, "sends": np.stack([s1, s2]), "first_wave_seen": seen})
+    return s1 + s2, c1 + c2, v1 + v2
+
+
 def run_policy(
     env: Environment,
     policy: Policy,
     periods: int,
     seed: int,
     on_period: Callable[[int], None] | None = None,
+    waves: Waves | None = None,
+    trace: list | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(cumulative regret, cumulative conversions, cumulative expected conversions) per period."""
+    """(cumulative regret, cumulative conversions, cumulative expected conversions) per period.
+
+    With `waves`, every period is mailed in two waves (see Waves); `trace`, if a list, gets one
+    dict per period: each wave's propensities and sends (2, S, K) and what the engine saw of the
+    first wave before the second."""
     rng = np.random.default_rng(seed)
     env_rng = np.random.default_rng([seed, 1])  # same drift path for every policy
     s_n, k = env.n_segments, env.n_arms
@@ -287,13 +408,10 @@ def run_policy(
     for t in range(periods):
         click, conv = _drift(env, click, conv, env_rng)
         reward = env.reward(click, conv)
-        if getattr(policy, "is_oracle", False):
-            w = policy(t, history, rng, truth=reward)
+        if waves is None:
+            sends, clicks, convs = _mail(rng, env.batch, _weights(policy, t, history, rng, reward), click, conv)
         else:
-            w = policy(t, history, rng)
-        sends = np.stack([rng.multinomial(env.batch, w[s] / w[s].sum()) for s in range(s_n)]).astype(float)
-        clicks = rng.binomial(sends.astype(np.int64), click).astype(float)
-        convs = rng.binomial(clicks.astype(np.int64), conv).astype(float)
+            sends, clicks, convs = _period_in_waves(env, waves, policy, t, history, rng, reward, click, conv, trace)
         regret[t] = float((sends * (reward.max(axis=1, keepdims=True) - reward)).sum())
         expected[t] = float((sends * click * conv).sum())
         got[t] = float(convs.sum())
@@ -342,8 +460,12 @@ def simulate(
     periods: int,
     seed: int = 0,
     on_period: Callable[[str, int], None] | None = None,
+    waves: Waves | None = None,
 ) -> SimulationResult:
-    """Run every policy on the same environment (same drift path) and collect curves."""
+    """Run every policy on the same environment (same drift path) and collect curves.
+
+    With `waves` (default: none) every period is mailed in two waves, and `result.trace[policy]`
+    holds each period's per-wave propensities and sends."""
     if periods < 1:
         raise ValueError(f"periods: must be >= 1, got {periods!r}")
     if env.batch < 1:
@@ -351,6 +473,9 @@ def simulate(
     result = SimulationResult(periods=periods, batch=env.batch)
     for name, policy in policies.items():
         callback = (lambda t, _n=name: on_period(_n, t)) if on_period else None
-        r, c, e = run_policy(env, policy, periods, seed, callback)
+        trace: list | None = [] if waves is not None else None
+        r, c, e = run_policy(env, policy, periods, seed, callback, waves=waves, trace=trace)
         result.regret[name], result.conversions[name], result.expected_conversions[name] = r, c, e
+        if trace is not None:
+            result.trace[name] = trace
     return result

@@ -13,6 +13,12 @@ distribution as calling it per customer, which would take hours in MABWiser).
 
 Run:  python benchmarks/bench_email.py            # 12M and 200k customers, 3 seeds
       python benchmarks/bench_email.py --quick    # 1 seed, small audience only
+      python benchmarks/bench_email.py --waves --seeds 0,1,2,3,4 --customers 200000
+          # each model (default AllocationConfig) with and without waves inside every week,
+          # paired over the same worlds: a first wave of --wave-share of each segment, the
+          # rest --wait-hours later, allocated after the first wave's early clicks and
+          # conversions (clicks: exponential delay, mean 4 h; conversions: a further
+          # exponential delay after the click, mean 48 h); --pending window,expected
 (MABWiser: pip install -r benchmarks/requirements.txt in a separate venv and run
 the script with that venv's python.)
 """
@@ -20,6 +26,7 @@ the script with that venv's python.)
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -31,7 +38,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dataclasses import replace  # noqa: E402
 
 from bandit import AllocationConfig, Model  # noqa: E402
-from bandit.simulate import default_policies, factorial_environment, simulate, thompson_policy  # noqa: E402
+from bandit.simulate import (  # noqa: E402
+    Waves,
+    default_policies,
+    factorial_environment,
+    oracle_policy,
+    simulate,
+    thompson_policy,
+)
 
 MABWISER_DRAWS = 2000
 
@@ -149,6 +163,57 @@ def run(customers: int, seeds: list[int], n_draws: int, levers=(), lever_models=
             print("MABWiser not installed: see benchmarks/README.md")
 
 
+def _mean_se(values) -> tuple[float, float]:
+    values = np.asarray(values, dtype=float)
+    se = values.std(ddof=1) / np.sqrt(values.size) if values.size > 1 else float("nan")
+    return float(values.mean()), float(se)
+
+
+def run_waves(
+    customers: int, seeds: list[int], n_draws: int, waves: list[Waves], models: list[str], out: str = ""
+) -> None:
+    """Each model with and without waves on the same worlds (paired over seeds)."""
+    names = ["no waves"] + [f"waves, pending={w.pending}" for w in waves]
+    print(
+        f"\n=== {customers:,} customers, 10 weekly sends, waves: share {waves[0].share:.0%} then the rest "
+        f"{waves[0].wait_hours:g} h later (P(click due) {waves[0].click_due:.3f}, "
+        f"P(conversion due) {waves[0].conversion_due:.3f}) ==="
+    )
+    shares: dict[tuple[str, str], list[float]] = {}
+    per_week: dict[tuple[str, str], list[np.ndarray]] = {}
+    for seed in seeds:
+        env = factorial_environment(customers=customers, periods=10, seed=seed)
+        start = time.perf_counter()
+        for name, wave in zip(names, [None, *waves], strict=True):
+            policies = {m: thompson_policy(env, AllocationConfig(n_draws=n_draws, model=MODELS[m])) for m in models}
+            policies["oracle"] = oracle_policy(env)
+            result = simulate(env, policies, periods=10, seed=seed, waves=wave)
+            oracle = np.diff(result.expected_conversions["oracle"], prepend=0.0)
+            for m in models:
+                shares.setdefault((m, name), []).append(result.share_of_oracle(m))
+                per_week.setdefault((m, name), []).append(np.diff(result.expected_conversions[m], prepend=0.0) / oracle)
+        if out:
+            with open(out, "a") as fh:
+                for (m, n), rows in per_week.items():
+                    record = {"customers": customers, "seed": seed, "model": m, "variant": n}
+                    fh.write(json.dumps({**record, "share": shares[(m, n)][-1], "per_week": rows[-1].tolist()}) + "\n")
+        row = "; ".join(f"{m} {' / '.join(f'{shares[(m, n)][-1]:.1%}' for n in names)}" for m in models)
+        print(f"seed {seed}: {time.perf_counter() - start:.0f}s; ({' / '.join(names)}) {row}", flush=True)
+    print(
+        f"{'model':<14} {'variant':<26} {'share of oracle':>16} {'+- SE':>6} {'- no waves (paired)':>20} {'+- SE':>6}"
+    )
+    for m in models:
+        base = np.array(shares[(m, "no waves")])
+        for n in names:
+            mean, se = _mean_se(shares[(m, n)])
+            diff, dse = _mean_se(np.array(shares[(m, n)]) - base)
+            extra = f"{diff:>+19.1%} {dse:>6.1%}" if n != "no waves" else ""
+            print(f"{m:<14} {n:<26} {mean:>15.1%} {se:>6.1%} {extra}")
+    print("share of the oracle's expected conversions per week (mean over seeds):")
+    for (m, n), rows in per_week.items():
+        print(f"  {m:<13} {n:<26} " + " ".join(f"{x:5.1%}" for x in np.mean(rows, axis=0)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="0,1,2")
@@ -158,6 +223,12 @@ def main() -> None:
     parser.add_argument("--levers", default="", help="extra TS policies with a lever: " + ", ".join(LEVERS))
     parser.add_argument("--lever-models", default="structured", help="models the levers are applied to")
     parser.add_argument("--keep", default="", help="comma-separated default policies to run (default: all)")
+    parser.add_argument("--waves", action="store_true", help="each model with and without waves (paired)")
+    parser.add_argument("--models", default="independent,hierarchical,structured", help="models for --waves")
+    parser.add_argument("--wave-share", type=float, default=0.15, help="first wave's share of each segment")
+    parser.add_argument("--wait-hours", type=float, default=24.0, help="hours before the rest of the period")
+    parser.add_argument("--out", default="", help="with --waves: append one JSON line per seed, model, variant")
+    parser.add_argument("--pending", default="window", help="first-wave pending rules: window, expected (or both)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     levers = [v for v in args.levers.split(",") if v]
@@ -165,6 +236,19 @@ def main() -> None:
     bad = [v for v in levers if v not in LEVERS] + [m for m in models if m not in MODELS]
     if bad:
         parser.error(f"unknown levers/models {bad}")
+    if args.waves:
+        models = [m for m in args.models.split(",") if m]
+        if any(m not in MODELS for m in models):
+            parser.error(f"unknown models {models}")
+        try:
+            waves = [Waves(args.wave_share, args.wait_hours, pending=p) for p in args.pending.split(",")]
+        except ValueError as exc:
+            parser.error(str(exc))
+        sizes = [200_000] if args.quick else [int(c) for c in args.customers.split(",")]
+        for customers in sizes:
+            draws = 2000 if args.quick else args.n_draws
+            run_waves(customers, seeds[:1] if args.quick else seeds, draws, waves, models, args.out)
+        return
     if args.quick:
         run(200_000, seeds[:1], 2000, levers, models)
         return

@@ -5,9 +5,10 @@ AllocationConfig against a naive numpy Thompson pass (10,000 Beta draws per
 segment, argmax, bincount) on the conversion and revenue objectives, timed in
 the same run (`--weights-only` stops there).
 
-Compared in the same run against MABWiser's ThompsonSampling (if installed:
-10,000 predict() draws per segment, the same number of posterior samples) and
-against a plain Python loop of the same sampling (random.betavariate per arm and
+MABWiser's ThompsonSampling (if installed: 10,000 predict() draws per segment, the
+same number of posterior samples, binary conversion reward) is timed in the same
+interleaved rounds.  The full run (without --weights-only) also times it on the
+click objective, and a plain Python loop of the same sampling (random.betavariate per arm and
 draw; timed on 1 segment x 1,000 draws and extrapolated x80, which is stated).
 
 Run:  python benchmarks/bench_speed.py [--quick] [--weights-only] [--repeat 5]
@@ -60,25 +61,55 @@ def naive_pass(segs, objective: str, n_draws: int = 10_000) -> None:
         np.bincount(theta.argmax(axis=1), minlength=s.n_arms)
 
 
+def mabwiser_job(segs, n_draws: int = 10_000):
+    """MABWiser's ThompsonSampling fitted on the same counts (binary reward = converted), one MAB
+    per segment, or None if not installed.  The job is what a period costs it: predict() for
+    n_draws customers per segment (one posterior sample per customer); the fit is not timed."""
+    try:
+        from mabwiser.mab import MAB, LearningPolicy
+    except ImportError:
+        return None
+    mabs = []
+    for seg_index, s in enumerate(segs):
+        sends = s.sends.astype(np.int64)
+        decisions = np.repeat(np.arange(s.n_arms), sends)
+        rewards = np.zeros(decisions.size)
+        starts = np.r_[0, np.cumsum(sends)[:-1]]
+        for arm in np.flatnonzero(s.conversions):
+            rewards[starts[arm] : starts[arm] + int(s.conversions[arm])] = 1.0
+        mab = MAB(list(range(s.n_arms)), LearningPolicy.ThompsonSampling(), seed=seg_index)
+        mab.fit(decisions, rewards)
+        mabs.append(mab)
+    contexts = np.zeros((n_draws, 1))
+    return lambda: [mab.predict(contexts) for mab in mabs]
+
+
 def weights_against_naive(repeat: int) -> None:
     """Every model with the default AllocationConfig against the naive pass, same run.
 
     Counts after three weekly periods of the 12M case (2,250 sends per arm and
     segment).  Candidates are timed in interleaved rounds (best of `repeat`), so a
     burst of load from other processes hits them alike; one thread each
-    (max_workers=1), like the naive pass.
+    (max_workers=1), like the naive pass.  MABWiser's Thompson sampling (if
+    installed) has no funnel or revenue model: it is timed on the binary
+    conversion reward, and the same job stands in the revenue rows.
     """
     from bandit import FactorDesign
 
     segs = campaign(sends_per_arm=2_250)
     design = FactorDesign.full_factorial(4, 5, 10)
+    mabwiser = mabwiser_job(segs)
     print(f"weights for 8 x 200 arms, default AllocationConfig, one thread, best of {repeat} interleaved rounds")
+    if mabwiser is None:
+        print("  MABWiser not installed (pip install -r benchmarks/requirements.txt): its row is left out")
     for objective in ("conversion", "revenue"):
         jobs = {"naive numpy pass": lambda o=objective: naive_pass(segs, o)}
         for model in ("independent", "hierarchical", "structured"):
             cfg = AllocationConfig(objective=objective, model=model)
             d = design if model == "structured" else None
             jobs[model] = lambda cfg=cfg, d=d: allocate_segments(segs, cfg, seed=0, design=d, max_workers=1)
+        if mabwiser is not None:
+            jobs["MABWiser TS"] = mabwiser
         best = {name: float("inf") for name in jobs}
         for _ in range(repeat):
             for name, fn in jobs.items():
