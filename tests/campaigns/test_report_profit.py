@@ -114,6 +114,7 @@ def test_profit_lift_equals_a_per_send_recomputation(database_url, redis_server)
     assert f"{lf['absolute_lift']:,.2f}" in console.export_text().split("profit per send")[1].splitlines()[0]
     html = reports.render_html(rep)
     assert "Profit against the old email" in html and f"{lf['absolute_lift']:+,.3f}" in html
+    assert "objective: profit per email" in html  # the header names the campaign's objective, not revenue
 
 
 def test_other_objectives_have_no_profit_section(database_url, redis_server):
