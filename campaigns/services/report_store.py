@@ -37,7 +37,7 @@ from campaigns.settings import get_settings
 log = logging.getLogger(__name__)
 
 # Bump when the report's content changes for the same data: stored reports are then recomputed.
-REPORT_FORMAT = 2
+REPORT_FORMAT = 3
 REFRESH_BACKOFF = 10.0  # a report is recomputed at most every REFRESH_BACKOFF x its compute time
 ASK_AGAIN_SECONDS = 3.0  # a read of a report behind asks the workers at most this often (a recompute takes seconds)
 

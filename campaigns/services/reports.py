@@ -766,7 +766,7 @@ def lift_report(session: Session, campaign_id: int) -> dict:
             "adjusted_lift": adjusted.get(seg.id),
             "arms": _arms(data, seg, seg_arm, control, weights, objective_metric),
             "allocation": None if snap is None else {
-                "period": snap.version, "stage": snap.stage, "reason": snap.reason,
+                "period": snap.version, "wave": snap.wave, "stage": snap.stage, "reason": snap.reason,
                 "top": _top_weights(snap, data.variants, data.labels)},
             "leaderboard": board,
             "factor_effects": _factor_effects(data, i, seg_arm, posteriors, logged),

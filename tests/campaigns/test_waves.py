@@ -119,6 +119,9 @@ def test_a_period_in_waves_tests_then_sends_from_the_first_waves_clicks(database
     for seg in report["segments"]:
         rows = seg["allocation_over_time"]["periods"]
         assert [(r["period"], r["wave"]) for r in rows] == [(1, 1), (1, 2)]
+        assert (seg["allocation"]["period"], seg["allocation"]["wave"]) == (1, 2)  # the latest: wave 2's
+    html = reports.render_html(report)
+    assert "1·w2" in html and "(wave 2)" in html
     for seg in by_segment:
         mixed = reports._logging_distribution(data.waves[(1, seg)], len(data.variants))
         w1, w2 = snaps[(seg, 1)], snaps[(seg, 2)]
