@@ -10,7 +10,8 @@ active campaign, the sweeper hands out again:
 - with send windows, the chunks whose window has opened since they were created (once each,
   campaigns/services/send_windows.py); a chunk whose window has not opened is never lost;
 - when the period has not moved for a chunk lease: its plan (`run_period`, for a period still
-  queued or not fully planned) and its chunks still pending.
+  queued or not fully planned, but not while it waits between two waves: beat plans the next wave
+  when it is due) and its chunks still pending.
 
 Handing out twice is safe: a chunk is delivered under its lease and the ledger sends only queued
 rows; a plan skips the segments already claimed. To keep duplicates few, a period's work is handed
