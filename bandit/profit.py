@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .posterior import FunnelPosterior, beta_draws, funnel_posterior, gamma_draws
-from .stats import ArmStats, Objective
+from .stats import ArmStats, Objective, _as_vector
 
 __all__ = ["ArmEconomics", "ProfitPosterior", "profit_posterior"]
 
@@ -37,21 +37,6 @@ def _finite_number(name: str, value) -> float:
     if not np.isfinite(number):
         raise ValueError(f"{name}: must be finite, got {value!r}")
     return number
-
-
-def _cost_vector(name: str, value) -> np.ndarray:
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name}: not a numeric array ({exc})") from None
-    if array.ndim != 1 or array.size == 0:
-        raise ValueError(f"{name}: expected a non-empty 1-D array of per-arm costs, got shape {array.shape}")
-    if not np.isfinite(array).all():
-        raise ValueError(f"{name}: contains NaN or infinite values")
-    if (array < 0).any():
-        raise ValueError(f"{name}: negative costs at arms {np.flatnonzero(array < 0).tolist()}")
-    array.setflags(write=False)
-    return array
 
 
 @dataclass(frozen=True)
@@ -73,8 +58,8 @@ class ArmEconomics:
         margin = _finite_number("margin", self.margin)
         if not 0.0 <= margin <= 1.0:
             raise ValueError(f"margin: must lie in [0, 1], got {self.margin!r}")
-        share = _cost_vector("cost_share", self.cost_share)
-        fixed = _cost_vector("cost_fixed", self.cost_fixed)
+        share = _as_vector("cost_share", self.cost_share, None)
+        fixed = _as_vector("cost_fixed", self.cost_fixed, None)
         if fixed.shape != share.shape:
             raise ValueError(f"cost_fixed: shape {fixed.shape} does not match cost_share shape {share.shape}")
         unsub = _finite_number("unsubscribe_cost", self.unsubscribe_cost)

@@ -44,7 +44,7 @@ def _as_vector(name: str, value, reference_shape: tuple[int, ...] | None) -> np.
     if not np.isfinite(array).all():
         raise ValueError(f"{name}: contains infinite values")
     if (array < 0).any():
-        raise ValueError(f"{name}: negative counts at arms {np.flatnonzero(array < 0).tolist()}")
+        raise ValueError(f"{name}: negative values at arms {np.flatnonzero(array < 0).tolist()}")
     array.setflags(write=False)
     return array
 

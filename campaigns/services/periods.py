@@ -309,8 +309,8 @@ def _claim_segment(session: Session, period_id: int, snapshot_id: int,
     arm_of = np.asarray(snap.arms, dtype=np.int64)
     global_arm = np.where(drawn.arm == HOLDOUT, HOLDOUT, arm_of[np.maximum(drawn.arm, 0)])
     # the ledger rows, cut into chunks of send ids (one id range per send-window opening)
-    chunk_ids, claimed = window_service.claim(session, repo.get_campaign(session, period.campaign_id), period,
-                                              snap.segment_id, customer_ids, global_arm, drawn.propensity)
+    chunk_ids, claimed = window_service.claim(session, campaign, period, snap.segment_id, customer_ids, global_arm,
+                                              drawn.propensity)
     send_repo.add_claimed(session, period_id, claimed, len(chunk_ids))
     return chunk_ids
 
